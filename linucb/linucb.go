@@ -1,0 +1,220 @@
+// Package linucb implements the arithmetic of a disjoint LinUCB contextual
+// bandit: one independent ridge regression per arm (product) over a context
+// vector x of dimension d.
+//
+// For an arm with regularisation λ > 0 the state after events (x_t, r_t) is
+//
+//	A = λI + Σ x_t x_tᵀ   (d×d, symmetric positive definite)
+//	b = Σ r_t x_t         (d)
+//	n = number of events
+//
+// and its parameters are θ = A⁻¹b (the ridge-regression estimate) and A⁻¹.
+// The upper-confidence score of the arm for a context x is
+//
+//	score = xᵀθ + α·√(xᵀA⁻¹x)
+//
+// Update costs O(d²) and allocates nothing; Solve costs O(d³) (a Cholesky
+// factorisation and inverse). Shape misuse (a vector of the wrong length)
+// panics; numerical failure (a non-finite input, a matrix that is not positive
+// definite) is returned as an error.
+package linucb
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+
+	"gonum.org/v1/gonum/mat"
+)
+
+// Errors returned by this package. Callers branch on them with errors.Is.
+var (
+	// ErrNonFinite reports a NaN or infinite value in a context, a reward,
+	// a restored state or a computed result.
+	ErrNonFinite = errors.New("linucb: non-finite value")
+	// ErrNotPositiveDefinite reports that A could not be factorised by
+	// Cholesky: it is not (numerically) symmetric positive definite.
+	ErrNotPositiveDefinite = errors.New("linucb: A is not positive definite")
+)
+
+// DefaultLambda is the default ridge regularisation λ.
+const DefaultLambda = 1.0
+
+// DefaultAlpha is the default exploration weight α.
+const DefaultAlpha = 0.1
+
+// Arm is the learning state (A, b, n) of one arm. The zero value is not
+// usable; create arms with NewArm or Restore.
+type Arm struct {
+	d int
+	a []float64 // d×d row-major, both triangles kept
+	b []float64 // d
+	n int64
+}
+
+// NewArm returns the prior state of an arm of dimension d: A = λI, b = 0,
+// n = 0. It panics if d < 1 or λ is not a positive finite number.
+func NewArm(d int, lambda float64) *Arm {
+	if d < 1 {
+		panic(fmt.Sprintf("linucb: dimension %d < 1", d))
+	}
+	if !(lambda > 0) || math.IsInf(lambda, 0) {
+		panic(fmt.Sprintf("linucb: lambda %v is not positive and finite", lambda))
+	}
+	arm := &Arm{d: d, a: make([]float64, d*d), b: make([]float64, d)}
+	for i := 0; i < d; i++ {
+		arm.a[i*d+i] = lambda
+	}
+	return arm
+}
+
+// Restore returns an arm with the given state. a is d×d row-major and b has
+// length d; both are copied. It panics if the lengths do not match d and
+// returns ErrNonFinite if any value is not finite.
+func Restore(d int, a, b []float64, n int64) (*Arm, error) {
+	if d < 1 || len(a) != d*d || len(b) != d {
+		panic(fmt.Sprintf("linucb: restore d=%d with len(a)=%d len(b)=%d", d, len(a), len(b)))
+	}
+	if !finite(a) || !finite(b) {
+		return nil, ErrNonFinite
+	}
+	if n < 0 {
+		return nil, fmt.Errorf("linucb: negative event count %d", n)
+	}
+	arm := &Arm{d: d, a: append([]float64(nil), a...), b: append([]float64(nil), b...), n: n}
+	return arm, nil
+}
+
+// Dim returns d.
+func (arm *Arm) Dim() int { return arm.d }
+
+// N returns the number of events folded into the arm.
+func (arm *Arm) N() int64 { return arm.n }
+
+// A returns A as a d×d row-major slice. The slice aliases the arm's state:
+// the caller must not modify it.
+func (arm *Arm) A() []float64 { return arm.a }
+
+// B returns b. The slice aliases the arm's state: the caller must not modify it.
+func (arm *Arm) B() []float64 { return arm.b }
+
+// Update folds one event into the arm: A += x xᵀ, b += r x, n += 1.
+// It costs O(d·nnz(x)) and allocates nothing. It panics if len(x) != d and
+// returns ErrNonFinite, leaving the arm unchanged, if x or r is not finite.
+func (arm *Arm) Update(x []float64, r float64) error {
+	d := arm.d
+	if len(x) != d {
+		panic(fmt.Sprintf("linucb: context of length %d for dimension %d", len(x), d))
+	}
+	if !finite(x) || math.IsNaN(r) || math.IsInf(r, 0) {
+		return ErrNonFinite
+	}
+	for i, xi := range x {
+		if xi == 0 {
+			continue
+		}
+		row := arm.a[i*d : (i+1)*d]
+		for j, xj := range x {
+			row[j] += xi * xj
+		}
+		arm.b[i] += r * xi
+	}
+	arm.n++
+	return nil
+}
+
+// Params are the serving parameters of an arm: θ = A⁻¹b and A⁻¹
+// (d×d row-major).
+type Params struct {
+	Theta []float64
+	AInv  []float64
+}
+
+// Solve factorises A by Cholesky and returns θ and A⁻¹. It costs O(d³).
+// It returns ErrNotPositiveDefinite if A cannot be factorised and
+// ErrNonFinite if the result is not finite.
+func (arm *Arm) Solve() (Params, error) {
+	d := arm.d
+	sym := mat.NewSymDense(d, append([]float64(nil), arm.a...))
+	var chol mat.Cholesky
+	if !chol.Factorize(sym) {
+		return Params{}, ErrNotPositiveDefinite
+	}
+	var inv mat.SymDense
+	if err := chol.InverseTo(&inv); err != nil {
+		return Params{}, fmt.Errorf("%w: %v", ErrNotPositiveDefinite, err)
+	}
+	var theta mat.VecDense
+	if err := chol.SolveVecTo(&theta, mat.NewVecDense(d, append([]float64(nil), arm.b...))); err != nil {
+		return Params{}, fmt.Errorf("%w: %v", ErrNotPositiveDefinite, err)
+	}
+	p := Params{Theta: make([]float64, d), AInv: make([]float64, d*d)}
+	for i := 0; i < d; i++ {
+		p.Theta[i] = theta.AtVec(i)
+		for j := 0; j < d; j++ {
+			p.AInv[i*d+j] = inv.At(i, j)
+		}
+	}
+	if !finite(p.Theta) || !finite(p.AInv) {
+		return Params{}, ErrNonFinite
+	}
+	return p, nil
+}
+
+// Score returns xᵀθ + α·√(xᵀA⁻¹x) for one arm, computed densely in O(d²).
+// A quadratic form that rounds below zero is taken as zero. It panics if the
+// lengths of x, θ and A⁻¹ do not agree.
+func Score(x []float64, p Params, alpha float64) float64 {
+	mean, q := MeanVar(x, p)
+	return mean + alpha*math.Sqrt(q)
+}
+
+// MeanVar returns the two parts of the score: the estimate xᵀθ and the
+// quadratic form xᵀA⁻¹x (clamped at zero).
+func MeanVar(x []float64, p Params) (mean, q float64) {
+	d := len(x)
+	if len(p.Theta) != d || len(p.AInv) != d*d {
+		panic(fmt.Sprintf("linucb: context of length %d for params of dimension %d", d, len(p.Theta)))
+	}
+	for i, xi := range x {
+		mean += xi * p.Theta[i]
+		row := p.AInv[i*d : (i+1)*d]
+		var s float64
+		for j, xj := range x {
+			s += row[j] * xj
+		}
+		q += xi * s
+	}
+	return mean, math.Max(q, 0)
+}
+
+// Ranked is one arm's place in a ranking.
+type Ranked struct {
+	Index int     // position of the arm in the slice given to Rank
+	Score float64 // its score
+}
+
+// Rank scores every arm densely and returns the best k, highest score first;
+// equal scores keep the order of params (lower index first). It is the
+// reference the Redis scoring script is tested against. It costs O(n·d²).
+func Rank(x []float64, params []Params, alpha float64, k int) []Ranked {
+	out := make([]Ranked, len(params))
+	for i, p := range params {
+		out[i] = Ranked{Index: i, Score: Score(x, p, alpha)}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Score > out[j].Score })
+	if k < len(out) {
+		out = out[:k]
+	}
+	return out
+}
+
+func finite(v []float64) bool {
+	for _, f := range v {
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,196 @@
+package linucb
+
+import (
+	"errors"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"gonum.org/v1/gonum/mat"
+)
+
+// relClose reports whether got and want agree to tol relative to the larger
+// magnitude (absolute near zero).
+func relClose(got, want, tol float64) bool {
+	scale := math.Max(1, math.Max(math.Abs(got), math.Abs(want)))
+	return math.Abs(got-want) <= tol*scale
+}
+
+// TestSolveMatchesRidge compares θ and A⁻¹ with the closed-form ridge
+// regression θ = (λI + XᵀX)⁻¹ Xᵀr computed by an LU solve of the dense normal
+// equations (an independent code path from the incremental update + Cholesky).
+func TestSolveMatchesRidge(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, d := range []int{1, 4, 15, 64} {
+		for _, lambda := range []float64{1, 0.25} {
+			n := 3 * d
+			x := mat.NewDense(n, d, nil)
+			r := mat.NewVecDense(n, nil)
+			arm := NewArm(d, lambda)
+			for t0 := 0; t0 < n; t0++ {
+				row := make([]float64, d)
+				for j := range row {
+					if rng.Float64() < 0.5 {
+						row[j] = rng.NormFloat64()
+					}
+				}
+				reward := float64(rng.IntN(2))
+				x.SetRow(t0, row)
+				r.SetVec(t0, reward)
+				if err := arm.Update(row, reward); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var gram mat.Dense
+			gram.Mul(x.T(), x)
+			for i := 0; i < d; i++ {
+				gram.Set(i, i, gram.At(i, i)+lambda)
+			}
+			var xtr mat.VecDense
+			xtr.MulVec(x.T(), r)
+			var want mat.VecDense
+			if err := want.SolveVec(&gram, &xtr); err != nil {
+				t.Fatal(err)
+			}
+			var wantInv mat.Dense
+			if err := wantInv.Inverse(&gram); err != nil {
+				t.Fatal(err)
+			}
+
+			p, err := arm.Solve()
+			if err != nil {
+				t.Fatalf("d=%d: %v", d, err)
+			}
+			if arm.N() != int64(n) {
+				t.Fatalf("n = %d, want %d", arm.N(), n)
+			}
+			const tol = 1e-9
+			for i := 0; i < d; i++ {
+				if !relClose(p.Theta[i], want.AtVec(i), tol) {
+					t.Fatalf("d=%d λ=%v θ[%d] = %v, want %v", d, lambda, i, p.Theta[i], want.AtVec(i))
+				}
+				for j := 0; j < d; j++ {
+					if !relClose(p.AInv[i*d+j], wantInv.At(i, j), tol) {
+						t.Fatalf("d=%d A⁻¹[%d,%d] = %v, want %v", d, i, j, p.AInv[i*d+j], wantInv.At(i, j))
+					}
+					if !relClose(arm.A()[i*d+j], gram.At(i, j), 1e-12) {
+						t.Fatalf("d=%d A[%d,%d] = %v, want %v", d, i, j, arm.A()[i*d+j], gram.At(i, j))
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestScoreMatchesDefinition(t *testing.T) {
+	// A = diag(2, 4), b = (1, 2): θ = (0.5, 0.5), A⁻¹ = diag(0.5, 0.25).
+	arm, err := Restore(2, []float64{2, 0, 0, 4}, []float64{1, 2}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := arm.Solve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := []float64{1, 2}
+	want := 0.5*1 + 0.5*2 + 0.1*math.Sqrt(0.5*1+0.25*4)
+	if got := Score(x, p, 0.1); !relClose(got, want, 1e-15) {
+		t.Fatalf("score = %v, want %v", got, want)
+	}
+}
+
+func TestNotPositiveDefinite(t *testing.T) {
+	arm, err := Restore(2, []float64{1, 2, 2, 1}, []float64{0, 0}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := arm.Solve(); !errors.Is(err, ErrNotPositiveDefinite) {
+		t.Fatalf("Solve of an indefinite A: err = %v, want ErrNotPositiveDefinite", err)
+	}
+}
+
+func TestUpdateRejectsNonFinite(t *testing.T) {
+	arm := NewArm(3, 1)
+	for _, c := range []struct {
+		x []float64
+		r float64
+	}{
+		{[]float64{1, math.NaN(), 0}, 1},
+		{[]float64{1, 0, math.Inf(1)}, 0},
+		{[]float64{1, 0, 0}, math.NaN()},
+	} {
+		if err := arm.Update(c.x, c.r); !errors.Is(err, ErrNonFinite) {
+			t.Fatalf("Update(%v, %v) = %v, want ErrNonFinite", c.x, c.r, err)
+		}
+	}
+	if arm.N() != 0 || arm.A()[0] != 1 || arm.B()[0] != 0 {
+		t.Fatalf("a rejected update changed the arm: n=%d A00=%v b0=%v", arm.N(), arm.A()[0], arm.B()[0])
+	}
+	if _, err := Restore(1, []float64{math.NaN()}, []float64{0}, 0); !errors.Is(err, ErrNonFinite) {
+		t.Fatalf("Restore with NaN: %v", err)
+	}
+}
+
+func TestShapeMisusePanics(t *testing.T) {
+	mustPanic := func(name string, f func()) {
+		t.Helper()
+		defer func() {
+			if recover() == nil {
+				t.Fatalf("%s did not panic", name)
+			}
+		}()
+		f()
+	}
+	mustPanic("NewArm(0)", func() { NewArm(0, 1) })
+	mustPanic("NewArm λ=0", func() { NewArm(2, 0) })
+	mustPanic("Update short x", func() { _ = NewArm(2, 1).Update([]float64{1}, 1) })
+	mustPanic("Score short x", func() { Score([]float64{1}, Params{Theta: []float64{0, 0}, AInv: make([]float64, 4)}, 1) })
+}
+
+func TestUpdateAllocatesNothing(t *testing.T) {
+	arm := NewArm(15, 1)
+	x := make([]float64, 15)
+	for i := range x {
+		x[i] = float64(i%3) * 0.5
+	}
+	if allocs := testing.AllocsPerRun(100, func() { _ = arm.Update(x, 1) }); allocs != 0 {
+		t.Fatalf("Update allocates %v times per call", allocs)
+	}
+}
+
+func TestRankIsStableOnTies(t *testing.T) {
+	prior := Params{Theta: []float64{0, 0}, AInv: []float64{1, 0, 0, 1}}
+	better := Params{Theta: []float64{1, 0}, AInv: []float64{1, 0, 0, 1}}
+	got := Rank([]float64{1, 0}, []Params{prior, prior, better, prior}, 0.1, 3)
+	want := []int{2, 0, 1}
+	for i, r := range got {
+		if r.Index != want[i] {
+			t.Fatalf("rank = %v, want indices %v", got, want)
+		}
+	}
+}
+
+func BenchmarkUpdate(b *testing.B) {
+	arm := NewArm(15, 1)
+	x := []float64{0.3, 0.5, 0.7, 1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0}
+	for b.Loop() {
+		_ = arm.Update(x, 1)
+	}
+}
+
+func BenchmarkSolve(b *testing.B) {
+	arm := NewArm(15, 1)
+	rng := rand.New(rand.NewPCG(3, 4))
+	x := make([]float64, 15)
+	for i := 0; i < 100; i++ {
+		for j := range x {
+			x[j] = rng.Float64()
+		}
+		_ = arm.Update(x, 1)
+	}
+	for b.Loop() {
+		if _, err := arm.Solve(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,300 @@
+#!lua flags=no-writes
+--[[
+redbandit recommend: the top-k products of a LinUCB model for one context.
+
+  EVALSHA <sha> 1 rb:{M} <k> <alpha> <x_1> ... <x_d> [CANDIDATES <n> <id>...] [EXCLUDE <n> <id>...]
+  FCALL_RO rb_recommend 1 rb:{M} <k> <alpha> <x_1> ... <x_d> [options]
+
+KEYS[1]   the model root hash rb:{M}; the only key read.
+ARGV[1]   k, an integer >= 1: how many products to return (fewer if the
+          model or the candidate list has fewer).
+ARGV[2]   alpha, a finite number >= 0: the weight of the exploration bonus.
+ARGV[3..] the d context values x_1..x_d (d is the model's dimension), then
+          any of these options, each at most once, keywords case-insensitive:
+  CANDIDATES <n> <id_1>..<id_n>  score only these products, in this order of
+          precedence on ties; a product the model has never seen is scored
+          as a fresh arm (theta = 0, A^-1 = I/lambda). Duplicates count once.
+  EXCLUDE <n> <id_1>..<id_n>     never return these products; unknown ids
+          are ignored.
+
+Reply: a flat array id_1, score_1, ..., id_k, score_k, best first. Scores are
+decimal strings with 17 significant digits (Lua numbers returned to Redis
+would be truncated to integers). Equal scores keep the model's arm order
+(or the candidate order).
+
+score = x.theta + alpha * sqrt(x' A^-1 x), computed over the non-zero
+entries of x only, from the columnar layout described in docs/FORMAT.md.
+
+Errors (returned as Redis errors, never raised):
+  NOMODEL  no model at KEYS[1]
+  BADMODEL the model's data is missing, malformed or of another format version
+  BADARG   a malformed call: wrong number of context values, a value that is
+           not a finite number, k < 1, alpha < 0, an unknown option.
+]]
+
+local FORMAT = '1'
+local root = KEYS[1]
+local huge = math.huge
+local sqrt = math.sqrt
+local tonumber, tostring = tonumber, tostring
+local fmt = string.format
+local unpack_values = struct.unpack
+
+local function err(code, msg, ...)
+  return redis.error_reply(code .. ' ' .. fmt(msg, ...))
+end
+
+local function finite(v)
+  return v ~= nil and v == v and v ~= huge and v ~= -huge
+end
+
+local function integer(s)
+  local v = tonumber(s)
+  if v == nil or v ~= v or v == huge or v == -huge or v ~= math.floor(v) then return nil end
+  return v
+end
+
+if root == nil then
+  return err('BADARG', 'expected 1 key (the model root rb:{M}), got 0')
+end
+
+local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'arms', 'block')
+if not meta[1] then
+  return err('NOMODEL', 'no model at %s', root)
+end
+if meta[1] ~= FORMAT then
+  return err('BADMODEL', '%s has format %s, this script reads format %s', root, tostring(meta[1]), FORMAT)
+end
+local d, lambda, n, B = integer(meta[2]), tonumber(meta[3]), integer(meta[4]), integer(meta[5])
+if not d or d < 1 or not finite(lambda) or lambda <= 0 or not n or n < 0 or not B or B < 1 then
+  return err('BADMODEL', '%s has malformed metadata (dim, lambda, arms, block)', root)
+end
+
+-- Arguments.
+local nargs = #ARGV
+if nargs < 2 + d then
+  return err('BADARG', 'expected k, alpha and %d context values, got %d arguments', d, nargs)
+end
+local k = integer(ARGV[1])
+if not k or k < 1 then
+  return err('BADARG', 'k must be an integer >= 1, got %s', ARGV[1])
+end
+local alpha = tonumber(ARGV[2])
+if not finite(alpha) or alpha < 0 then
+  return err('BADARG', 'alpha must be a finite number >= 0, got %s', ARGV[2])
+end
+local x, S = {}, {}
+for i = 1, d do
+  local v = tonumber(ARGV[2 + i])
+  if not finite(v) then
+    return err('BADARG', 'context value %d (%s) is not a finite number', i, ARGV[2 + i])
+  end
+  x[i] = v
+  if v ~= 0 then S[#S + 1] = i end
+end
+
+local candidates, exclude
+local pos = 3 + d
+while pos <= nargs do
+  local opt = string.upper(ARGV[pos])
+  if opt ~= 'CANDIDATES' and opt ~= 'EXCLUDE' then
+    if tonumber(ARGV[pos]) then
+      return err('BADARG', 'too many context values: the model has dimension %d', d)
+    end
+    return err('BADARG', 'unknown option %s (expected CANDIDATES or EXCLUDE)', ARGV[pos])
+  end
+  local cnt = integer(ARGV[pos + 1])
+  if not cnt or cnt < 0 or pos + 1 + cnt > nargs then
+    return err('BADARG', '%s must be followed by a count and that many ids', opt)
+  end
+  local list = {}
+  for i = 1, cnt do list[i] = ARGV[pos + 1 + i] end
+  if opt == 'CANDIDATES' then
+    if candidates then return err('BADARG', 'CANDIDATES given twice') end
+    candidates = list
+  else
+    if exclude then return err('BADARG', 'EXCLUDE given twice') end
+    exclude = list
+  end
+  pos = pos + 2 + cnt
+end
+
+local excluded = {}
+if exclude then
+  for i = 1, #exclude do excluded[exclude[i]] = true end
+end
+
+-- The top-k so far, best first; a new score enters only if strictly better
+-- than the last, so ties keep the order of arrival.
+local best, bests = {}, {}
+local function offer(item, s)
+  local m = #best
+  if m == k then
+    if not (s > bests[m]) then return end
+  else
+    m = m + 1
+  end
+  while m > 1 and bests[m - 1] < s do
+    best[m], bests[m] = best[m - 1], bests[m - 1]
+    m = m - 1
+  end
+  best[m], bests[m] = item, s
+end
+
+local function reply(ids)
+  local out = {}
+  for i = 1, #best do
+    out[2 * i - 1] = ids[i]
+    out[2 * i] = fmt('%.17g', bests[i])
+  end
+  return out
+end
+
+-- Quadratic-form coefficients over the non-zero entries: x_i^2 on the
+-- diagonal, 2 x_i x_j above it.
+local ns = #S
+
+if candidates then
+  -- Row layout: r:<id> = theta (d doubles) .. upper triangle of A^-1 (row-major).
+  local ids, seen = {}, {}
+  for i = 1, #candidates do
+    local id = candidates[i]
+    if not seen[id] and not excluded[id] then
+      seen[id] = true
+      ids[#ids + 1] = id
+    end
+  end
+  if #ids == 0 then return {} end
+  local fields = {}
+  for i = 1, #ids do fields[i] = 'r:' .. ids[i] end
+  local rows = redis.call('HMGET', root, unpack(fields))
+  local rowlen = 8 * (d + d * (d + 1) / 2)
+  -- Byte offsets (1-based) of theta_i and A^-1_ij in a row.
+  local toff, qoff, qcoef = {}, {}, {}
+  for p = 1, ns do
+    local i = S[p]
+    toff[p] = 8 * (i - 1) + 1
+    for q = p, ns do
+      local j = S[q]
+      local tri = (i - 1) * d - (i - 1) * (i - 2) / 2 + (j - i) -- 0-based index in the upper triangle
+      qoff[#qoff + 1] = 8 * (d + tri) + 1
+      qcoef[#qcoef + 1] = (i == j) and x[i] * x[i] or 2 * x[i] * x[j]
+    end
+  end
+  local prior = 0
+  for p = 1, ns do prior = prior + x[S[p]] * x[S[p]] end
+  prior = alpha * sqrt(prior / lambda)
+  for c = 1, #ids do
+    local row = rows[c]
+    local s
+    if not row then
+      s = prior
+    else
+      if #row ~= rowlen then
+        return err('BADMODEL', 'row of %s has %d bytes, want %d', ids[c], #row, rowlen)
+      end
+      local mean, quad = 0, 0
+      for p = 1, ns do mean = mean + x[S[p]] * unpack_values('<d', row, toff[p]) end
+      for p = 1, #qoff do quad = quad + qcoef[p] * unpack_values('<d', row, qoff[p]) end
+      if quad < 0 then quad = 0 end
+      s = mean + alpha * sqrt(quad)
+    end
+    offer(c, s)
+  end
+  local out = {}
+  for i = 1, #best do out[i] = ids[best[i]] end
+  return reply(out)
+end
+
+if n == 0 then return {} end
+
+local skip = {}
+if exclude and #exclude > 0 then
+  local fields = {}
+  for i = 1, #exclude do fields[i] = 'ix:' .. exclude[i] end
+  local idx = redis.call('HMGET', root, unpack(fields))
+  for i = 1, #idx do
+    if idx[i] then skip[tonumber(idx[i]) + 1] = true end
+  end
+end
+
+-- acc[a] += sum of coef[f] * cols[f][a] for f in from..to, seven columns per
+-- pass over the arms (the loop overhead, not the arithmetic, dominates in Lua).
+local function accumulate(acc, cnt, cols, coef, from, to)
+  local f = from
+  while f <= to do
+    local T1, c1 = cols[f], coef[f]
+    local T2, c2, T3, c3, T4, c4, T5, c5, T6, c6, T7, c7 = T1, 0, T1, 0, T1, 0, T1, 0, T1, 0, T1, 0
+    if f + 1 <= to then T2, c2 = cols[f + 1], coef[f + 1] end
+    if f + 2 <= to then T3, c3 = cols[f + 2], coef[f + 2] end
+    if f + 3 <= to then T4, c4 = cols[f + 3], coef[f + 3] end
+    if f + 4 <= to then T5, c5 = cols[f + 4], coef[f + 4] end
+    if f + 5 <= to then T6, c6 = cols[f + 5], coef[f + 5] end
+    if f + 6 <= to then T7, c7 = cols[f + 6], coef[f + 6] end
+    for a = 1, cnt do
+      acc[a] = acc[a] + c1 * T1[a] + c2 * T2[a] + c3 * T3[a] + c4 * T4[a] + c5 * T5[a] + c6 * T6[a] + c7 * T7[a]
+    end
+    f = f + 7
+  end
+end
+
+-- Columnar layout: t:<b>:<i> holds theta_i and q:<b>:<i>:<j> (i <= j) holds
+-- A^-1_ij for the arms of block b, one little-endian double per arm.
+local coef = {}
+local names = {}
+for p = 1, ns do
+  coef[p] = x[S[p]]
+  names[p] = ':' .. (S[p] - 1)
+end
+for p = 1, ns do
+  local i = S[p]
+  for q = p, ns do
+    local j = S[q]
+    coef[#coef + 1] = (i == j) and x[i] * x[i] or 2 * x[i] * x[j]
+    names[#names + 1] = ':' .. (i - 1) .. ':' .. (j - 1)
+  end
+end
+local nf = #names
+
+local nblocks = math.ceil(n / B)
+for blk = 0, nblocks - 1 do
+  local cnt = math.min(B, n - blk * B)
+  local mean, quad = {}, {}
+  for a = 1, cnt do mean[a] = 0; quad[a] = 0 end
+  if nf > 0 then
+    local fields = {}
+    for f = 1, ns do fields[f] = 't:' .. blk .. names[f] end
+    for f = ns + 1, nf do fields[f] = 'q:' .. blk .. names[f] end
+    local raw = redis.call('HMGET', root, unpack(fields))
+    local vfmt = '<' .. string.rep('d', cnt)
+    local cols = {}
+    for f = 1, nf do
+      local v = raw[f]
+      if not v or #v ~= 8 * cnt then
+        return err('BADMODEL', 'column %s of %s is missing or has the wrong length', fields[f], root)
+      end
+      cols[f] = { unpack_values(vfmt, v) }
+    end
+    accumulate(mean, cnt, cols, coef, 1, ns)
+    accumulate(quad, cnt, cols, coef, ns + 1, nf)
+  end
+  local base = blk * B
+  for a = 1, cnt do
+    if not skip[base + a] then
+      local q = quad[a]
+      if q < 0 then q = 0 end
+      offer(base + a, mean[a] + alpha * sqrt(q))
+    end
+  end
+end
+
+if #best == 0 then return {} end
+local fields = {}
+for i = 1, #best do fields[i] = 'id:' .. (best[i] - 1) end
+local ids = redis.call('HMGET', root, unpack(fields))
+for i = 1, #ids do
+  if not ids[i] then
+    return err('BADMODEL', 'arm %d of %s has no id', best[i] - 1, root)
+  end
+end
+return reply(ids)

@@ -1,0 +1,97 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/redis/rueidis"
+
+	"github.com/redbandit/redbandit/lua"
+)
+
+// Query is one recommendation request.
+type Query struct {
+	K          int       // number of products, >= 1
+	Alpha      float64   // exploration weight, >= 0
+	Context    []float64 // x, of the model's dimension
+	Candidates []string  // if not nil, score only these products
+	Exclude    []string  // never return these products
+}
+
+// Item is one recommended product.
+type Item struct {
+	ID    string
+	Score float64
+}
+
+// Args returns the script arguments for q: k, alpha, the context values,
+// then the CANDIDATES and EXCLUDE options when set. The same arguments serve
+// EVALSHA and FCALL_RO.
+func (q Query) Args() []string {
+	args := make([]string, 0, 2+len(q.Context)+4+len(q.Candidates)+len(q.Exclude))
+	args = append(args, strconv.Itoa(q.K), FormatFloat(q.Alpha))
+	for _, v := range q.Context {
+		args = append(args, FormatFloat(v))
+	}
+	if q.Candidates != nil {
+		args = append(args, "CANDIDATES", strconv.Itoa(len(q.Candidates)))
+		args = append(args, q.Candidates...)
+	}
+	if len(q.Exclude) > 0 {
+		args = append(args, "EXCLUDE", strconv.Itoa(len(q.Exclude)))
+		args = append(args, q.Exclude...)
+	}
+	return args
+}
+
+// Recommend returns the top q.K products of model for q.Context, best first,
+// with one EVALSHA of recommend.lua (falling back to EVAL if Redis lost the
+// script). Errors wrap ErrNoModel, ErrBadArg or ErrBadModel.
+func Recommend(ctx context.Context, c rueidis.Client, model string, q Query) ([]Item, error) {
+	res := lua.Recommend.Exec(ctx, c, []string{RootKey(model)}, q.Args())
+	return parseItems(res, model)
+}
+
+// RecommendFCall is Recommend through the Redis Function rb_recommend with
+// FCALL_RO, which replicas accept. The library must be loaded (Load).
+func RecommendFCall(ctx context.Context, c rueidis.Client, model string, q Query) ([]Item, error) {
+	cmd := c.B().FcallRo().Function(lua.RecommendFunction).Numkeys(1).Key(RootKey(model)).Arg(q.Args()...).Build()
+	return parseItems(c.Do(ctx, cmd), model)
+}
+
+func parseItems(res rueidis.RedisResult, model string) ([]Item, error) {
+	vals, err := res.AsStrSlice()
+	if err != nil {
+		return nil, fmt.Errorf("recommend from %s: %w", RootKey(model), ScriptError(err))
+	}
+	if len(vals)%2 != 0 {
+		return nil, fmt.Errorf("recommend from %s: odd reply of %d values", RootKey(model), len(vals))
+	}
+	items := make([]Item, len(vals)/2)
+	for i := range items {
+		score, err := strconv.ParseFloat(vals[2*i+1], 64)
+		if err != nil || math.IsNaN(score) {
+			return nil, fmt.Errorf("recommend from %s: score %q of %s: %v", RootKey(model), vals[2*i+1], vals[2*i], err)
+		}
+		items[i] = Item{ID: vals[2*i], Score: score}
+	}
+	return items, nil
+}
+
+// Load loads recommend.lua and write.lua into the script cache and the
+// rb_recommend function library (FUNCTION LOAD REPLACE). Loading is
+// idempotent; servers keep functions across restarts (they are persisted
+// with the data) but not scripts, which Exec reloads on NOSCRIPT.
+func Load(ctx context.Context, c rueidis.Client) error {
+	for _, src := range []string{lua.RecommendSource(), lua.WriteSource()} {
+		if err := c.Do(ctx, c.B().ScriptLoad().Script(src).Build()).Error(); err != nil {
+			return fmt.Errorf("script load: %w", err)
+		}
+	}
+	if err := c.Do(ctx, c.B().FunctionLoad().Replace().FunctionCode(lua.Library()).Build()).Error(); err != nil {
+		return fmt.Errorf("function load: %w", err)
+	}
+	return nil
+}
