@@ -73,7 +73,7 @@ end
 -- Arguments.
 local nargs = #ARGV
 if nargs < 2 + d then
-  return err('BADARG', 'expected k, alpha and %d context values, got %d arguments', d, nargs)
+  return err('BADARG', 'expected k, alpha and %d context values, got %d context values', d, math.max(nargs - 2, 0))
 end
 local k = integer(ARGV[1])
 if not k or k < 1 then

@@ -47,10 +47,12 @@ func (q Query) Args() []string {
 }
 
 // Recommend returns the top q.K products of model for q.Context, best first,
-// with one EVALSHA of recommend.lua (falling back to EVAL if Redis lost the
-// script). Errors wrap ErrNoModel, ErrBadArg or ErrBadModel.
+// with one call of recommend.lua. It is sent as EVALSHA_RO (EVAL_RO if Redis
+// lost the script): the script declares no-writes, so the call runs on
+// replicas too and the client may retry it after a dropped connection.
+// Errors wrap ErrNoModel, ErrBadArg or ErrBadModel.
 func Recommend(ctx context.Context, c rueidis.Client, model string, q Query) ([]Item, error) {
-	res := lua.Recommend.Exec(ctx, c, []string{RootKey(model)}, q.Args())
+	res := lua.RecommendRO.Exec(ctx, c, []string{RootKey(model)}, q.Args())
 	return parseItems(res, model)
 }
 

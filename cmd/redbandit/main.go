@@ -1,0 +1,211 @@
+// Command redbandit is an online LinUCB recommender that lives next to
+// Redis. main only parses flags, wires components and handles signals; each
+// subcommand's work lives in its own package.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/redis/rueidis"
+	"github.com/urfave/cli/v2"
+
+	"github.com/redbandit/redbandit/linucb"
+	"github.com/redbandit/redbandit/lua"
+	"github.com/redbandit/redbandit/store"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newApp().RunContext(ctx, os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "redbandit:", err)
+		os.Exit(1)
+	}
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:  "redbandit",
+		Usage: "an online contextual-bandit (LinUCB) recommender that lives next to Redis",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "redis", Value: "redis://127.0.0.1:6379/0", EnvVars: []string{"REDBANDIT_REDIS"},
+				Usage: "Redis URL, redis://[user:pass@]host:port/db"},
+			&cli.StringFlag{Name: "model", Value: "default", EnvVars: []string{"REDBANDIT_MODEL"},
+				Usage: "model name M; its keys live under rb:{M}"},
+			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"REDBANDIT_LOG_LEVEL"},
+				Usage: "debug, info, warn or error"},
+		},
+		Before: func(c *cli.Context) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+			return nil
+		},
+		Commands: []*cli.Command{
+			bootstrapCommand(),
+			recommendCommand(),
+			scriptCommand(),
+			modelCommand(),
+			{
+				Name:  "demo",
+				Usage: "run the closed-loop demo (not yet: see the issue tracker)",
+				Action: func(*cli.Context) error {
+					fmt.Println("redbandit demo: not yet implemented; the closed-loop demo lands with the simulator.")
+					return nil
+				},
+			},
+		},
+	}
+}
+
+// withRedis connects to --redis for the length of one command.
+func withRedis(c *cli.Context, f func(rueidis.Client) error) error {
+	client, err := store.Dial(c.String("redis"))
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	return f(client)
+}
+
+func recommendCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "recommend",
+		Usage: "print the top-k products for a context, through EVALSHA (or FCALL_RO)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "context", Required: true, Usage: "the context x as comma-separated numbers x1,...,xd"},
+			&cli.IntFlag{Name: "k", Aliases: []string{"n"}, Value: 5, Usage: "number of products"},
+			&cli.Float64Flag{Name: "alpha", Value: linucb.DefaultAlpha, Usage: "exploration weight α"},
+			&cli.StringSliceFlag{Name: "candidates", Usage: "score only these product ids (comma-separated)"},
+			&cli.StringSliceFlag{Name: "exclude", Usage: "never return these product ids (comma-separated)"},
+			&cli.BoolFlag{Name: "fcall", Usage: "call the rb_recommend function with FCALL_RO instead of EVALSHA"},
+		},
+		Action: func(c *cli.Context) error {
+			x, err := parseFloats(c.String("context"))
+			if err != nil {
+				return fmt.Errorf("--context: %w", err)
+			}
+			q := store.Query{K: c.Int("k"), Alpha: c.Float64("alpha"), Context: x,
+				Candidates: c.StringSlice("candidates"), Exclude: c.StringSlice("exclude")}
+			return withRedis(c, func(client rueidis.Client) error {
+				recommend := store.Recommend
+				if c.Bool("fcall") {
+					recommend = store.RecommendFCall
+				}
+				items, err := recommend(c.Context, client, c.String("model"), q)
+				if err != nil {
+					return err
+				}
+				for i, it := range items {
+					fmt.Fprintf(c.App.Writer, "%d\t%s\t%s\n", i+1, it.ID, store.FormatFloat(it.Score))
+				}
+				return nil
+			})
+		},
+	}
+}
+
+func parseFloats(s string) ([]float64, error) {
+	parts := strings.Split(s, ",")
+	out := make([]float64, len(parts))
+	for i, p := range parts {
+		v, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil {
+			return nil, fmt.Errorf("value %d (%q) is not a number", i+1, p)
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+func scriptCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "script",
+		Usage: "the scoring script and function library",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "sha",
+				Usage: "print the SHA1 of recommend.lua (the name EVALSHA calls it by)",
+				Action: func(c *cli.Context) error {
+					fmt.Fprintln(c.App.Writer, lua.RecommendSHA())
+					return nil
+				},
+			},
+			{
+				Name:  "load",
+				Usage: "load the scripts (SCRIPT LOAD) and the rb_recommend function library (FUNCTION LOAD REPLACE)",
+				Action: func(c *cli.Context) error {
+					return withRedis(c, func(client rueidis.Client) error {
+						if err := store.Load(c.Context, client); err != nil {
+							return err
+						}
+						fmt.Fprintf(c.App.Writer, "loaded recommend.lua as %s and function library %s (%s)\n",
+							lua.RecommendSHA(), lua.LibraryName, lua.RecommendFunction)
+						return nil
+					})
+				},
+			},
+			{
+				Name:  "show",
+				Usage: "print recommend.lua, or with --library the function library source",
+				Flags: []cli.Flag{&cli.BoolFlag{Name: "library", Usage: "print the FUNCTION LOAD source instead"}},
+				Action: func(c *cli.Context) error {
+					if c.Bool("library") {
+						fmt.Fprint(c.App.Writer, lua.Library())
+					} else {
+						fmt.Fprint(c.App.Writer, lua.RecommendSource())
+					}
+					return nil
+				},
+			},
+		},
+	}
+}
+
+func modelCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "model",
+		Usage: "print the model's metadata",
+		Action: func(c *cli.Context) error {
+			return withRedis(c, func(client rueidis.Client) error {
+				m, err := store.ReadMeta(c.Context, client, c.String("model"))
+				if err != nil {
+					return err
+				}
+				w := c.App.Writer
+				fmt.Fprintf(w, "model     %s (key %s)\n", c.String("model"), store.RootKey(c.String("model")))
+				fmt.Fprintf(w, "format    %d\ndimension %d\nlambda    %s\nfeatures  %s\n", m.Format, m.Dim, store.FormatFloat(m.Lambda), strings.Join(m.Features, ","))
+				fmt.Fprintf(w, "products  %d\nevents    %d\nupdated   %d (unix ms)\n", m.Arms, m.Events, m.UpdatedMS)
+				return nil
+			})
+		},
+	}
+}
+
+func bootstrapCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "bootstrap",
+		Usage:     "fold a historical feedback log (CSV) into the model and exit",
+		ArgsUsage: "FILE.csv",
+		Flags: []cli.Flag{
+			&cli.Float64Flag{Name: "lambda", Value: linucb.DefaultLambda, Usage: "ridge regularisation λ of new arms"},
+			&cli.BoolFlag{Name: "skip-bad", Usage: "skip and count malformed rows instead of stopping at the first"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return errors.New("bootstrap takes exactly one FILE.csv")
+			}
+			return errors.New("bootstrap: not wired yet")
+		},
+	}
+}
