@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -54,6 +55,9 @@ func (w *Write) Apply(ctx context.Context, c rueidis.Client) ([]int64, error) {
 	d := len(w.Features)
 	if d < 1 || d > MaxDim {
 		return nil, fmt.Errorf("%w: dimension %d outside 1..%d", ErrBadArg, d, MaxDim)
+	}
+	if !(w.Lambda > 0) || math.IsInf(w.Lambda, 0) {
+		return nil, fmt.Errorf("%w: lambda %v is not positive and finite", ErrBadArg, w.Lambda)
 	}
 	features, err := json.Marshal(w.Features)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/urfave/cli/v2"
 
+	"github.com/redbandit/redbandit/bootstrap"
 	"github.com/redbandit/redbandit/linucb"
 	"github.com/redbandit/redbandit/lua"
 	"github.com/redbandit/redbandit/store"
@@ -205,7 +206,22 @@ func bootstrapCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return errors.New("bootstrap takes exactly one FILE.csv")
 			}
-			return errors.New("bootstrap: not wired yet")
+			cfg := bootstrap.Config{Model: c.String("model"), Lambda: c.Float64("lambda"),
+				SkipBad: c.Bool("skip-bad"), Logger: slog.Default()}
+			return withRedis(c, func(client rueidis.Client) error {
+				res, err := bootstrap.Run(c.Context, client, c.Args().First(), cfg)
+				if err != nil {
+					return err
+				}
+				w := c.App.Writer
+				if res.AlreadyApplied {
+					fmt.Fprintf(w, "%s (sha256 %s) was already applied to model %s: nothing to do\n", c.Args().First(), res.SHA256, cfg.Model)
+					return nil
+				}
+				fmt.Fprintf(w, "folded %d events (%d rows, %d skipped) into %d products of model %s\n",
+					res.Events, res.Rows, res.Skipped, res.Products, cfg.Model)
+				return nil
+			})
 		},
 	}
 }
