@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/redbandit/redbandit/internal/redistest"
+	"github.com/redbandit/redbandit/linucb"
+	"github.com/redbandit/redbandit/lua"
+	"github.com/redbandit/redbandit/store"
+)
+
+// run runs the CLI in-process, as a user would from the shell.
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	app := newApp()
+	var out bytes.Buffer
+	app.Writer = &out
+	err := app.RunContext(context.Background(), append([]string{"redbandit"}, args...))
+	return out.String(), err
+}
+
+// TestCommandLine walks the serving core through the binary's commands:
+// bootstrap a log, load the scripts, recommend by EVALSHA and FCALL_RO, and
+// compares the answer with a hand computation.
+func TestCommandLine(t *testing.T) {
+	srv := redistest.Start(t)
+	dir := t.TempDir()
+	csv := filepath.Join(dir, "log.csv")
+	// Product a: one click in context (1,0); product b: one miss in (0,1).
+	if err := os.WriteFile(csv, []byte("event_id,f1,f2,product_id,response\n1,1,0,a,1\n2,0,1,b,0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g := []string{"--redis", srv.URL(), "--model", "cli"}
+	out, err := run(t, append(g, "bootstrap", csv)...)
+	if err != nil || !strings.Contains(out, "folded 2 events") {
+		t.Fatalf("bootstrap: %v\n%s", err, out)
+	}
+	out, err = run(t, append(g, "bootstrap", csv)...)
+	if err != nil || !strings.Contains(out, "already applied") {
+		t.Fatalf("second bootstrap: %v\n%s", err, out)
+	}
+	if out, err = run(t, append(g, "script", "load")...); err != nil {
+		t.Fatalf("script load: %v\n%s", err, out)
+	}
+	// For a: A = I + e1e1ᵀ = diag(2,1), b = e1, θ = (0.5, 0); for b: A = diag(1,2), b = 0.
+	// Context (1,0): a scores 0.5 + 0.1·√0.5, b scores 0.1·√1.
+	pa, _ := mustArm(t, [][]float64{{1, 0}}, []float64{1})
+	want := "1\ta\t" + store.FormatFloat(linucb.Score([]float64{1, 0}, pa, 0.1)) + "\n2\tb\t0.1\n"
+	for _, extra := range [][]string{nil, {"--fcall"}} {
+		args := append(append(g, "recommend", "--context", "1,0"), extra...)
+		out, err = run(t, args...)
+		if err != nil || out != want {
+			t.Fatalf("recommend %v: %v\ngot  %q\nwant %q", extra, err, out, want)
+		}
+	}
+	if _, err = run(t, append(g, "recommend", "--context", "1,0,3")...); err == nil || !strings.Contains(err.Error(), "too many context values: the model has dimension 2") {
+		t.Fatalf("recommend with a wrong dimension: %v", err)
+	}
+	if out, err = run(t, "script", "sha"); err != nil || strings.TrimSpace(out) != lua.RecommendSHA() {
+		t.Fatalf("script sha: %v %q", err, out)
+	}
+	if out, err = run(t, append(g, "model")...); err != nil || !strings.Contains(out, "products  2") || !strings.Contains(out, "events    2") {
+		t.Fatalf("model: %v\n%s", err, out)
+	}
+}
+
+func mustArm(t *testing.T, xs [][]float64, rs []float64) (linucb.Params, *linucb.Arm) {
+	t.Helper()
+	arm := linucb.NewArm(len(xs[0]), 1)
+	for i, x := range xs {
+		if err := arm.Update(x, rs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := arm.Solve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, arm
+}
