@@ -40,6 +40,13 @@ local tonumber, tostring = tonumber, tostring
 local fmt = string.format
 local unpack_values = struct.unpack
 
+-- Decimal strings of 0..63, so that building field names formats no numbers
+-- (Lua's number-to-string conversion is a sprintf).
+local DEC = {[0]='0','1','2','3','4','5','6','7','8','9','10','11','12','13','14','15','16','17','18','19','20','21','22','23','24','25','26','27','28','29','30','31','32','33','34','35','36','37','38','39','40','41','42','43','44','45','46','47','48','49','50','51','52','53','54','55','56','57','58','59','60','61','62','63'}
+local function dec(i)
+  return DEC[i] or tostring(i)
+end
+
 local function err(code, msg, ...)
   return redis.error_reply(code .. ' ' .. fmt(msg, ...))
 end
@@ -58,7 +65,7 @@ if root == nil then
   return err('BADARG', 'expected 1 key (the model root rb:{M}), got 0')
 end
 
-local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'arms', 'block')
+local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'arms', 'block', 'groups')
 if not meta[1] then
   return err('NOMODEL', 'no model at %s', root)
 end
@@ -127,6 +134,7 @@ end
 -- The top-k so far, best first; a new score enters only if strictly better
 -- than the last, so ties keep the order of arrival.
 local best, bests = {}, {}
+local bar = -huge -- the score to beat once the top-k is full
 local function offer(item, s)
   local m = #best
   if m == k then
@@ -139,6 +147,7 @@ local function offer(item, s)
     m = m - 1
   end
   best[m], bests[m] = item, s
+  if #best == k then bar = bests[k] end
 end
 
 local function reply(ids)
@@ -168,38 +177,49 @@ if candidates then
   local fields = {}
   for i = 1, #ids do fields[i] = 'r:' .. ids[i] end
   local rows = redis.call('HMGET', root, unpack(fields))
-  local rowlen = 8 * (d + d * (d + 1) / 2)
-  -- Byte offsets (1-based) of theta_i and A^-1_ij in a row.
-  local toff, qoff, qcoef = {}, {}, {}
+  local rowvals = d + d * (d + 1) / 2
+  local rowlen = 8 * rowvals
+  -- Positions (1-based, in doubles) of theta_i and A^-1_ij in a row.
+  local tpos, qpos, qcoef = {}, {}, {}
   for p = 1, ns do
     local i = S[p]
-    toff[p] = 8 * (i - 1) + 1
+    tpos[p] = i
     for q = p, ns do
       local j = S[q]
       local tri = (i - 1) * d - (i - 1) * (i - 2) / 2 + (j - i) -- 0-based index in the upper triangle
-      qoff[#qoff + 1] = 8 * (d + tri) + 1
+      qpos[#qpos + 1] = d + tri + 1
       qcoef[#qcoef + 1] = (i == j) and x[i] * x[i] or 2 * x[i] * x[j]
     end
   end
+  -- Decode a whole row with one call when it is not much longer than what
+  -- is needed (one C call per value costs about ten values decoded in bulk).
+  local whole = rowvals <= 10 * (ns + #qpos)
+  local rowfmt = '<' .. string.rep('d', rowvals)
   local prior = 0
   for p = 1, ns do prior = prior + x[S[p]] * x[S[p]] end
   prior = alpha * sqrt(prior / lambda)
   for c = 1, #ids do
     local row = rows[c]
-    local s
+    local sc
     if not row then
-      s = prior
+      sc = prior
     else
       if #row ~= rowlen then
         return err('BADMODEL', 'row of %s has %d bytes, want %d', ids[c], #row, rowlen)
       end
       local mean, quad = 0, 0
-      for p = 1, ns do mean = mean + x[S[p]] * unpack_values('<d', row, toff[p]) end
-      for p = 1, #qoff do quad = quad + qcoef[p] * unpack_values('<d', row, qoff[p]) end
+      if whole then
+        local v = { unpack_values(rowfmt, row) }
+        for p = 1, ns do mean = mean + x[tpos[p]] * v[tpos[p]] end
+        for p = 1, #qpos do quad = quad + qcoef[p] * v[qpos[p]] end
+      else
+        for p = 1, ns do mean = mean + x[tpos[p]] * unpack_values('<d', row, 8 * tpos[p] - 7) end
+        for p = 1, #qpos do quad = quad + qcoef[p] * unpack_values('<d', row, 8 * qpos[p] - 7) end
+      end
       if quad < 0 then quad = 0 end
-      s = mean + alpha * sqrt(quad)
+      sc = mean + alpha * sqrt(quad)
     end
-    offer(c, s)
+    if sc > bar then offer(c, sc) end
   end
   local out = {}
   for i = 1, #best do out[i] = ids[best[i]] end
@@ -218,40 +238,113 @@ if exclude and #exclude > 0 then
   end
 end
 
--- acc[a] += sum of coef[f] * cols[f][a] for f in from..to, seven columns per
--- pass over the arms (the loop overhead, not the arithmetic, dominates in Lua).
+-- acc[a] += sum of coef[f] * cols[f][a] for f in from..to. The arithmetic is
+-- cheap next to Lua's loop and table overhead, so each pass over the arms
+-- folds up to seven columns, with one loop body per width (no padding).
 local function accumulate(acc, cnt, cols, coef, from, to)
   local f = from
   while f <= to do
-    local T1, c1 = cols[f], coef[f]
-    local T2, c2, T3, c3, T4, c4, T5, c5, T6, c6, T7, c7 = T1, 0, T1, 0, T1, 0, T1, 0, T1, 0, T1, 0
-    if f + 1 <= to then T2, c2 = cols[f + 1], coef[f + 1] end
-    if f + 2 <= to then T3, c3 = cols[f + 2], coef[f + 2] end
-    if f + 3 <= to then T4, c4 = cols[f + 3], coef[f + 3] end
-    if f + 4 <= to then T5, c5 = cols[f + 4], coef[f + 4] end
-    if f + 5 <= to then T6, c6 = cols[f + 5], coef[f + 5] end
-    if f + 6 <= to then T7, c7 = cols[f + 6], coef[f + 6] end
-    for a = 1, cnt do
-      acc[a] = acc[a] + c1 * T1[a] + c2 * T2[a] + c3 * T3[a] + c4 * T4[a] + c5 * T5[a] + c6 * T6[a] + c7 * T7[a]
+    local w = to - f + 1
+    if w > 7 then w = 7 end
+    local T1, T2, T3, T4, T5, T6, T7 = cols[f], cols[f + 1], cols[f + 2], cols[f + 3], cols[f + 4], cols[f + 5], cols[f + 6]
+    local c1, c2, c3, c4, c5, c6, c7 = coef[f], coef[f + 1], coef[f + 2], coef[f + 3], coef[f + 4], coef[f + 5], coef[f + 6]
+    if w == 7 then
+      for a = 1, cnt do
+        acc[a] = acc[a] + c1 * T1[a] + c2 * T2[a] + c3 * T3[a] + c4 * T4[a] + c5 * T5[a] + c6 * T6[a] + c7 * T7[a]
+      end
+    elseif w == 6 then
+      for a = 1, cnt do
+        acc[a] = acc[a] + c1 * T1[a] + c2 * T2[a] + c3 * T3[a] + c4 * T4[a] + c5 * T5[a] + c6 * T6[a]
+      end
+    elseif w == 5 then
+      for a = 1, cnt do acc[a] = acc[a] + c1 * T1[a] + c2 * T2[a] + c3 * T3[a] + c4 * T4[a] + c5 * T5[a] end
+    elseif w == 4 then
+      for a = 1, cnt do acc[a] = acc[a] + c1 * T1[a] + c2 * T2[a] + c3 * T3[a] + c4 * T4[a] end
+    elseif w == 3 then
+      for a = 1, cnt do acc[a] = acc[a] + c1 * T1[a] + c2 * T2[a] + c3 * T3[a] end
+    elseif w == 2 then
+      for a = 1, cnt do acc[a] = acc[a] + c1 * T1[a] + c2 * T2[a] end
+    else
+      for a = 1, cnt do acc[a] = acc[a] + c1 * T1[a] end
     end
-    f = f + 7
+    f = f + w
   end
 end
 
--- Columnar layout: t:<b>:<i> holds theta_i and q:<b>:<i>:<j> (i <= j) holds
--- A^-1_ij for the arms of block b, one little-endian double per arm.
-local coef = {}
-local names = {}
-for p = 1, ns do
-  coef[p] = x[S[p]]
-  names[p] = ':' .. (S[p] - 1)
+-- Columnar layout (docs/FORMAT.md): t:<b>:<i> holds theta_i and
+-- q:<b>:<i>:<j> (i <= j) holds A^-1_ij for the arms of block b, one
+-- little-endian double per arm. The score needs, per arm, the terms
+-- coef * column: kinds[f] .. <b> .. names[f] is the field of term f; terms
+-- 1..nm make the mean x.theta, the rest the quadratic form x' A^-1 x.
+local kinds, names, coef = {}, {}, {}
+local nm = 0
+local function term(kind, name, c)
+  kinds[#kinds + 1] = kind
+  names[#names + 1] = name
+  coef[#coef + 1] = c
 end
-for p = 1, ns do
-  local i = S[p]
-  for q = p, ns do
-    local j = S[q]
-    coef[#coef + 1] = (i == j) and x[i] * x[i] or 2 * x[i] * x[j]
-    names[#names + 1] = ':' .. (i - 1) .. ':' .. (j - 1)
+
+-- One-hot fast path: if the model declares one-hot groups and x has exactly
+-- one 1 (and otherwise zeros) in every group, the groups' entries fold into
+-- three per-pattern columns p:<b>:<pattern>:t|w|<c>, so only the
+-- continuous features' entries are read one by one.
+local fast = false
+if meta[6] and meta[6] ~= '[]' then
+  local ok, groups = pcall(cjson.decode, meta[6])
+  if not ok or type(groups) ~= 'table' then
+    return err('BADMODEL', '%s has malformed groups', root)
+  end
+  local ingroup, pid, stride = {}, 0, 1
+  fast = true
+  for g = 1, #groups do
+    local grp, pos = groups[g], nil
+    for p = 1, #grp do
+      local v = x[grp[p] + 1]
+      ingroup[grp[p] + 1] = true
+      if v ~= 0 then
+        if v ~= 1 or pos then fast = false end
+        pos = p - 1
+      end
+    end
+    if not pos then fast = false end
+    if not fast then break end
+    pid = pid + pos * stride
+    stride = stride * #grp
+  end
+  if fast then
+    local C = {}
+    for p = 1, ns do
+      if not ingroup[S[p]] then C[#C + 1] = S[p] end
+    end
+    local nc = #C
+    -- Use it only if it reads fewer columns than the general layout.
+    fast = 2 * nc + 2 + nc * (nc + 1) / 2 < ns + ns * (ns + 1) / 2
+    if fast then
+      local pt = ':' .. (pid < 64 and dec(pid) or tostring(pid)) .. ':'
+      for p = 1, nc do term('t:', ':' .. dec(C[p] - 1), x[C[p]]) end
+      term('p:', pt .. 't', 1)
+      nm = nc + 1
+      for p = 1, nc do
+        local i = C[p]
+        for q = p, nc do
+          local j = C[q]
+          term('q:', ':' .. dec(i - 1) .. ':' .. dec(j - 1), (i == j) and x[i] * x[i] or 2 * x[i] * x[j])
+        end
+        term('p:', pt .. dec(i - 1), 2 * x[i])
+      end
+      term('p:', pt .. 'w', 1)
+    end
+  end
+end
+if not fast then
+  for p = 1, ns do term('t:', ':' .. dec(S[p] - 1), x[S[p]]) end
+  nm = ns
+  for p = 1, ns do
+    local i = S[p]
+    for q = p, ns do
+      local j = S[q]
+      term('q:', ':' .. dec(i - 1) .. ':' .. dec(j - 1), (i == j) and x[i] * x[i] or 2 * x[i] * x[j])
+    end
   end
 end
 local nf = #names
@@ -263,8 +356,8 @@ for blk = 0, nblocks - 1 do
   for a = 1, cnt do mean[a] = 0; quad[a] = 0 end
   if nf > 0 then
     local fields = {}
-    for f = 1, ns do fields[f] = 't:' .. blk .. names[f] end
-    for f = ns + 1, nf do fields[f] = 'q:' .. blk .. names[f] end
+    local b = dec(blk)
+    for f = 1, nf do fields[f] = kinds[f] .. b .. names[f] end
     local raw = redis.call('HMGET', root, unpack(fields))
     local vfmt = '<' .. string.rep('d', cnt)
     local cols = {}
@@ -275,22 +368,21 @@ for blk = 0, nblocks - 1 do
       end
       cols[f] = { unpack_values(vfmt, v) }
     end
-    accumulate(mean, cnt, cols, coef, 1, ns)
-    accumulate(quad, cnt, cols, coef, ns + 1, nf)
+    accumulate(mean, cnt, cols, coef, 1, nm)
+    accumulate(quad, cnt, cols, coef, nm + 1, nf)
   end
   local base = blk * B
   for a = 1, cnt do
-    if not skip[base + a] then
-      local q = quad[a]
-      if q < 0 then q = 0 end
-      offer(base + a, mean[a] + alpha * sqrt(q))
-    end
+    local q = quad[a]
+    if q < 0 then q = 0 end
+    local sc = mean[a] + alpha * sqrt(q)
+    if sc > bar and not skip[base + a] then offer(base + a, sc) end
   end
 end
 
 if #best == 0 then return {} end
 local fields = {}
-for i = 1, #best do fields[i] = 'id:' .. (best[i] - 1) end
+for i = 1, #best do fields[i] = 'id:' .. dec(best[i] - 1) end
 local ids = redis.call('HMGET', root, unpack(fields))
 for i = 1, #ids do
   if not ids[i] then

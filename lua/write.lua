@@ -13,6 +13,8 @@ ARGV, in order:
   dim        d, 1..64
   lambda     the ridge regularisation, decimal
   features   the feature names as a JSON array of strings
+  groups     the one-hot groups as a JSON array of arrays of 0-based feature
+             indexes ("[]" for none); see docs/FORMAT.md
   block      arms per column block, used when the model is created
   now_ms     the caller's clock, stored as updated_ms
   events     the number of events this write folds in (added to `events`)
@@ -20,7 +22,7 @@ ARGV, in order:
              the call fails with CONFLICT unless each field holds exactly
              <expected> (an empty <expected> means the field must not exist)
   s          the number of root fields to set, then s pairs <field> <value>
-  then m arm records of 7 values each:
+  then m arm records of 8 values each:
     id       the product id
     ver      the arm version the caller read ("0" for an arm not in Redis);
              the call fails with CONFLICT if the stored version differs
@@ -29,13 +31,16 @@ ARGV, in order:
     b        b, d doubles
     theta    theta = A^-1 b, d doubles
     ainv     A^-1, d*d doubles, row-major
+    pat      the pattern values (docs/FORMAT.md, "One-hot groups"): for each
+             pattern in order, theta_P, W_P and V_P,c for each continuous
+             feature c; empty without groups
 
 Reply: an array of the m new arm versions (integers), in ARGV order.
 
 Errors:
   BADARG   a malformed call (wrong counts or blob lengths)
-  BADMODEL the stored model has another format, dimension, lambda or
-           feature list than the call
+  BADMODEL the stored model has another format, dimension, lambda, feature
+           list or groups than the call
   CONFLICT a guard or an arm version did not match
 ]]
 
@@ -54,14 +59,37 @@ local function int(s)
   return v
 end
 
-local format, d, lambda, features = ARGV[1], int(ARGV[2]), ARGV[3], ARGV[4]
-local B, now, events = int(ARGV[5]), ARGV[6], int(ARGV[7])
+local format, d, lambda, features, groupsjson = ARGV[1], int(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local B, now, events = int(ARGV[6]), ARGV[7], int(ARGV[8])
 if format ~= FORMAT then return err('BADARG', 'this script writes format %s, not %s', FORMAT, tostring(format)) end
 if not d or d < 1 or d > 64 or not tonumber(lambda) or not B or B < 1 or B > 4000 or not events then
   return err('BADARG', 'malformed header (dim, lambda, block, events)')
 end
 
-local p = 8
+-- One-hot groups: npat patterns (the product of the group sizes), each with
+-- 2 + #cont values per arm, cont being the features in no group.
+local ok, groups = pcall(cjson.decode, groupsjson or '')
+if not ok or type(groups) ~= 'table' then return err('BADARG', 'groups is not a JSON array') end
+local npat, cont, ingroup = 1, {}, {}
+for gi = 1, #groups do
+  local grp = groups[gi]
+  if type(grp) ~= 'table' or #grp < 1 then return err('BADARG', 'group %d is empty or not an array', gi) end
+  for _, f in ipairs(grp) do
+    if type(f) ~= 'number' or f ~= math.floor(f) or f < 0 or f >= d or ingroup[f] then
+      return err('BADARG', 'group %d has a bad or repeated feature index', gi)
+    end
+    ingroup[f] = true
+  end
+  npat = npat * #grp
+end
+if #groups == 0 then npat = 0 end
+for f = 0, d - 1 do
+  if not ingroup[f] then cont[#cont + 1] = f end
+end
+local patvals = npat * (2 + #cont)
+if patvals > 4096 then return err('BADARG', 'groups make %d pattern values per arm, more than 4096', patvals) end
+
+local p = 9
 local g = int(ARGV[p])
 if not g then return err('BADARG', 'malformed guard count') end
 local guards = {}
@@ -74,19 +102,20 @@ for i = 1, 2 * s do sets[i] = ARGV[p + i] end
 p = p + 2 * s + 1
 
 local m = #KEYS - 1
-if #ARGV ~= p - 1 + 7 * m then
-  return err('BADARG', 'expected %d arm records of 7 values for %d arm keys', m, m)
+if #ARGV ~= p - 1 + 8 * m then
+  return err('BADARG', 'expected %d arm records of 8 values for %d arm keys', m, m)
 end
 local vecb, matb = 8 * d, 8 * d * d
 
 -- Checks: the model's identity, the guards, every arm's version and blobs.
-local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'features', 'block', 'arms')
+local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'features', 'block', 'arms', 'groups')
 local exists = meta[1] ~= false
 if exists then
   if meta[1] ~= FORMAT then return err('BADMODEL', '%s has format %s, not %s', root, meta[1], FORMAT) end
   if meta[2] ~= tostring(d) then return err('BADMODEL', '%s has dimension %s, not %d', root, tostring(meta[2]), d) end
   if tonumber(meta[3]) ~= tonumber(lambda) then return err('BADMODEL', '%s has lambda %s, not %s', root, tostring(meta[3]), lambda) end
   if meta[4] ~= features then return err('BADMODEL', '%s has features %s, not %s', root, tostring(meta[4]), features) end
+  if (meta[7] or '[]') ~= groupsjson then return err('BADMODEL', '%s has groups %s, not %s', root, tostring(meta[7] or '[]'), groupsjson) end
   B = int(meta[5])
   if not B or B < 1 then return err('BADMODEL', '%s has a malformed block size', root) end
 end
@@ -104,12 +133,13 @@ end
 
 local arms, seen = {}, {}
 for i = 1, m do
-  local o = p - 1 + 7 * (i - 1)
+  local o = p - 1 + 8 * (i - 1)
   local arm = {
     key = KEYS[1 + i], id = ARGV[o + 1], ver = ARGV[o + 2], n = ARGV[o + 3],
-    a = ARGV[o + 4], b = ARGV[o + 5], theta = ARGV[o + 6], ainv = ARGV[o + 7],
+    a = ARGV[o + 4], b = ARGV[o + 5], theta = ARGV[o + 6], ainv = ARGV[o + 7], pat = ARGV[o + 8],
   }
-  if arm.id == '' or not int(arm.n) or #arm.a ~= matb or #arm.b ~= vecb or #arm.theta ~= vecb or #arm.ainv ~= matb then
+  if arm.id == '' or not int(arm.n) or #arm.a ~= matb or #arm.b ~= vecb or #arm.theta ~= vecb or #arm.ainv ~= matb
+      or #arm.pat ~= 8 * patvals then
     return err('BADARG', 'arm record %d (%s) is malformed', i, arm.id)
   end
   if arm.key ~= root .. ':arm:' .. arm.id then
@@ -147,27 +177,37 @@ for i = 1, m do
 end
 
 -- Columnar layout: t:<b>:<i> holds theta_i and q:<b>:<i>:<j> (i <= j) holds
--- A^-1_ij for the arms of block b, one double per arm in index order.
+-- A^-1_ij for the arms of block b, one double per arm in index order;
+-- p:<b>:<pattern>:t|w|<c> hold the pattern values. Each column is
+-- {prefix, suffix, source, i, j}: source 1 is theta[i], 2 is A^-1[i][j],
+-- 3 is the i-th pattern value.
 local cols = {}
-for i = 0, d - 1 do cols[#cols + 1] = { ':' .. i, i, -1 } end
+for i = 0, d - 1 do cols[#cols + 1] = { 't:', ':' .. i, 1, i } end
 for i = 0, d - 1 do
-  for j = i, d - 1 do cols[#cols + 1] = { ':' .. i .. ':' .. j, i, j } end
+  for j = i, d - 1 do cols[#cols + 1] = { 'q:', ':' .. i .. ':' .. j, 2, i, j } end
+end
+for pid = 0, npat - 1 do
+  local base = pid * (2 + #cont)
+  cols[#cols + 1] = { 'p:', ':' .. pid .. ':t', 3, base + 1 }
+  cols[#cols + 1] = { 'p:', ':' .. pid .. ':w', 3, base + 2 }
+  for ci, c in ipairs(cont) do cols[#cols + 1] = { 'p:', ':' .. pid .. ':' .. c, 3, base + 2 + ci } end
 end
 local dfmt = '<' .. string.rep('d', d)
 local colwrites = {}
 for _, blk in ipairs(blocks) do
   local cnt = math.min(B, narms - blk * B)
   local fields = {}
-  for c = 1, #cols do fields[c] = ((cols[c][3] < 0) and 't:' or 'q:') .. blk .. cols[c][1] end
+  for c = 1, #cols do fields[c] = cols[c][1] .. blk .. cols[c][2] end
   local old = redis.call('HMGET', root, unpack(fields))
   local touched = byblock[blk]
-  local slots, thetas, ainvs = {}, {}, {}
+  local slots, thetas, ainvs, pats = {}, {}, {}, {}
   for t = 1, #touched do
     slots[t] = touched[t].idx - blk * B + 1
     thetas[t] = { upack(dfmt, touched[t].theta) }
     local rows = {}
     for r = 0, d - 1 do rows[r] = { upack(dfmt, touched[t].ainv, 8 * r * d + 1) } end
     ainvs[t] = rows
+    pats[t] = patvals > 0 and { upack('<' .. string.rep('d', patvals), touched[t].pat) } or {}
   end
   local vfmt = '<' .. string.rep('d', cnt)
   local out = {}
@@ -183,12 +223,14 @@ for _, blk in ipairs(blocks) do
       v[have + 1] = nil
     end
     for a = #v + 1, cnt do v[a] = 0 end
-    local i, j = cols[c][2], cols[c][3]
+    local src, i, j = cols[c][3], cols[c][4], cols[c][5]
     for t = 1, #touched do
-      if j < 0 then
+      if src == 1 then
         v[slots[t]] = thetas[t][i + 1]
-      else
+      elseif src == 2 then
         v[slots[t]] = ainvs[t][i][j + 1]
+      else
+        v[slots[t]] = pats[t][i]
       end
     end
     out[#out + 1] = fields[c]
@@ -199,7 +241,7 @@ end
 
 -- Writes.
 if not exists then
-  redis.call('HSET', root, 'format', FORMAT, 'dim', d, 'lambda', lambda, 'features', features, 'block', B)
+  redis.call('HSET', root, 'format', FORMAT, 'dim', d, 'lambda', lambda, 'features', features, 'groups', groupsjson, 'block', B)
 end
 for _, arm in ipairs(newarms) do
   redis.call('HSET', root, 'id:' .. arm.idx, arm.id, 'ix:' .. arm.id, arm.idx)
@@ -216,7 +258,13 @@ for i = 1, m do
   for r = 0, d - 1 do row[#row + 1] = string.sub(arm.ainv, 8 * (r * d + r) + 1, 8 * (r * d + d)) end
   redis.call('HSET', root, 'r:' .. arm.id, table.concat(row))
 end
-for _, out in ipairs(colwrites) do redis.call('HSET', root, unpack(out)) end
+for _, out in ipairs(colwrites) do
+  -- HSET in slices: unpack() of more than a few thousand values would
+  -- overflow the Lua C stack.
+  for from = 1, #out, 2000 do
+    redis.call('HSET', root, unpack(out, from, math.min(from + 1999, #out)))
+  end
+end
 redis.call('HSET', root, 'arms', narms, 'updated_ms', now)
 redis.call('HINCRBY', root, 'events', events)
 if s > 0 then redis.call('HSET', root, unpack(sets)) end

@@ -37,6 +37,8 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -150,7 +152,7 @@ func buildShopModel(b *testing.B, c rueidis.Client, name string, n int, seed uin
 		for a := lo; a < hi; a++ {
 			batch = append(batch, store.ArmWrite{ID: m.ids[a], Arm: arms[a], Params: m.params[a]})
 		}
-		w := store.Write{Model: name, Features: shopFeatures, Lambda: linucb.DefaultLambda, Arms: batch}
+		w := store.Write{Model: name, Features: shopFeatures, Groups: shopGroups, Lambda: linucb.DefaultLambda, Arms: batch}
 		if _, err := w.Apply(ctx, c); err != nil {
 			b.Fatalf("write arms %d..%d of %s: %v", lo, hi-1, name, err)
 		}
@@ -271,28 +273,79 @@ func checkItems(b *testing.B, what string, got, want []store.Item) {
 type op func(ctx context.Context, i int) error
 
 // modes runs f as clients=1 (latency percentiles) and clients=16 (throughput).
-func modes(b *testing.B, f op) {
-	b.Run("clients=1", func(b *testing.B) { oneClient(b, f) })
+func modes(b *testing.B, c rueidis.Client, f op) {
+	b.Run("clients=1", func(b *testing.B) { oneClient(b, c, f) })
 	b.Run(fmt.Sprintf("clients=%d", saturatedClients), func(b *testing.B) { saturated(b, f) })
 }
 
 // oneClient calls f b.N times in sequence and reports the p50 and p99 of the
-// single-call latencies.
-func oneClient(b *testing.B, f op) {
+// single-call latencies. Each call is paired with a PING sent just before
+// it, so the ratio x-ping (p50 of f over p50 of PING) compares the two under
+// the same machine conditions; this VM's loopback latency drifts by a factor
+// of several within minutes. server-us is the Redis CPU time per call from
+// INFO commandstats (PING, INFO and CONFIG excluded): 1e6/server-us bounds
+// the throughput of one Redis.
+func oneClient(b *testing.B, c rueidis.Client, f op) {
 	ctx := context.Background()
 	lat := make([]time.Duration, b.N)
+	ping := make([]time.Duration, b.N)
+	if err := c.Do(ctx, c.B().ConfigResetstat().Build()).Error(); err != nil {
+		b.Fatal(err)
+	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
+		if err := c.Do(ctx, c.B().Ping().Build()).Error(); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
 		if err := f(ctx, i); err != nil {
 			b.Fatal(err)
 		}
-		lat[i] = time.Since(t0)
+		lat[i], ping[i] = time.Since(t1), t1.Sub(t0)
 	}
 	b.StopTimer()
 	slices.Sort(lat)
+	slices.Sort(ping)
 	b.ReportMetric(micros(percentile(lat, 0.50)), "p50-us")
 	b.ReportMetric(micros(percentile(lat, 0.99)), "p99-us")
+	b.ReportMetric(micros(percentile(ping, 0.50)), "ping-p50-us")
+	b.ReportMetric(float64(percentile(lat, 0.50))/float64(percentile(ping, 0.50)), "x-ping")
+	b.ReportMetric(serverMicros(b, c)/float64(b.N), "server-us")
+}
+
+// serverMicros sums usec over INFO commandstats, less PING, INFO and CONFIG.
+// Commands that a script calls are counted both on their own and inside the
+// script's time, so when scripts ran only the script commands count.
+func serverMicros(b *testing.B, c rueidis.Client) float64 {
+	info, err := c.Do(context.Background(), c.B().Info().Section("commandstats").Build()).ToString()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var all, scripts float64
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		name = strings.TrimPrefix(name, "cmdstat_")
+		if name == "ping" || name == "info" || strings.HasPrefix(name, "config") {
+			continue
+		}
+		for _, kv := range strings.Split(rest, ",") {
+			if v, ok := strings.CutPrefix(kv, "usec="); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				all += f
+				if strings.HasPrefix(name, "eval") || strings.HasPrefix(name, "fcall") {
+					scripts += f
+				}
+			}
+		}
+	}
+	if scripts > 0 {
+		return scripts
+	}
+	return all
 }
 
 // percentile returns the nearest-rank p-quantile of the sorted samples.
@@ -355,7 +408,7 @@ func BenchmarkServing(b *testing.B) {
 	ctxAt := func(i int) []float64 { return contexts[i%len(contexts)] }
 
 	b.Run("op=ping", func(b *testing.B) {
-		modes(b, func(ctx context.Context, _ int) error {
+		modes(b, c, func(ctx context.Context, _ int) error {
 			s, err := c.Do(ctx, c.B().Ping().Build()).ToString()
 			if err == nil && s != "PONG" {
 				err = fmt.Errorf("PING replied %q", s)
@@ -369,7 +422,7 @@ func BenchmarkServing(b *testing.B) {
 		if v, err := one.Exec(ctx, c, nil, nil).AsInt64(); err != nil || v != 1 {
 			b.Fatalf("return 1 script: %v, %v", v, err)
 		}
-		modes(b, func(ctx context.Context, _ int) error {
+		modes(b, c, func(ctx context.Context, _ int) error {
 			v, err := one.Exec(ctx, c, nil, nil).AsInt64()
 			if err == nil && v != 1 {
 				err = fmt.Errorf("return 1 script returned %d", v)
@@ -424,10 +477,10 @@ func BenchmarkServing(b *testing.B) {
 			whole := func(i int) store.Query {
 				return store.Query{K: benchK, Alpha: benchAlpha, Context: ctxAt(i)}
 			}
-			b.Run("op=evalsha", func(b *testing.B) { modes(b, recommend(whole)) })
-			b.Run("op=fcall_ro", func(b *testing.B) { modes(b, fcall(whole)) })
+			b.Run("op=evalsha", func(b *testing.B) { modes(b, c, recommend(whole)) })
+			b.Run("op=fcall_ro", func(b *testing.B) { modes(b, c, fcall(whole)) })
 			b.Run("op=client-pipeline", func(b *testing.B) {
-				modes(b, func(ctx context.Context, i int) error {
+				modes(b, c, func(ctx context.Context, i int) error {
 					items, err := clientRecommend(ctx, c, m.fetch, m.ids, ctxAt(i), benchK, benchAlpha)
 					if err == nil && len(items) != benchK {
 						err = fmt.Errorf("client-pipeline returned %d items, want %d", len(items), benchK)
@@ -478,10 +531,10 @@ func BenchmarkServing(b *testing.B) {
 					}
 					checkItems(b, "client-pipeline candidates", got, want)
 				}
-				b.Run("op=evalsha", func(b *testing.B) { modes(b, recommend(cands)) })
-				b.Run("op=fcall_ro", func(b *testing.B) { modes(b, fcall(cands)) })
+				b.Run("op=evalsha", func(b *testing.B) { modes(b, c, recommend(cands)) })
+				b.Run("op=fcall_ro", func(b *testing.B) { modes(b, c, fcall(cands)) })
 				b.Run("op=client-pipeline", func(b *testing.B) {
-					modes(b, func(ctx context.Context, i int) error {
+					modes(b, c, func(ctx context.Context, i int) error {
 						items, err := clientCands(ctx, i)
 						if err == nil && len(items) != benchK {
 							err = fmt.Errorf("client-pipeline returned %d items, want %d", len(items), benchK)

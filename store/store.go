@@ -112,6 +112,7 @@ type Meta struct {
 	Dim       int      // context dimension d
 	Lambda    float64  // ridge regularisation λ
 	Features  []string // feature names, in context order
+	Groups    [][]int  // one-hot groups (feature indexes); nil if none
 	Block     int      // arms per column block
 	Arms      int      // number of arms (products)
 	Events    int64    // events folded into the model
@@ -122,7 +123,7 @@ type Meta struct {
 // not exist and ErrBadModel if its metadata is malformed.
 func ReadMeta(ctx context.Context, c rueidis.Client, model string) (Meta, error) {
 	root := RootKey(model)
-	vals, err := c.Do(ctx, c.B().Hmget().Key(root).Field("format", "dim", "lambda", "features", "block", "arms", "events", "updated_ms").Build()).ToArray()
+	vals, err := c.Do(ctx, c.B().Hmget().Key(root).Field("format", "dim", "lambda", "features", "block", "arms", "events", "updated_ms", "groups").Build()).ToArray()
 	if err != nil {
 		return Meta{}, fmt.Errorf("read meta of %s: %w", root, err)
 	}
@@ -151,6 +152,12 @@ func ReadMeta(ctx context.Context, c rueidis.Client, model string) (Meta, error)
 	m.Arms = int(atoi(5))
 	m.Events = atoi(6)
 	m.UpdatedMS = atoi(7)
+	if !vals[8].IsNil() {
+		errs = append(errs, json.Unmarshal([]byte(str(8)), &m.Groups))
+		if len(m.Groups) == 0 {
+			m.Groups = nil
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return Meta{}, fmt.Errorf("%w: %s: %v", ErrBadModel, root, err)
 	}

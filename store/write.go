@@ -39,12 +39,17 @@ type ArmWrite struct {
 type Write struct {
 	Model    string
 	Features []string // feature names; their number is the dimension
-	Lambda   float64
-	Events   int64 // events this write folds in, added to the model's count
-	Guards   []Guard
-	Set      []Field
-	Arms     []ArmWrite
-	Now      time.Time // stored as updated_ms; zero means time.Now()
+	// Groups are the model's one-hot groups, as feature indexes: in a
+	// context exactly one feature of each group is 1 and the others 0.
+	// They let the scoring script read fewer columns (docs/FORMAT.md).
+	// Groups are fixed when the model is created; nil means none.
+	Groups [][]int
+	Lambda float64
+	Events int64 // events this write folds in, added to the model's count
+	Guards []Guard
+	Set    []Field
+	Arms   []ArmWrite
+	Now    time.Time // stored as updated_ms; zero means time.Now()
 }
 
 // Apply runs the write script: either everything in w is stored or, on error,
@@ -63,6 +68,10 @@ func (w *Write) Apply(ctx context.Context, c rueidis.Client) ([]int64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode features: %w", err)
 	}
+	pats, err := newPatterns(d, w.Groups)
+	if err != nil {
+		return nil, err
+	}
 	now := w.Now
 	if now.IsZero() {
 		now = time.Now()
@@ -72,7 +81,7 @@ func (w *Write) Apply(ctx context.Context, c rueidis.Client) ([]int64, error) {
 	args := make([]string, 0, 10+2*len(w.Guards)+2*len(w.Set)+7*len(w.Arms))
 	args = append(args,
 		strconv.Itoa(FormatVersion), strconv.Itoa(d), FormatFloat(w.Lambda), string(features),
-		strconv.Itoa(DefaultBlock), strconv.FormatInt(now.UnixMilli(), 10), strconv.FormatInt(w.Events, 10),
+		pats.json, strconv.Itoa(DefaultBlock), strconv.FormatInt(now.UnixMilli(), 10), strconv.FormatInt(w.Events, 10),
 		strconv.Itoa(len(w.Guards)))
 	for _, g := range w.Guards {
 		args = append(args, g.Field, g.Want)
@@ -92,7 +101,7 @@ func (w *Write) Apply(ctx context.Context, c rueidis.Client) ([]int64, error) {
 		}
 		keys = append(keys, ArmKey(w.Model, a.ID))
 		args = append(args, a.ID, strconv.FormatInt(a.Version, 10), strconv.FormatInt(a.Arm.N(), 10),
-			blob(a.Arm.A()), blob(a.Arm.B()), blob(a.Params.Theta), blob(a.Params.AInv))
+			blob(a.Arm.A()), blob(a.Arm.B()), blob(a.Params.Theta), blob(a.Params.AInv), blob(pats.values(a.Params)))
 	}
 	res, err := lua.Write.Exec(ctx, c, keys, args).AsIntSlice()
 	if err != nil {

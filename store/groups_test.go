@@ -1,0 +1,130 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/redbandit/redbandit/internal/redistest"
+	"github.com/redbandit/redbandit/linucb"
+	"github.com/redbandit/redbandit/store"
+)
+
+// shopGroups are the one-hot groups of shopFeatures: gender (2), traffic
+// source (5), time of day (3), weekday/weekend (2).
+var shopGroups = [][]int{{3, 4}, {5, 6, 7, 8, 9}, {10, 11, 12}, {13, 14}}
+
+func newShopContext(rng *rand.Rand) []float64 {
+	x := make([]float64, shopDim)
+	shopContext(rng, x)
+	return x
+}
+
+// TestOneHotFastPath scores a model with one-hot groups. Contexts that are
+// one-hot in every group take the folded pattern columns, the others the
+// general columns; both must equal the dense Go reference. To prove which
+// path ran, a column that only the general path reads is then removed:
+// one-hot contexts still work, the others fail with BADMODEL.
+func TestOneHotFastPath(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client()
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(21, 22))
+	const d, n = 15, 300
+	m := &testModel{name: "shop", d: d, lambda: 1, byID: map[string]linucb.Params{}}
+	w := store.Write{Model: m.name, Features: featureNames(d), Groups: shopGroups, Lambda: 1}
+	for a := 0; a < n; a++ {
+		arm := linucb.NewArm(d, 1)
+		for e := 0; e < rng.IntN(60); e++ {
+			if err := arm.Update(newShopContext(rng), float64(rng.IntN(2))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p, err := arm.Solve()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := fmt.Sprintf("dish-%d", a)
+		m.ids, m.params, m.byID[id] = append(m.ids, id), append(m.params, p), p
+		w.Arms = append(w.Arms, store.ArmWrite{ID: id, Arm: arm, Params: p})
+	}
+	if _, err := w.Apply(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	meta, err := store.ReadMeta(ctx, c, m.name)
+	if err != nil || fmt.Sprint(meta.Groups) != fmt.Sprint(shopGroups) {
+		t.Fatalf("meta groups %v, %v", meta.Groups, err)
+	}
+
+	var oneHot, other [][]float64
+	for i := 0; i < 20; i++ {
+		x := newShopContext(rng)
+		if i%4 == 0 {
+			x[1] = 0 // a continuous feature at zero
+		}
+		oneHot = append(oneHot, x)
+		y := newShopContext(rng)
+		switch i % 3 {
+		case 0:
+			y[3], y[4] = 1, 1 // two genders
+		case 1:
+			y[13], y[14] = 0, 0 // no weekday flag
+		default:
+			y[11] = 0.5 // not exactly 1 (and two entries in the group)
+		}
+		other = append(other, y)
+	}
+	check := func(xs [][]float64, what string) {
+		t.Helper()
+		for i, x := range xs {
+			q := store.Query{K: 5, Alpha: []float64{0.1, 1}[i%2], Context: x}
+			if i%5 == 4 {
+				q.Exclude = []string{m.reference(q)[0].ID}
+			}
+			got, err := store.Recommend(ctx, c, m.name, q)
+			if err != nil {
+				t.Fatalf("%s %d: %v", what, i, err)
+			}
+			sameItems(t, fmt.Sprintf("%s %d", what, i), got, m.reference(q))
+		}
+	}
+	check(oneHot, "one-hot context")
+	check(other, "other context")
+
+	// gender × source: read by the general path only.
+	var gxs []string
+	for i := 3; i <= 4; i++ {
+		for j := 5; j <= 9; j++ {
+			gxs = append(gxs, fmt.Sprintf("q:0:%d:%d", i, j))
+		}
+	}
+	if err := c.Do(ctx, c.B().Hdel().Key(store.RootKey(m.name)).Field(gxs...).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	check(oneHot, "one-hot context without general group columns")
+	for i, x := range other {
+		if i%3 != 0 {
+			continue
+		}
+		_, err := store.Recommend(ctx, c, m.name, store.Query{K: 5, Alpha: 0.1, Context: x})
+		if !errors.Is(err, store.ErrBadModel) {
+			t.Fatalf("other context %d without its columns: err %v, want ErrBadModel (the general path)", i, err)
+		}
+	}
+
+	// Groups are part of the model's identity.
+	arm := linucb.NewArm(d, 1)
+	p, _ := arm.Solve()
+	bad := store.Write{Model: m.name, Features: featureNames(d), Lambda: 1, Arms: []store.ArmWrite{{ID: "new", Arm: arm, Params: p}}}
+	if _, err := bad.Apply(ctx, c); !errors.Is(err, store.ErrBadModel) {
+		t.Fatalf("write without the model's groups: %v, want ErrBadModel", err)
+	}
+	for _, groups := range [][][]int{{{3, 3}}, {{15}}, {{}}, {{-1, 2}}} {
+		bad := store.Write{Model: "g2", Features: featureNames(d), Groups: groups, Lambda: 1, Arms: []store.ArmWrite{{ID: "new", Arm: arm, Params: p}}}
+		if _, err := bad.Apply(ctx, c); !errors.Is(err, store.ErrBadArg) {
+			t.Fatalf("groups %v: %v, want ErrBadArg", groups, err)
+		}
+	}
+}
