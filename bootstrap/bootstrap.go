@@ -67,6 +67,11 @@ type Config struct {
 	// Lambda is the ridge regularisation λ of the model's arms. Zero means
 	// linucb.DefaultLambda (1.0). It must equal the λ of an existing model.
 	Lambda float64
+	// OneHot lists the model's one-hot groups by feature name (each row of
+	// the file has exactly one 1 in each group). They are recorded when the
+	// model is created and speed up scoring (docs/FORMAT.md); an existing
+	// model must have the same groups. Nil means none.
+	OneHot [][]string
 	// SkipBad skips malformed rows and duplicate event ids, counting them in
 	// Result.Skipped, instead of failing the run on the first one.
 	SkipBad bool
@@ -180,6 +185,10 @@ func RunReader(ctx context.Context, c rueidis.Client, r io.Reader, name string, 
 		return res, wrap(err)
 	}
 	features := lr.Features()
+	groups, err := groupIndexes(features, cfg.OneHot)
+	if err != nil {
+		return res, wrap(err)
+	}
 	if err := checkModel(ctx, c, cfg.Model, features, cfg.Lambda); err != nil {
 		return res, wrap(err)
 	}
@@ -207,7 +216,7 @@ func RunReader(ctx context.Context, c rueidis.Client, r io.Reader, name string, 
 
 	for attempt := 1; ; attempt++ {
 		res.Attempts = attempt
-		err := write(ctx, c, cfg, features, f, res)
+		err := write(ctx, c, cfg, features, groups, f, res)
 		if err == nil {
 			log.Info("bootstrap: applied", "rows", res.Rows, "events", res.Events, "skipped", res.Skipped,
 				"products", res.Products, "sha256", res.SHA256, "attempts", attempt)
@@ -277,6 +286,23 @@ func alreadyApplied(ctx context.Context, c rueidis.Client, model, sum string, lo
 
 // checkModel compares an existing model's dimension, features and λ with the
 // file's; a model that does not exist yet is fine.
+// groupIndexes maps one-hot groups of feature names to feature indexes.
+func groupIndexes(features []string, names [][]string) ([][]int, error) {
+	var groups [][]int
+	for g, grp := range names {
+		var idx []int
+		for _, name := range grp {
+			i := slices.Index(features, name)
+			if i < 0 {
+				return nil, fmt.Errorf("%w: one-hot group %d names %q, which is not a feature of the file", ErrBadConfig, g+1, name)
+			}
+			idx = append(idx, i)
+		}
+		groups = append(groups, idx)
+	}
+	return groups, nil
+}
+
 func checkModel(ctx context.Context, c rueidis.Client, model string, features []string, lambda float64) error {
 	meta, err := store.ReadMeta(ctx, c, model)
 	if errors.Is(err, store.ErrNoModel) {
@@ -369,7 +395,7 @@ func fold(ctx context.Context, lr *csvlog.Reader, skipBad bool, log *slog.Logger
 
 // write makes one attempt: read the arms' current state, add the file's
 // sums, solve, and apply everything with one guarded write.
-func write(ctx context.Context, c rueidis.Client, cfg Config, features []string, f *folded, res Result) error {
+func write(ctx context.Context, c rueidis.Client, cfg Config, features []string, groups [][]int, f *folded, res Result) error {
 	d := len(features)
 	var stored []store.StoredArm
 	if len(f.ids) > 0 {
@@ -399,6 +425,7 @@ func write(ctx context.Context, c rueidis.Client, cfg Config, features []string,
 	w := store.Write{
 		Model:    cfg.Model,
 		Features: features,
+		Groups:   groups,
 		Lambda:   cfg.Lambda,
 		Events:   res.Events,
 		Guards:   []store.Guard{{Field: field, Want: ""}},

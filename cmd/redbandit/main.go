@@ -186,6 +186,15 @@ func modelCommand() *cli.Command {
 				w := c.App.Writer
 				fmt.Fprintf(w, "model     %s (key %s)\n", c.String("model"), store.RootKey(c.String("model")))
 				fmt.Fprintf(w, "format    %d\ndimension %d\nlambda    %s\nfeatures  %s\n", m.Format, m.Dim, store.FormatFloat(m.Lambda), strings.Join(m.Features, ","))
+				var groups []string
+				for _, g := range m.Groups {
+					var names []string
+					for _, i := range g {
+						names = append(names, m.Features[i])
+					}
+					groups = append(groups, strings.Join(names, ","))
+				}
+				fmt.Fprintf(w, "one-hot   %s\n", strings.Join(groups, ";"))
 				fmt.Fprintf(w, "products  %d\nevents    %d\nupdated   %d (unix ms)\n", m.Arms, m.Events, m.UpdatedMS)
 				return nil
 			})
@@ -201,6 +210,7 @@ func bootstrapCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.Float64Flag{Name: "lambda", Value: linucb.DefaultLambda, Usage: "ridge regularisation λ of new arms"},
 			&cli.BoolFlag{Name: "skip-bad", Usage: "skip and count malformed rows instead of stopping at the first"},
+			&cli.StringFlag{Name: "onehot", Usage: "one-hot groups of feature names: names comma-separated, groups semicolon-separated (e.g. 'gender_f,gender_m;src_search,src_email'); recorded when the model is created, they make scoring faster"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -208,6 +218,11 @@ func bootstrapCommand() *cli.Command {
 			}
 			cfg := bootstrap.Config{Model: c.String("model"), Lambda: c.Float64("lambda"),
 				SkipBad: c.Bool("skip-bad"), Logger: slog.Default()}
+			if g := c.String("onehot"); g != "" {
+				for _, grp := range strings.Split(g, ";") {
+					cfg.OneHot = append(cfg.OneHot, strings.Split(grp, ","))
+				}
+			}
 			return withRedis(c, func(client rueidis.Client) error {
 				res, err := bootstrap.Run(c.Context, client, c.Args().First(), cfg)
 				if err != nil {

@@ -83,3 +83,28 @@ func mustArm(t *testing.T, xs [][]float64, rs []float64) (linucb.Params, *linucb
 	}
 	return p, arm
 }
+
+// TestBootstrapOneHot records one-hot groups given by name, and rejects a
+// group naming a feature the file does not have.
+func TestBootstrapOneHot(t *testing.T) {
+	srv := redistest.Start(t)
+	csv := filepath.Join(t.TempDir(), "log.csv")
+	if err := os.WriteFile(csv, []byte("event_id,age,g_f,g_m,product_id,response\n1,0.5,1,0,a,1\n2,0.2,0,1,b,0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g := []string{"--redis", srv.URL(), "--model", "oh"}
+	if out, err := run(t, append(g, "bootstrap", "--onehot", "g_f,g_x", csv)...); err == nil || !strings.Contains(err.Error(), `"g_x"`) {
+		t.Fatalf("unknown feature in a group: %v\n%s", err, out)
+	}
+	if out, err := run(t, append(g, "bootstrap", "--onehot", "g_f,g_m", csv)...); err != nil {
+		t.Fatalf("bootstrap: %v\n%s", err, out)
+	}
+	out, err := run(t, append(g, "model")...)
+	if err != nil || !strings.Contains(out, "one-hot   g_f,g_m\n") {
+		t.Fatalf("model: %v\n%s", err, out)
+	}
+	out, err = run(t, append(g, "recommend", "-k", "1", "--context", "0.5,1,0")...)
+	if err != nil || !strings.HasPrefix(out, "1\ta\t") {
+		t.Fatalf("recommend: %v\n%s", err, out)
+	}
+}
