@@ -23,7 +23,9 @@ would be truncated to integers). Equal scores keep the model's arm order
 (or the candidate order).
 
 score = x.theta + alpha * sqrt(x' A^-1 x), computed over the non-zero
-entries of x only, from the columnar layout described in docs/FORMAT.md.
+entries of x only, from the columnar layout described in docs/FORMAT.md; if
+the model declares one-hot groups and x is one-hot in each, the groups'
+entries come folded from the per-pattern columns instead.
 
 Errors (returned as Redis errors, never raised):
   NOMODEL  no model at KEYS[1]
@@ -56,6 +58,7 @@ local function finite(v)
 end
 
 local function integer(s)
+  if s == nil then return nil end
   local v = tonumber(s)
   if v == nil or v ~= v or v == huge or v == -huge or v ~= math.floor(v) then return nil end
   return v

@@ -54,6 +54,7 @@ local function err(code, msg, ...)
 end
 
 local function int(s)
+  if s == nil then return nil end
   local v = tonumber(s)
   if v == nil or v ~= math.floor(v) or v < 0 then return nil end
   return v

@@ -240,6 +240,8 @@ func TestRecommendErrors(t *testing.T) {
 		{"unknown option", store.RootKey(m.name), append(slices.Clone(ok), "LIMIT", "1", "x"), store.ErrBadArg},
 		{"short candidate list", store.RootKey(m.name), append(slices.Clone(ok), "CANDIDATES", "3", "p1"), store.ErrBadArg},
 		{"twice", store.RootKey(m.name), append(slices.Clone(ok), "EXCLUDE", "0", "exclude", "0"), store.ErrBadArg},
+		{"option without a count", store.RootKey(m.name), append(slices.Clone(ok), "EXCLUDE"), store.ErrBadArg},
+		{"no arguments", store.RootKey(m.name), nil, store.ErrBadArg},
 	}
 	for _, tc := range cases {
 		for _, via := range []string{"EVALSHA", "FCALL_RO"} {
