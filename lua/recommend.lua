@@ -286,6 +286,20 @@ local function term(kind, name, c)
   names[#names + 1] = name
   coef[#coef + 1] = c
 end
+-- The mean terms x_i theta_i, and the quadratic terms of A^-1_ij (i <= j),
+-- of the features F (1-based indexes of non-zero entries).
+local function theta_terms(F)
+  for p = 1, #F do term('t:', ':' .. dec(F[p] - 1), x[F[p]]) end
+end
+local function pair_terms(F)
+  for p = 1, #F do
+    local i = F[p]
+    for q = p, #F do
+      local j = F[q]
+      term('q:', ':' .. dec(i - 1) .. ':' .. dec(j - 1), (i == j) and x[i] * x[i] or 2 * x[i] * x[j])
+    end
+  end
+end
 
 -- One-hot fast path: if the model declares one-hot groups and x has exactly
 -- one 1 (and otherwise zeros) in every group, the groups' entries fold into
@@ -323,32 +337,20 @@ if meta[6] and meta[6] ~= '[]' then
     -- Use it only if it reads fewer columns than the general layout.
     fast = 2 * nc + 2 + nc * (nc + 1) / 2 < ns + ns * (ns + 1) / 2
     if fast then
-      local pt = ':' .. (pid < 64 and dec(pid) or tostring(pid)) .. ':'
-      for p = 1, nc do term('t:', ':' .. dec(C[p] - 1), x[C[p]]) end
+      local pt = ':' .. dec(pid) .. ':'
+      theta_terms(C)
       term('p:', pt .. 't', 1)
       nm = nc + 1
-      for p = 1, nc do
-        local i = C[p]
-        for q = p, nc do
-          local j = C[q]
-          term('q:', ':' .. dec(i - 1) .. ':' .. dec(j - 1), (i == j) and x[i] * x[i] or 2 * x[i] * x[j])
-        end
-        term('p:', pt .. dec(i - 1), 2 * x[i])
-      end
+      pair_terms(C)
+      for p = 1, nc do term('p:', pt .. dec(C[p] - 1), 2 * x[C[p]]) end
       term('p:', pt .. 'w', 1)
     end
   end
 end
 if not fast then
-  for p = 1, ns do term('t:', ':' .. dec(S[p] - 1), x[S[p]]) end
+  theta_terms(S)
   nm = ns
-  for p = 1, ns do
-    local i = S[p]
-    for q = p, ns do
-      local j = S[q]
-      term('q:', ':' .. dec(i - 1) .. ':' .. dec(j - 1), (i == j) and x[i] * x[i] or 2 * x[i] * x[j])
-    end
-  end
+  pair_terms(S)
 end
 local nf = #names
 
