@@ -57,6 +57,7 @@ func newApp() *cli.App {
 			recommendCommand(),
 			scriptCommand(),
 			modelCommand(),
+			aclCommand(),
 			{
 				Name:  "demo",
 				Usage: "run the closed-loop demo (not yet: see the issue tracker)",

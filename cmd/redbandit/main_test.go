@@ -108,3 +108,13 @@ func TestBootstrapOneHot(t *testing.T) {
 		t.Fatalf("recommend: %v\n%s", err, out)
 	}
 }
+
+func TestACLCommand(t *testing.T) {
+	if _, err := run(t, "acl", "--out", "-", "--serve-password", "a", "--trainer-password", "b"); err == nil {
+		t.Fatal("acl without the admin password succeeded")
+	}
+	out, err := run(t, "acl", "--out", "-", "--serve-password", "a", "--trainer-password", "b", "--admin-password", "c")
+	if err != nil || !strings.Contains(out, "user default off") || !strings.Contains(out, "user rb-serve on #") {
+		t.Fatalf("acl: %v\n%s", err, out)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ type Server struct {
 	Dir  string // working directory (AOF and RDB files live here)
 
 	t    testing.TB
+	conf string // config file given to redis-server first, if any
 	args []string
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -33,10 +35,18 @@ type Server struct {
 // installed: `make test` installs it.
 func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
+	return StartConfig(t, "", args...)
+}
+
+// StartConfig is Start with a redis.conf file, read first; the port, bind
+// address, directory and log file are overridden for the test, and so are
+// persistence settings unless args set them again.
+func StartConfig(t testing.TB, conf string, args ...string) *Server {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server not found in PATH (run `make test`, which installs it): %v", err)
 	}
-	s := &Server{Dir: t.TempDir(), t: t, args: args}
+	s := &Server{Dir: t.TempDir(), t: t, conf: conf, args: args}
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 	s.start()
 	t.Cleanup(s.Stop)
@@ -55,11 +65,16 @@ func freePort(t testing.TB) int {
 func (s *Server) start() {
 	s.t.Helper()
 	_, port, _ := net.SplitHostPort(s.Addr)
-	args := append([]string{
+	var args []string
+	if s.conf != "" {
+		args = append(args, s.conf)
+	}
+	args = append(args, []string{
 		"--port", port, "--bind", "127.0.0.1", "--dir", s.Dir,
 		"--save", "", "--appendonly", "no", "--daemonize", "no",
 		"--logfile", filepath.Join(s.Dir, "redis.log"),
-	}, s.args...)
+	}...)
+	args = append(args, s.args...)
 	cmd := exec.Command("redis-server", args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -77,7 +92,9 @@ func (s *Server) start() {
 			_ = conn.SetReadDeadline(time.Now().Add(time.Second))
 			n, _ := conn.Read(buf)
 			conn.Close()
-			if string(buf[:n]) == "+PONG\r\n" {
+			// With the default user off (an ACL file), PING answers NOAUTH:
+			// the server is up all the same.
+			if reply := string(buf[:n]); reply == "+PONG\r\n" || strings.HasPrefix(reply, "-NOAUTH") {
 				return
 			}
 		}
@@ -100,7 +117,14 @@ func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
 // Client returns a rueidis client for the server, closed when the test ends.
 func (s *Server) Client() rueidis.Client {
 	s.t.Helper()
-	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{s.Addr}, DisableCache: true})
+	return s.ClientAs("", "")
+}
+
+// ClientAs returns a rueidis client authenticated as an ACL user.
+func (s *Server) ClientAs(user, password string) rueidis.Client {
+	s.t.Helper()
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{s.Addr}, DisableCache: true,
+		Username: user, Password: password})
 	if err != nil {
 		s.t.Fatalf("connect to redis on %s: %v", s.Addr, err)
 	}
