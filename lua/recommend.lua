@@ -220,7 +220,7 @@ if candidates then
         for p = 1, #qpos do quad = quad + qcoef[p] * unpack_values('<d', row, 8 * qpos[p] - 7) end
       end
       if quad < 0 then quad = 0 end
-      sc = mean + alpha * sqrt(quad)
+      sc = mean + alpha * quad ^ 0.5
     end
     if sc > bar then offer(c, sc) end
   end
@@ -380,7 +380,8 @@ for blk = 0, nblocks - 1 do
   for a = 1, cnt do
     local q = quad[a]
     if q < 0 then q = 0 end
-    local sc = mean[a] + alpha * sqrt(q)
+    -- q ^ 0.5 is a VM operation; math.sqrt would be a function call per arm.
+    local sc = mean[a] + alpha * q ^ 0.5
     if sc > bar and not skip[base + a] then offer(base + a, sc) end
   end
 end
