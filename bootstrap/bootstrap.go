@@ -287,8 +287,8 @@ func alreadyApplied(ctx context.Context, c rueidis.Client, model, sum string, lo
 // checkModel compares an existing model's dimension, features and λ with the
 // file's; a model that does not exist yet is fine.
 // groupIndexes maps one-hot groups of feature names to feature indexes.
-func groupIndexes(features []string, names [][]string) ([][]int, error) {
-	var groups [][]int
+func groupIndexes(features []string, names [][]string) ([]store.Group, error) {
+	var groups []store.Group
 	for g, grp := range names {
 		var idx []int
 		for _, name := range grp {
@@ -298,7 +298,7 @@ func groupIndexes(features []string, names [][]string) ([][]int, error) {
 			}
 			idx = append(idx, i)
 		}
-		groups = append(groups, idx)
+		groups = append(groups, store.Group{Features: idx})
 	}
 	return groups, nil
 }
@@ -395,7 +395,7 @@ func fold(ctx context.Context, lr *csvlog.Reader, skipBad bool, log *slog.Logger
 
 // write makes one attempt: read the arms' current state, add the file's
 // sums, solve, and apply everything with one guarded write.
-func write(ctx context.Context, c rueidis.Client, cfg Config, features []string, groups [][]int, f *folded, res Result) error {
+func write(ctx context.Context, c rueidis.Client, cfg Config, features []string, groups []store.Group, f *folded, res Result) error {
 	d := len(features)
 	var stored []store.StoredArm
 	if len(f.ids) > 0 {

@@ -302,7 +302,8 @@ local function pair_terms(F)
 end
 
 -- One-hot fast path: if the model declares one-hot groups and x has exactly
--- one 1 (and otherwise zeros) in every group, the groups' entries fold into
+-- one 1 (and otherwise zeros) in every group (at most one in an optional
+-- group), the groups' entries fold into
 -- three per-pattern columns p:<b>:<pattern>:t|w|<c>, so only the
 -- continuous features' entries are read one by one.
 local fast = false
@@ -314,7 +315,11 @@ if meta[6] and meta[6] ~= '[]' then
   local ingroup, pid, stride = {}, 0, 1
   fast = true
   for g = 1, #groups do
-    local grp, pos = groups[g], nil
+    if type(groups[g]) ~= 'table' or type(groups[g].features) ~= 'table' then
+      return err('BADMODEL', '%s has malformed groups', root)
+    end
+    local grp, pos = groups[g].features, nil
+    local optional = groups[g].optional == true
     for p = 1, #grp do
       local v = x[grp[p] + 1]
       ingroup[grp[p] + 1] = true
@@ -323,10 +328,12 @@ if meta[6] and meta[6] ~= '[]' then
         pos = p - 1
       end
     end
-    if not pos then fast = false end
+    if not pos then
+      if optional then pos = #grp else fast = false end -- the "none" digit
+    end
     if not fast then break end
     pid = pid + pos * stride
-    stride = stride * #grp
+    stride = stride * (#grp + (optional and 1 or 0))
   end
   if fast then
     local C = {}

@@ -13,8 +13,9 @@ ARGV, in order:
   dim        d, 1..64
   lambda     the ridge regularisation, decimal
   features   the feature names as a JSON array of strings
-  groups     the one-hot groups as a JSON array of arrays of 0-based feature
-             indexes ("[]" for none); see docs/FORMAT.md
+  groups     the one-hot groups as a JSON array of {"features": [0-based
+             feature indexes], "optional": true if all may be zero} ("[]"
+             for none); see docs/FORMAT.md
   block      arms per column block, used when the model is created
   now_ms     the caller's clock, stored as updated_ms
   events     the number of events this write folds in (added to `events`)
@@ -67,21 +68,22 @@ if not d or d < 1 or d > 64 or not tonumber(lambda) or not B or B < 1 or B > 400
   return err('BADARG', 'malformed header (dim, lambda, block, events)')
 end
 
--- One-hot groups: npat patterns (the product of the group sizes), each with
+-- One-hot groups: npat patterns (the product of the group sizes, plus one
+-- for "none" in optional groups), each with
 -- 2 + #cont values per arm, cont being the features in no group.
 local ok, groups = pcall(cjson.decode, groupsjson or '')
 if not ok or type(groups) ~= 'table' then return err('BADARG', 'groups is not a JSON array') end
 local npat, cont, ingroup = 1, {}, {}
 for gi = 1, #groups do
-  local grp = groups[gi]
-  if type(grp) ~= 'table' or #grp < 1 then return err('BADARG', 'group %d is empty or not an array', gi) end
+  local grp = type(groups[gi]) == 'table' and groups[gi].features
+  if type(grp) ~= 'table' or #grp < 1 then return err('BADARG', 'group %d has no features', gi) end
   for _, f in ipairs(grp) do
     if type(f) ~= 'number' or f ~= math.floor(f) or f < 0 or f >= d or ingroup[f] then
       return err('BADARG', 'group %d has a bad or repeated feature index', gi)
     end
     ingroup[f] = true
   end
-  npat = npat * #grp
+  npat = npat * (#grp + (groups[gi].optional == true and 1 or 0))
 end
 if #groups == 0 then npat = 0 end
 for f = 0, d - 1 do

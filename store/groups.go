@@ -14,14 +14,22 @@ const (
 	MaxPatternValues = 4096
 )
 
+// Group is a one-hot group of features: in every context exactly one of
+// them is 1 and the others 0 — or, if Optional, at most one is 1.
+type Group struct {
+	Features []int `json:"features"`           // feature indexes
+	Optional bool  `json:"optional,omitempty"` // all zero is allowed
+}
+
 // patterns describes a model's one-hot groups and computes, for one arm,
 // the values the scoring script reads instead of the groups' θ and A⁻¹
 // entries when a context is one-hot in every group (docs/FORMAT.md).
 //
-// A pattern P picks one feature p_g from each group g; patterns are numbered
-// in mixed radix, the first group's position varying fastest. For an arm
-// and each pattern, with c ranging over the continuous features (those in
-// no group):
+// A pattern P picks one feature p_g from each group g (or none from an
+// optional group: its last digit); patterns are numbered in mixed radix, the
+// first group's digit varying fastest. For an arm and each pattern, with c
+// ranging over the continuous features (those in no group) and the sums over
+// the groups with a pick:
 //
 //	θ_P   = Σ_g θ[p_g]
 //	W_P   = Σ_g Σ_h A⁻¹[p_g][p_h]
@@ -33,13 +41,13 @@ const (
 //	xᵀA⁻¹x = Σ_{c,c'} x_c x_c' A⁻¹[c][c'] + 2 Σ_c x_c V_P,c + W_P.
 type patterns struct {
 	d      int
-	groups [][]int
+	groups []Group
 	cont   []int  // continuous features, in index order
 	count  int    // number of patterns; 0 without groups
 	json   string // groups as stored in the model, "[]" for none
 }
 
-func newPatterns(d int, groups [][]int) (*patterns, error) {
+func newPatterns(d int, groups []Group) (*patterns, error) {
 	p := &patterns{d: d, groups: groups, json: "[]"}
 	if len(groups) == 0 {
 		for i := 0; i < d; i++ {
@@ -50,16 +58,16 @@ func newPatterns(d int, groups [][]int) (*patterns, error) {
 	seen := make([]bool, d)
 	p.count = 1
 	for g, grp := range groups {
-		if len(grp) == 0 {
+		if len(grp.Features) == 0 {
 			return nil, fmt.Errorf("%w: group %d is empty", ErrBadArg, g)
 		}
-		for _, f := range grp {
+		for _, f := range grp.Features {
 			if f < 0 || f >= d || seen[f] {
 				return nil, fmt.Errorf("%w: group %d has feature %d out of range or in another group", ErrBadArg, g, f)
 			}
 			seen[f] = true
 		}
-		p.count *= len(grp)
+		p.count *= grp.digits()
 		if p.count > MaxPatterns {
 			return nil, fmt.Errorf("%w: groups make more than %d patterns", ErrBadArg, MaxPatterns)
 		}
@@ -89,12 +97,15 @@ func (p *patterns) values(params linucb.Params) []float64 {
 	}
 	d, th, m := p.d, params.Theta, params.AInv
 	out := make([]float64, 0, p.count*(2+len(p.cont)))
-	active := make([]int, len(p.groups))
+	active := make([]int, 0, len(p.groups))
 	for pid := 0; pid < p.count; pid++ {
 		rest := pid
-		for g, grp := range p.groups {
-			active[g] = grp[rest%len(grp)]
-			rest /= len(grp)
+		active = active[:0]
+		for _, grp := range p.groups {
+			if digit := rest % grp.digits(); digit < len(grp.Features) {
+				active = append(active, grp.Features[digit])
+			}
+			rest /= grp.digits()
 		}
 		var t, w float64
 		for _, pg := range active {
@@ -113,4 +124,13 @@ func (p *patterns) values(params linucb.Params) []float64 {
 		}
 	}
 	return out
+}
+
+// digits is the number of choices of the group in a pattern: one per
+// feature, plus "none" if the group is optional.
+func (g Group) digits() int {
+	if g.Optional {
+		return len(g.Features) + 1
+	}
+	return len(g.Features)
 }

@@ -13,8 +13,12 @@ import (
 )
 
 // shopGroups are the one-hot groups of shopFeatures: gender (2), traffic
-// source (5), time of day (3), weekday/weekend (2).
-var shopGroups = [][]int{{3, 4}, {5, 6, 7, 8, 9}, {10, 11, 12}, {13, 14}}
+// source (5), time of day (3, optional: night sets none), weekday/weekend
+// (2).
+var shopGroups = []store.Group{
+	{Features: []int{3, 4}}, {Features: []int{5, 6, 7, 8, 9}},
+	{Features: []int{10, 11, 12}, Optional: true}, {Features: []int{13, 14}},
+}
 
 func newShopContext(rng *rand.Rand) []float64 {
 	x := make([]float64, shopDim)
@@ -63,6 +67,9 @@ func TestOneHotFastPath(t *testing.T) {
 		x := newShopContext(rng)
 		if i%4 == 0 {
 			x[1] = 0 // a continuous feature at zero
+		}
+		if i%3 == 1 {
+			x[10], x[11], x[12] = 0, 0, 0 // night: the optional group's "none"
 		}
 		oneHot = append(oneHot, x)
 		y := newShopContext(rng)
@@ -121,7 +128,7 @@ func TestOneHotFastPath(t *testing.T) {
 	if _, err := bad.Apply(ctx, c); !errors.Is(err, store.ErrBadModel) {
 		t.Fatalf("write without the model's groups: %v, want ErrBadModel", err)
 	}
-	for _, groups := range [][][]int{{{3, 3}}, {{15}}, {{}}, {{-1, 2}}} {
+	for _, groups := range [][]store.Group{{{Features: []int{3, 3}}}, {{Features: []int{15}}}, {{}}, {{Features: []int{-1, 2}}}} {
 		bad := store.Write{Model: "g2", Features: featureNames(d), Groups: groups, Lambda: 1, Arms: []store.ArmWrite{{ID: "new", Arm: arm, Params: p}}}
 		if _, err := bad.Apply(ctx, c); !errors.Is(err, store.ErrBadArg) {
 			t.Fatalf("groups %v: %v, want ErrBadArg", groups, err)

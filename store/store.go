@@ -112,7 +112,7 @@ type Meta struct {
 	Dim       int      // context dimension d
 	Lambda    float64  // ridge regularisation λ
 	Features  []string // feature names, in context order
-	Groups    [][]int  // one-hot groups (feature indexes); nil if none
+	Groups    []Group  // one-hot groups; nil if none
 	Block     int      // arms per column block
 	Arms      int      // number of arms (products)
 	Events    int64    // events folded into the model

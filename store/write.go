@@ -39,11 +39,10 @@ type ArmWrite struct {
 type Write struct {
 	Model    string
 	Features []string // feature names; their number is the dimension
-	// Groups are the model's one-hot groups, as feature indexes: in a
-	// context exactly one feature of each group is 1 and the others 0.
-	// They let the scoring script read fewer columns (docs/FORMAT.md).
-	// Groups are fixed when the model is created; nil means none.
-	Groups [][]int
+	// Groups are the model's one-hot groups (docs/FORMAT.md). They let the
+	// scoring script read fewer columns. They are fixed when the model is
+	// created; nil means none.
+	Groups []Group
 	Lambda float64
 	Events int64 // events this write folds in, added to the model's count
 	Guards []Guard

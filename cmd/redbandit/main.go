@@ -190,8 +190,11 @@ func modelCommand() *cli.Command {
 				var groups []string
 				for _, g := range m.Groups {
 					var names []string
-					for _, i := range g {
+					for _, i := range g.Features {
 						names = append(names, m.Features[i])
+					}
+					if g.Optional {
+						names = append(names, "(or none)")
 					}
 					groups = append(groups, strings.Join(names, ","))
 				}
