@@ -33,6 +33,7 @@ import (
 
 	"github.com/redbandit/redbandit/csvlog"
 	"github.com/redbandit/redbandit/linucb"
+	"github.com/redbandit/redbandit/spec"
 	"github.com/redbandit/redbandit/store"
 )
 
@@ -67,6 +68,12 @@ type Config struct {
 	// Lambda is the ridge regularisation λ of the model's arms. Zero means
 	// linucb.DefaultLambda (1.0). It must equal the λ of an existing model.
 	Lambda float64
+	// Spec is the model's feature spec. If set, the file's feature columns
+	// must be the spec's feature names, the spec's one-hot groups are used
+	// (OneHot must be empty), and the spec is stored with the model when it
+	// is created (root field "spec"); an existing model must have the same
+	// spec, or none yet.
+	Spec *spec.Spec
 	// OneHot lists the model's one-hot groups by feature name (each row of
 	// the file has exactly one 1 in each group). They are recorded when the
 	// model is created and speed up scoring (docs/FORMAT.md); an existing
@@ -189,7 +196,16 @@ func RunReader(ctx context.Context, c rueidis.Client, r io.Reader, name string, 
 	if err != nil {
 		return res, wrap(err)
 	}
-	if err := checkModel(ctx, c, cfg.Model, features, cfg.Lambda); err != nil {
+	if cfg.Spec != nil {
+		if len(cfg.OneHot) > 0 {
+			return res, wrap(fmt.Errorf("%w: give one-hot groups by a spec or by name, not both", ErrBadConfig))
+		}
+		if !slices.Equal(features, cfg.Spec.Names()) {
+			return res, wrap(fmt.Errorf("%w: the file's features %q are not the spec's %q", ErrBadConfig, features, cfg.Spec.Names()))
+		}
+		groups = cfg.Spec.Groups()
+	}
+	if err := checkModel(ctx, c, cfg.Model, features, cfg.Lambda, cfg.Spec); err != nil {
 		return res, wrap(err)
 	}
 	log.Info("bootstrap: reading", "features", len(features), "lambda", cfg.Lambda)
@@ -303,7 +319,7 @@ func groupIndexes(features []string, names [][]string) ([]store.Group, error) {
 	return groups, nil
 }
 
-func checkModel(ctx context.Context, c rueidis.Client, model string, features []string, lambda float64) error {
+func checkModel(ctx context.Context, c rueidis.Client, model string, features []string, lambda float64, sp *spec.Spec) error {
 	meta, err := store.ReadMeta(ctx, c, model)
 	if errors.Is(err, store.ErrNoModel) {
 		return nil
@@ -320,6 +336,9 @@ func checkModel(ctx context.Context, c rueidis.Client, model string, features []
 	}
 	if meta.Lambda != lambda {
 		diffs = append(diffs, fmt.Sprintf("lambda %v, the config has %v", meta.Lambda, lambda))
+	}
+	if sp != nil && meta.Spec != "" && meta.Spec != sp.JSON() {
+		diffs = append(diffs, fmt.Sprintf("another feature spec (%s)", meta.Spec))
 	}
 	if len(diffs) > 0 {
 		return fmt.Errorf("%w: model %s has %s", store.ErrBadModel, store.RootKey(model), strings.Join(diffs, "; "))
@@ -432,6 +451,19 @@ func write(ctx context.Context, c rueidis.Client, cfg Config, features []string,
 		Set:      []store.Field{{Name: field, Value: string(rec)}},
 		Arms:     arms,
 		Now:      now,
+	}
+	if cfg.Spec != nil {
+		// Store the spec with the model, guarded on the value read now, so a
+		// spec stored concurrently is never overwritten.
+		stored, err := c.Do(ctx, c.B().Hget().Key(store.RootKey(cfg.Model)).Field(store.SpecField).Build()).ToString()
+		if err != nil && !rueidis.IsRedisNil(err) {
+			return fmt.Errorf("read spec: %w", err)
+		}
+		if stored != "" && stored != cfg.Spec.JSON() {
+			return fmt.Errorf("%w: model %s has another feature spec", store.ErrBadModel, store.RootKey(cfg.Model))
+		}
+		w.Guards = append(w.Guards, store.Guard{Field: store.SpecField, Want: stored})
+		w.Set = append(w.Set, store.Field{Name: store.SpecField, Value: cfg.Spec.JSON()})
 	}
 	if cfg.beforeWrite != nil {
 		cfg.beforeWrite(res.Attempts)

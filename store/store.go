@@ -28,6 +28,10 @@ const DefaultBlock = 1024
 // MaxDim is the largest context dimension a model may have.
 const MaxDim = 64
 
+// SpecField is the root-hash field holding the model's feature spec (JSON of
+// package spec), if it has one.
+const SpecField = "spec"
+
 // Errors of the scoring and write scripts, for errors.Is. The error text
 // after the sentinel is the script's message.
 var (
@@ -113,6 +117,7 @@ type Meta struct {
 	Lambda    float64  // ridge regularisation λ
 	Features  []string // feature names, in context order
 	Groups    []Group  // one-hot groups; nil if none
+	Spec      string   // the feature spec (JSON, package spec); "" if none
 	Block     int      // arms per column block
 	Arms      int      // number of arms (products)
 	Events    int64    // events folded into the model
@@ -123,7 +128,7 @@ type Meta struct {
 // not exist and ErrBadModel if its metadata is malformed.
 func ReadMeta(ctx context.Context, c rueidis.Client, model string) (Meta, error) {
 	root := RootKey(model)
-	vals, err := c.Do(ctx, c.B().Hmget().Key(root).Field("format", "dim", "lambda", "features", "block", "arms", "events", "updated_ms", "groups").Build()).ToArray()
+	vals, err := c.Do(ctx, c.B().Hmget().Key(root).Field("format", "dim", "lambda", "features", "block", "arms", "events", "updated_ms", "groups", SpecField).Build()).ToArray()
 	if err != nil {
 		return Meta{}, fmt.Errorf("read meta of %s: %w", root, err)
 	}
@@ -152,6 +157,7 @@ func ReadMeta(ctx context.Context, c rueidis.Client, model string) (Meta, error)
 	m.Arms = int(atoi(5))
 	m.Events = atoi(6)
 	m.UpdatedMS = atoi(7)
+	m.Spec = str(9)
 	if !vals[8].IsNil() {
 		errs = append(errs, json.Unmarshal([]byte(str(8)), &m.Groups))
 		if len(m.Groups) == 0 {

@@ -20,6 +20,7 @@ import (
 	"github.com/redbandit/redbandit/bootstrap"
 	"github.com/redbandit/redbandit/linucb"
 	"github.com/redbandit/redbandit/lua"
+	"github.com/redbandit/redbandit/spec"
 	"github.com/redbandit/redbandit/store"
 )
 
@@ -117,6 +118,18 @@ func recommendCommand() *cli.Command {
 	}
 }
 
+// loadSpec reads a feature spec file; "reference" is the reference shop's.
+func loadSpec(path string) (*spec.Spec, error) {
+	if path == "reference" {
+		return spec.Reference(), nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read spec: %w", err)
+	}
+	return spec.Parse(data)
+}
+
 func parseFloats(s string) ([]float64, error) {
 	parts := strings.Split(s, ",")
 	out := make([]float64, len(parts))
@@ -178,6 +191,7 @@ func modelCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "model",
 		Usage: "print the model's metadata",
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "spec", Usage: "print the stored feature spec in full"}},
 		Action: func(c *cli.Context) error {
 			return withRedis(c, func(client rueidis.Client) error {
 				m, err := store.ReadMeta(c.Context, client, c.String("model"))
@@ -199,6 +213,14 @@ func modelCommand() *cli.Command {
 					groups = append(groups, strings.Join(names, ","))
 				}
 				fmt.Fprintf(w, "one-hot   %s\n", strings.Join(groups, ";"))
+				specInfo := "none"
+				if m.Spec != "" {
+					specInfo = "stored (redbandit model --spec prints it)"
+					if c.Bool("spec") {
+						specInfo = m.Spec
+					}
+				}
+				fmt.Fprintf(w, "spec      %s\n", specInfo)
 				fmt.Fprintf(w, "products  %d\nevents    %d\nupdated   %d (unix ms)\n", m.Arms, m.Events, m.UpdatedMS)
 				return nil
 			})
@@ -214,6 +236,7 @@ func bootstrapCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.Float64Flag{Name: "lambda", Value: linucb.DefaultLambda, Usage: "ridge regularisation λ of new arms"},
 			&cli.BoolFlag{Name: "skip-bad", Usage: "skip and count malformed rows instead of stopping at the first"},
+			&cli.StringFlag{Name: "spec", Usage: "the model's feature spec (JSON file, or \"reference\" for the reference shop's); stored with the model, it gives the one-hot groups"},
 			&cli.StringFlag{Name: "onehot", Usage: "one-hot groups of feature names: names comma-separated, groups semicolon-separated (e.g. 'gender_f,gender_m;src_search,src_email'); recorded when the model is created, they make scoring faster"},
 		},
 		Action: func(c *cli.Context) error {
@@ -222,6 +245,12 @@ func bootstrapCommand() *cli.Command {
 			}
 			cfg := bootstrap.Config{Model: c.String("model"), Lambda: c.Float64("lambda"),
 				SkipBad: c.Bool("skip-bad"), Logger: slog.Default()}
+			if sp := c.String("spec"); sp != "" {
+				var err error
+				if cfg.Spec, err = loadSpec(sp); err != nil {
+					return err
+				}
+			}
 			if g := c.String("onehot"); g != "" {
 				for _, grp := range strings.Split(g, ";") {
 					cfg.OneHot = append(cfg.OneHot, strings.Split(grp, ","))

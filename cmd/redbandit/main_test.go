@@ -11,6 +11,7 @@ import (
 	"github.com/redbandit/redbandit/internal/redistest"
 	"github.com/redbandit/redbandit/linucb"
 	"github.com/redbandit/redbandit/lua"
+	"github.com/redbandit/redbandit/spec"
 	"github.com/redbandit/redbandit/store"
 )
 
@@ -116,5 +117,33 @@ func TestACLCommand(t *testing.T) {
 	out, err := run(t, "acl", "--out", "-", "--serve-password", "a", "--trainer-password", "b", "--admin-password", "c")
 	if err != nil || !strings.Contains(out, "user default off") || !strings.Contains(out, "user rb-serve on #") {
 		t.Fatalf("acl: %v\n%s", err, out)
+	}
+}
+
+// TestBootstrapSpec stores the reference spec with a model and derives its
+// one-hot groups; a file whose columns are not the spec's is refused.
+func TestBootstrapSpec(t *testing.T) {
+	srv := redistest.Start(t)
+	dir := t.TempDir()
+	names := spec.Reference().Names()
+	good := filepath.Join(dir, "good.csv")
+	row := "1,0.3,0.5,0.5,1,0,0,0,0,0,1,1,0,0,1,0,p1,1\n"
+	if err := os.WriteFile(good, []byte("event_id,"+strings.Join(names, ",")+",product_id,response\n"+row), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.csv")
+	if err := os.WriteFile(bad, []byte("event_id,a,product_id,response\n1,0.5,p1,1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g := []string{"--redis", srv.URL(), "--model", "sp"}
+	if _, err := run(t, append(g, "bootstrap", "--spec", "reference", bad)...); err == nil || !strings.Contains(err.Error(), "not the spec's") {
+		t.Fatalf("bootstrap of a file that is not the spec's: %v", err)
+	}
+	if out, err := run(t, append(g, "bootstrap", "--spec", "reference", good)...); err != nil {
+		t.Fatalf("bootstrap: %v\n%s", err, out)
+	}
+	out, err := run(t, append(g, "model", "--spec")...)
+	if err != nil || !strings.Contains(out, "morning,afternoon,evening,(or none)") || !strings.Contains(out, `"kind":"weekend"`) {
+		t.Fatalf("model: %v\n%s", err, out)
 	}
 }
