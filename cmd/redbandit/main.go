@@ -59,6 +59,7 @@ func newApp() *cli.App {
 			scriptCommand(),
 			modelCommand(),
 			aclCommand(),
+			sidecarCommand(),
 			{
 				Name:  "demo",
 				Usage: "run the closed-loop demo (not yet: see the issue tracker)",

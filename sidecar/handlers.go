@@ -1,0 +1,298 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/redbandit/redbandit/lua"
+	"github.com/redbandit/redbandit/spec"
+	"github.com/redbandit/redbandit/store"
+)
+
+// errBadRequest marks errors that are the client's mistake (400).
+var errBadRequest = errors.New("bad request")
+
+func badRequest(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errBadRequest, fmt.Sprintf(format, args...))
+}
+
+// handlerFunc is an endpoint that returns its status and body, or an error
+// that statusOf maps to a status.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) (int, any, error)
+
+// handle registers an endpoint with metrics, JSON replies and error mapping.
+func (s *Server) handle(pattern, name string, h handlerFunc) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		status, body, err := h(w, r)
+		if err != nil {
+			status = statusOf(err)
+			msg := err.Error()
+			if status >= 500 {
+				s.log.Warn("sidecar: request failed", "endpoint", name, "status", status, "err", err)
+			}
+			body = map[string]string{"error": msg}
+		}
+		writeJSON(w, status, body)
+		s.metrics.requests.WithLabelValues(name, fmt.Sprint(status)).Inc()
+		s.metrics.latency.WithLabelValues(name).Observe(time.Since(start).Seconds())
+	})
+}
+
+// statusOf maps an error to an HTTP status.
+func statusOf(err error) int {
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, errBadRequest), errors.Is(err, store.ErrBadArg), errors.Is(err, spec.ErrBadAttributes):
+		return http.StatusBadRequest
+	case errors.Is(err, store.ErrNoModel):
+		return http.StatusNotFound
+	case errors.Is(err, store.ErrBadModel):
+		return http.StatusInternalServerError
+	default:
+		// Redis unreachable, timed out or failing: the service is unavailable,
+		// and the client may retry.
+		return http.StatusServiceUnavailable
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// decode reads a JSON body into v: unknown fields and trailing data are
+// errors, and the body is limited to MaxBody bytes.
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
+	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return err
+		}
+		return badRequest("malformed JSON body: %v", err)
+	}
+	if dec.More() {
+		return badRequest("malformed JSON body: data after the object")
+	}
+	return nil
+}
+
+// recommendRequest is the body of POST /v1/recommend.
+type recommendRequest struct {
+	Model      string          `json:"model"`
+	Context    json.RawMessage `json:"context"`    // [x1, …, xd] or {"feature": value, …}
+	Attributes map[string]any  `json:"attributes"` // raw attributes, encoded by the model's spec
+	K          *int            `json:"k"`
+	Alpha      *float64        `json:"alpha"`
+	Candidates []string        `json:"candidates"`
+	Exclude    []string        `json:"exclude"`
+}
+
+// Item is one recommended product.
+type Item struct {
+	ID    string  `json:"id"`
+	Score float64 `json:"score"`
+}
+
+// RecommendResponse is the reply of POST /v1/recommend.
+type RecommendResponse struct {
+	Model   string `json:"model"`
+	Items   []Item `json:"items"`
+	EventID string `json:"event_id"`
+}
+
+func (s *Server) recommend(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var req recommendRequest
+	if err := s.decode(w, r, &req); err != nil {
+		return 0, nil, err
+	}
+	model := req.Model
+	if model == "" {
+		model = s.cfg.Model
+	}
+	q := store.Query{K: s.cfg.K, Alpha: s.cfg.Alpha, Candidates: req.Candidates, Exclude: req.Exclude}
+	if req.K != nil {
+		q.K = *req.K
+	}
+	if q.K < 1 {
+		return 0, nil, badRequest("k must be >= 1, got %d", q.K)
+	}
+	if req.Alpha != nil {
+		q.Alpha = *req.Alpha
+	}
+	if !(q.Alpha >= 0) || math.IsInf(q.Alpha, 0) {
+		return 0, nil, badRequest("alpha must be a finite number >= 0")
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
+	defer cancel()
+	x, err := s.context(ctx, model, req)
+	if err != nil {
+		return 0, nil, err
+	}
+	q.Context = x
+	start := time.Now()
+	var items []store.Item
+	if s.cfg.FCall {
+		items, err = store.RecommendFCall(ctx, s.cfg.Redis, model, q)
+	} else {
+		items, err = store.Recommend(ctx, s.cfg.Redis, model, q)
+	}
+	s.metrics.redis.WithLabelValues("recommend").Observe(time.Since(start).Seconds())
+	if err != nil {
+		return 0, nil, err
+	}
+	resp := RecommendResponse{Model: model, Items: make([]Item, len(items)), EventID: newEventID()}
+	for i, it := range items {
+		resp.Items[i] = Item{ID: it.ID, Score: it.Score}
+	}
+	return http.StatusOK, resp, nil
+}
+
+// context builds x from the request: a dense array (its length is checked by
+// the script, so no metadata is read), named features (missing ones are 0)
+// or raw attributes encoded by the model's spec.
+func (s *Server) context(ctx context.Context, model string, req recommendRequest) ([]float64, error) {
+	raw := bytes.TrimSpace(req.Context)
+	switch {
+	case len(raw) > 0 && req.Attributes != nil:
+		return nil, badRequest("give either context or attributes, not both")
+	case len(raw) == 0 && req.Attributes == nil:
+		return nil, badRequest("missing context (an array of numbers or an object of named features) or attributes")
+	case req.Attributes != nil:
+		info, err := s.modelInfo(ctx, model)
+		if err != nil {
+			return nil, err
+		}
+		if info.spec == nil {
+			return nil, badRequest("model %s has no feature spec: send context instead of attributes", model)
+		}
+		return info.spec.Encode(numbersToFloats(req.Attributes))
+	case raw[0] == '[':
+		var nums []json.Number
+		if err := json.Unmarshal(raw, &nums); err != nil {
+			return nil, badRequest("context must be an array of numbers: %v", err)
+		}
+		x := make([]float64, len(nums))
+		for i, n := range nums {
+			f, err := n.Float64()
+			if err != nil || math.IsInf(f, 0) {
+				return nil, badRequest("context value %d (%s) is not a finite number", i+1, n)
+			}
+			x[i] = f
+		}
+		return x, nil
+	case raw[0] == '{':
+		var named map[string]json.Number
+		if err := json.Unmarshal(raw, &named); err != nil {
+			return nil, badRequest("context must be an object of feature names to numbers: %v", err)
+		}
+		info, err := s.modelInfo(ctx, model)
+		if err != nil {
+			return nil, err
+		}
+		x := make([]float64, info.meta.Dim)
+		for name, n := range named {
+			i, ok := info.index[name]
+			if !ok {
+				return nil, badRequest("unknown feature %q (model %s has %s)", name, model, strings.Join(info.meta.Features, ", "))
+			}
+			f, err := n.Float64()
+			if err != nil || math.IsInf(f, 0) {
+				return nil, badRequest("feature %q (%s) is not a finite number", name, n)
+			}
+			x[i] = f
+		}
+		return x, nil
+	default:
+		return nil, badRequest("context must be an array of numbers or an object of named features")
+	}
+}
+
+// numbersToFloats turns the json.Numbers of decoded attributes into float64.
+func numbersToFloats(attrs map[string]any) map[string]any {
+	out := make(map[string]any, len(attrs))
+	for k, v := range attrs {
+		if n, ok := v.(json.Number); ok {
+			if f, err := n.Float64(); err == nil {
+				v = f
+			}
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// ModelResponse is the reply of GET /v1/models/{model}.
+type ModelResponse struct {
+	Model     string          `json:"model"`
+	Format    int             `json:"format"`
+	Dim       int             `json:"dimension"`
+	Features  []string        `json:"features"`
+	Groups    []store.Group   `json:"groups"`
+	Spec      json.RawMessage `json:"spec,omitempty"`
+	Lambda    float64         `json:"lambda"`
+	Products  int             `json:"products"`
+	Events    int64           `json:"events"`
+	UpdatedMS int64           `json:"updated_ms"`
+	Updated   string          `json:"updated"`
+}
+
+func (s *Server) model(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
+	defer cancel()
+	name := r.PathValue("model")
+	m, err := store.ReadMeta(ctx, s.cfg.Redis, name)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp := ModelResponse{Model: name, Format: m.Format, Dim: m.Dim, Features: m.Features, Groups: m.Groups,
+		Lambda: m.Lambda, Products: m.Arms, Events: m.Events, UpdatedMS: m.UpdatedMS,
+		Updated: time.UnixMilli(m.UpdatedMS).UTC().Format(time.RFC3339Nano)}
+	if m.Spec != "" {
+		resp.Spec = json.RawMessage(m.Spec)
+	}
+	return http.StatusOK, resp, nil
+}
+
+func (s *Server) healthz(http.ResponseWriter, *http.Request) (int, any, error) {
+	return http.StatusOK, map[string]string{"status": "ok"}, nil
+}
+
+// readyz checks that Redis answers and that the scoring script (EVALSHA) or
+// function (FCALL_RO) is loaded, by calling it on a model that does not
+// exist: a loaded script answers NOMODEL. This needs no more permission than
+// serving does.
+func (s *Server) readyz(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
+	defer cancel()
+	c := s.cfg.Redis
+	key := store.RootKey("__readyz__")
+	var err error
+	if s.cfg.FCall {
+		err = c.Do(ctx, c.B().FcallRo().Function(lua.RecommendFunction).Numkeys(1).Key(key).Arg("1", "0").Build()).Error()
+	} else {
+		err = c.Do(ctx, c.B().EvalshaRo().Sha1(lua.RecommendSHA()).Numkeys(1).Key(key).Arg("1", "0").Build()).Error()
+	}
+	if errors.Is(store.ScriptError(err), store.ErrNoModel) {
+		return http.StatusOK, map[string]string{"status": "ready"}, nil
+	}
+	return http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": fmt.Sprintf("scoring script: %v", err)}, nil
+}

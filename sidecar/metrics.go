@@ -1,0 +1,44 @@
+package sidecar
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the sidecar's Prometheus metrics, in a registry of its own.
+type metrics struct {
+	registry *prometheus.Registry
+	requests *prometheus.CounterVec   // by endpoint and status
+	latency  *prometheus.HistogramVec // by endpoint
+	redis    *prometheus.HistogramVec // Redis calls, by operation
+	updated  *prometheus.GaugeVec     // last write of each model, Unix seconds
+}
+
+func newMetrics() *metrics {
+	buckets := []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "redbandit_sidecar_requests_total", Help: "HTTP requests by endpoint and status.",
+		}, []string{"endpoint", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "redbandit_sidecar_request_seconds", Help: "HTTP request latency by endpoint.", Buckets: buckets,
+		}, []string{"endpoint"}),
+		redis: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "redbandit_sidecar_redis_seconds", Help: "Redis call latency by operation.", Buckets: buckets,
+		}, []string{"op"}),
+		updated: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "redbandit_model_updated_seconds", Help: "Time of the model's last write (Unix seconds); now minus this is its staleness.",
+		}, []string{"model"}),
+	}
+	m.registry.MustRegister(m.requests, m.latency, m.redis, m.updated,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}

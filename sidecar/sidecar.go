@@ -1,0 +1,246 @@
+// Package sidecar is redbandit's HTTP shim for clients that do not speak
+// Redis: one EVALSHA (or FCALL_RO) per recommendation, contexts given as a
+// dense vector, as named features or as raw attributes encoded by the
+// model's feature spec, plus health, readiness, model info and Prometheus
+// metrics.
+//
+// Endpoints:
+//
+//	POST /v1/recommend        {"model", "context" | "attributes", "k", "alpha", "candidates", "exclude"}
+//	GET  /v1/models/{model}   dimension, features, groups, spec, products, events, last write
+//	GET  /healthz             the process is alive
+//	GET  /readyz              Redis answers and the scripts are loaded
+//	GET  /metrics             Prometheus metrics
+//
+// Errors are JSON {"error": "…"}: 400 for a malformed or invalid request,
+// 404 for an unknown model, 413 for a body over the limit, 503 when Redis is
+// unreachable or too slow, 500 for a model whose stored data is malformed.
+package sidecar
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/rueidis"
+
+	"github.com/redbandit/redbandit/linucb"
+	"github.com/redbandit/redbandit/spec"
+	"github.com/redbandit/redbandit/store"
+)
+
+// Defaults of Config.
+const (
+	DefaultListen   = "127.0.0.1:8080"
+	DefaultModel    = "default"
+	DefaultK        = 5
+	DefaultMaxBody  = 64 << 10
+	DefaultTimeout  = 2 * time.Second
+	DefaultMetaTTL  = 5 * time.Second
+	shutdownTimeout = 10 * time.Second
+)
+
+// Config configures the sidecar. Zero values take the defaults above.
+type Config struct {
+	Listen  string         // listen address; default 127.0.0.1:8080
+	Redis   rueidis.Client // required
+	Model   string         // model of requests that name none; default "default"
+	K       int            // products per recommendation when the request says none; default 5
+	Alpha   float64        // exploration weight when the request says none; default 0.1 (linucb.DefaultAlpha)
+	FCall   bool           // score with FCALL_RO instead of EVALSHA_RO
+	MaxBody int64          // request body limit in bytes; default 64 KiB
+	Timeout time.Duration  // per-request limit on Redis; default 2s
+	MetaTTL time.Duration  // how long model metadata (features, spec) is cached; default 5s
+	Logger  *slog.Logger   // default slog.Default()
+}
+
+func (c *Config) withDefaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.Model == "" {
+		c.Model = DefaultModel
+	}
+	if c.K == 0 {
+		c.K = DefaultK
+	}
+	if c.Alpha == 0 {
+		c.Alpha = linucb.DefaultAlpha
+	}
+	if c.MaxBody == 0 {
+		c.MaxBody = DefaultMaxBody
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.MetaTTL == 0 {
+		c.MetaTTL = DefaultMetaTTL
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Server serves the sidecar's endpoints. Create it with New.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	mux     *http.ServeMux
+
+	mu    sync.Mutex
+	cache map[string]*modelInfo
+}
+
+// modelInfo is the cached metadata of one model.
+type modelInfo struct {
+	meta    store.Meta
+	spec    *spec.Spec     // nil if the model has none
+	index   map[string]int // feature name → position
+	fetched time.Time
+}
+
+// New returns a Server; it does not touch Redis.
+func New(cfg Config) *Server {
+	cfg.withDefaults()
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), cache: map[string]*modelInfo{}}
+	s.mux = http.NewServeMux()
+	s.handle("POST /v1/recommend", "recommend", s.recommend)
+	s.handle("GET /v1/models/{model}", "model", s.model)
+	s.handle("GET /healthz", "healthz", s.healthz)
+	s.handle("GET /readyz", "readyz", s.readyz)
+	s.mux.Handle("GET /metrics", s.metrics.handler())
+	// Anything else: 405 for a known path with another method, else 404,
+	// as JSON like every other answer.
+	allowed := map[string]string{"/v1/recommend": "POST", "/healthz": "GET", "/readyz": "GET", "/metrics": "GET"}
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		method, ok := allowed[r.URL.Path]
+		if !ok && strings.HasPrefix(r.URL.Path, "/v1/models/") {
+			method, ok = "GET", true
+		}
+		if ok {
+			w.Header().Set("Allow", method)
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s takes %s, not %s", r.URL.Path, method, r.Method))
+			return
+		}
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))
+	})
+	return s
+}
+
+// Handler returns the HTTP handler of all endpoints.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Registry returns the Prometheus registry of the server's metrics.
+func (s *Server) Registry() *prometheus.Registry { return s.metrics.registry }
+
+// Run loads the scripts, checks the default model's format, serves until ctx
+// is done, then shuts down gracefully: in-flight requests get up to 10 s.
+func Run(ctx context.Context, cfg Config) error {
+	cfg.withDefaults()
+	if cfg.Redis == nil {
+		return errors.New("sidecar: no Redis client")
+	}
+	s := New(cfg)
+	if err := s.Prepare(ctx); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("sidecar: listen: %w", err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Prepare loads the scripts and the function library into Redis (a user
+// without that right, such as rb-serve, relies on an admin having loaded
+// them) and refuses a default model of a format this build does not read.
+func (s *Server) Prepare(ctx context.Context) error {
+	if err := store.Load(ctx, s.cfg.Redis); err != nil {
+		var re *rueidis.RedisError
+		if !errors.As(err, &re) || !strings.HasPrefix(re.Error(), "NOPERM") {
+			return fmt.Errorf("sidecar: %w", err)
+		}
+		s.log.Warn("sidecar: no permission to load the scripts; relying on them being loaded", "err", err)
+	}
+	if _, err := store.ReadMeta(ctx, s.cfg.Redis, s.cfg.Model); err != nil && !errors.Is(err, store.ErrNoModel) {
+		return fmt.Errorf("sidecar: model %s: %w", s.cfg.Model, err)
+	}
+	return nil
+}
+
+// Serve serves on ln until ctx is done, then shuts down gracefully.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	s.log.Info("sidecar: listening", "addr", ln.Addr().String(), "model", s.cfg.Model, "fcall", s.cfg.FCall)
+	select {
+	case err := <-done:
+		return fmt.Errorf("sidecar: serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.log.Info("sidecar: shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("sidecar: shutdown: %w", err)
+	}
+	<-done
+	return nil
+}
+
+// modelInfo returns the model's metadata from the cache, or from Redis if it
+// is missing or older than MetaTTL.
+func (s *Server) modelInfo(ctx context.Context, model string) (*modelInfo, error) {
+	s.mu.Lock()
+	info := s.cache[model]
+	s.mu.Unlock()
+	if info != nil && time.Since(info.fetched) < s.cfg.MetaTTL {
+		return info, nil
+	}
+	start := time.Now()
+	meta, err := store.ReadMeta(ctx, s.cfg.Redis, model)
+	s.metrics.redis.WithLabelValues("meta").Observe(time.Since(start).Seconds())
+	if err != nil {
+		return nil, err
+	}
+	info = &modelInfo{meta: meta, index: map[string]int{}, fetched: time.Now()}
+	for i, f := range meta.Features {
+		info.index[f] = i
+	}
+	if meta.Spec != "" {
+		if info.spec, err = spec.Parse([]byte(meta.Spec)); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", store.ErrBadModel, store.RootKey(model), err)
+		}
+	}
+	s.metrics.updated.WithLabelValues(model).Set(float64(meta.UpdatedMS) / 1000)
+	s.mu.Lock()
+	s.cache[model] = info
+	s.mu.Unlock()
+	return info, nil
+}
+
+// newEventID returns a random 128-bit id for a recommendation, which the
+// client quotes when it reports feedback.
+func newEventID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
