@@ -58,6 +58,7 @@ func newApp() *cli.App {
 			recommendCommand(),
 			scriptCommand(),
 			modelCommand(),
+			loadtestCommand(),
 			aclCommand(),
 			sidecarCommand(),
 			{

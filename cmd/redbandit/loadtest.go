@@ -1,0 +1,112 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/redbandit/redbandit/linucb"
+	"github.com/redbandit/redbandit/loadtest"
+)
+
+func loadtestCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "loadtest",
+		Usage: "load-test recommendations like redis-benchmark: throughput, errors, latency percentiles",
+		Description: `Sends recommendation requests to --redis from --clients clients and checks every
+answer (min(k, products or candidates) items, scores descending, known ids; a
+wrong answer counts as an error). Targets: redis (EVALSHA_RO), fcall (FCALL_RO),
+client-side (fetch every arm and score in Go, the baseline), ping (the floor);
+http waits for the sidecar.
+
+Without --products it tests the existing model --model. With --products N it
+creates a synthetic model of N products (d = --dim; at d = 15 the reference
+shop's layout with one-hot groups) under a unique name, and deletes it
+afterwards unless --keep.
+
+--rate R makes the run open-loop: requests are scheduled at R per second in
+total and latency counts from the scheduled time (no coordinated omission).
+
+It exits with an error if any request failed or got a wrong answer.`,
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "clients", Aliases: []string{"c"}, Value: 1, Usage: "concurrent clients, one connection each"},
+			&cli.IntFlag{Name: "requests", Aliases: []string{"n"}, Usage: fmt.Sprintf("measured requests per target (default %d unless --duration)", loadtest.DefaultRequests)},
+			&cli.DurationFlag{Name: "duration", Usage: "run each target this long instead of --requests"},
+			&cli.IntFlag{Name: "pipeline", Aliases: []string{"P"}, Value: 1, Usage: "requests per round trip per client"},
+			&cli.Float64Flag{Name: "rate", Usage: "open loop: schedule this many requests per second in total (0: closed loop)"},
+			&cli.DurationFlag{Name: "warmup", Usage: "run each target this long before measuring"},
+			&cli.StringFlag{Name: "target", Value: loadtest.TargetRedis, Usage: "redis, fcall, client-side, ping (http: not available yet)"},
+			&cli.StringFlag{Name: "compare", Usage: "comma-separated targets run back to back, reported as ratios to the first (instead of --target)"},
+			&cli.IntFlag{Name: "products", Usage: "create a synthetic model of this many products (0: use --model as it is)"},
+			&cli.IntFlag{Name: "dim", Usage: fmt.Sprintf("dimension of the synthetic model (default %d: the reference shop)", loadtest.DefaultDim)},
+			&cli.IntFlag{Name: "nonzero", Usage: fmt.Sprintf("non-zero context entries for a model without one-hot groups (default min(%d, d))", loadtest.DefaultNonzero)},
+			&cli.IntFlag{Name: "candidates", Usage: "score a random list of this many products per request (0: the whole catalogue)"},
+			&cli.IntFlag{Name: "k", Value: loadtest.DefaultK, Usage: "products per recommendation"},
+			&cli.Float64Flag{Name: "alpha", Value: linucb.DefaultAlpha, Usage: "exploration weight α"},
+			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the synthetic model and the contexts"},
+			&cli.BoolFlag{Name: "keep", Usage: "keep the synthetic model in Redis"},
+			&cli.BoolFlag{Name: "json", Usage: "print one JSON object per target per line"},
+			&cli.BoolFlag{Name: "csv", Usage: "print CSV: a header, then one row per target"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no live progress line"},
+		},
+		Action: func(c *cli.Context) error {
+			// The Config takes 0 for "the default": an explicit 0 here is an error.
+			for _, name := range []string{"clients", "pipeline", "k"} {
+				if c.Int(name) < 1 {
+					return fmt.Errorf("loadtest: --%s %d < 1", name, c.Int(name))
+				}
+			}
+			cfg := loadtest.Config{
+				RedisURL: c.String("redis"), Model: c.String("model"), Targets: []string{c.String("target")},
+				Clients: c.Int("clients"), Requests: c.Int("requests"), Duration: c.Duration("duration"),
+				Pipeline: c.Int("pipeline"), Rate: c.Float64("rate"), Warmup: c.Duration("warmup"),
+				Products: c.Int("products"), Dim: c.Int("dim"), Nonzero: c.Int("nonzero"),
+				Candidates: c.Int("candidates"), K: c.Int("k"), Alpha: c.Float64("alpha"), Seed: c.Uint64("seed"),
+				Keep: c.Bool("keep"), Out: c.App.Writer, Logger: slog.Default(),
+			}
+			if c.IsSet("compare") {
+				if c.IsSet("target") {
+					return errors.New("loadtest: give --target or --compare, not both")
+				}
+				cfg.Targets = nil
+				for _, t := range strings.Split(c.String("compare"), ",") {
+					cfg.Targets = append(cfg.Targets, strings.TrimSpace(t))
+				}
+			}
+			switch {
+			case c.Bool("json") && c.Bool("csv"):
+				return errors.New("loadtest: give --json or --csv, not both")
+			case c.Bool("json"):
+				cfg.Format = loadtest.FormatJSON
+			case c.Bool("csv"):
+				cfg.Format = loadtest.FormatCSV
+			}
+			if f, ok := c.App.Writer.(*os.File); ok && !c.Bool("quiet") && isTerminal(f) {
+				cfg.Progress = f
+			}
+			rep, err := loadtest.Run(c.Context, cfg)
+			if err != nil {
+				return err
+			}
+			var failed, total int64
+			for _, r := range rep.Results {
+				failed += r.Errors
+				total += r.Requests
+			}
+			if failed > 0 {
+				return fmt.Errorf("loadtest: %d of %d requests failed or got a wrong answer", failed, total)
+			}
+			return nil
+		},
+	}
+}
+
+// isTerminal reports whether f is a character device (a terminal).
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
