@@ -16,8 +16,6 @@ import (
 var (
 	// ErrBadConfig reports an invalid Config.
 	ErrBadConfig = errors.New("loadtest: bad configuration")
-	// ErrNotAvailable reports a target that is not built yet (http).
-	ErrNotAvailable = errors.New("loadtest: target not available yet")
 	// ErrWrongAnswer reports an answer that failed the checks (wrong number
 	// of items, scores not in descending order, unknown or repeated ids,
 	// an unparsable reply); it counts as an error of the run.
@@ -30,7 +28,7 @@ const (
 	TargetFCall      = "fcall"       // FCALL_RO rb_recommend
 	TargetClientSide = "client-side" // fetch the arms, score in Go
 	TargetPing       = "ping"        // PING
-	TargetHTTP       = "http"        // the sidecar: not available yet
+	TargetHTTP       = "http"        // the sidecar's POST /v1/recommend
 )
 
 // Output formats.
@@ -46,12 +44,18 @@ const (
 	DefaultK        = 5
 	DefaultDim      = 15 // the reference shop: 3 continuous features and one-hot groups {2,5,3,2}
 	DefaultNonzero  = 7
+	// DefaultSidecarURL is the sidecar's default listen address.
+	DefaultSidecarURL = "http://127.0.0.1:8080"
 )
 
 // Config configures Run. Zero values take the documented defaults.
 type Config struct {
 	// RedisURL is the server to load, redis://[user:pass@]host:port/db. Required.
 	RedisURL string
+	// SidecarURL is the sidecar of the http target. Default
+	// DefaultSidecarURL. The sidecar must serve the same Redis (a synthetic
+	// model is created there).
+	SidecarURL string
 	// Model is the model to load-test. With Products > 0 it is the prefix of
 	// the synthetic model's unique name (Model + "-loadtest-" + random hex).
 	// Default "default".
@@ -119,6 +123,9 @@ func (c Config) withDefaults() Config {
 	if c.Model == "" {
 		c.Model = "default"
 	}
+	if c.SidecarURL == "" {
+		c.SidecarURL = DefaultSidecarURL
+	}
 	if len(c.Targets) == 0 {
 		c.Targets = []string{TargetRedis}
 	}
@@ -150,7 +157,7 @@ func (c Config) withDefaults() Config {
 }
 
 // Validate reports the first problem of c (after defaults) as an error
-// wrapping ErrBadConfig, or ErrNotAvailable for the http target.
+// wrapping ErrBadConfig.
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	bad := func(format string, a ...any) error {
@@ -166,9 +173,11 @@ func (c Config) Validate() error {
 		switch t {
 		case TargetRedis, TargetFCall, TargetClientSide, TargetPing:
 		case TargetHTTP:
-			return fmt.Errorf("%w: %q needs the sidecar's /v1/recommend, which is not built yet; use redis, fcall, client-side or ping", ErrNotAvailable, t)
+			if c.Pipeline > 1 {
+				return bad("the http target sends one request per round trip: no pipeline")
+			}
 		default:
-			return bad("unknown target %q (want redis, fcall, client-side or ping)", t)
+			return bad("unknown target %q (want redis, fcall, http, client-side or ping)", t)
 		}
 	}
 	switch {

@@ -56,8 +56,12 @@ func TestValidate(t *testing.T) {
 	}
 	c := ok
 	c.Targets = []string{"redis", "http"}
-	if err := c.Validate(); !errors.Is(err, ErrNotAvailable) || !strings.Contains(err.Error(), "not built yet") {
-		t.Errorf("http target: %v, want ErrNotAvailable saying not built yet", err)
+	if err := c.Validate(); err != nil {
+		t.Errorf("http target: %v", err)
+	}
+	c.Pipeline = 2
+	if err := c.Validate(); !errors.Is(err, ErrBadConfig) || !strings.Contains(err.Error(), "no pipeline") {
+		t.Errorf("http target with a pipeline: %v, want ErrBadConfig", err)
 	}
 }
 

@@ -11,7 +11,7 @@
 //	client-side  the baseline: fetch θ and A⁻¹ of every scored arm in one
 //	             pipelined round trip and score in Go
 //	ping         PING, the round-trip floor
-//	http         the sidecar's /v1/recommend: not available yet
+//	http         the sidecar's POST /v1/recommend (at Config.SidecarURL)
 //
 // Run either tests an existing model (Config.Model) or, with
 // Config.Products > 0, creates a synthetic model of that size under a unique

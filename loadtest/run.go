@@ -51,7 +51,7 @@ const progressEvery = 250 * time.Millisecond
 // script and function library (store.Load) when a script target is run.
 //
 // It returns the report of the targets completed, and an error if the
-// configuration is invalid (ErrBadConfig, ErrNotAvailable), the set-up
+// configuration is invalid (ErrBadConfig), the set-up
 // failed or ctx was cancelled. Failed requests and wrong answers are not
 // errors of Run: they are counted in the Results.
 func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
@@ -138,7 +138,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		p := phase{
 			name: name, clients: clients, cat: cat, candidates: cfg.Candidates,
 			nonzero: nonzeroFor(cfg, cat.Dim), pipeline: cfg.Pipeline, rate: cfg.Rate, progress: cfg.Progress,
-			newTarget: func() target { return newTarget(name, cat, cfg.K, cfg.Alpha, fetch) },
+			newTarget: func() target { return newTarget(name, cat, cfg.K, cfg.Alpha, fetch, cfg.SidecarURL) },
 		}
 		if cfg.Warmup > 0 {
 			w := p

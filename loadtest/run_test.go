@@ -7,6 +7,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"errors"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/redbandit/redbandit/internal/redistest"
+	"github.com/redbandit/redbandit/sidecar"
 	"github.com/redbandit/redbandit/store"
 )
 
@@ -158,8 +160,36 @@ func TestRunVariants(t *testing.T) {
 	if _, err := Run(ctx, Config{RedisURL: srv.URL(), Model: rep.Model, Candidates: 41}); !errors.Is(err, ErrBadConfig) {
 		t.Errorf("more candidates than products: %v", err)
 	}
-	if _, err := Run(ctx, Config{RedisURL: srv.URL(), Targets: []string{TargetHTTP}}); !errors.Is(err, ErrNotAvailable) {
-		t.Errorf("http: %v", err)
+}
+
+// TestRunHTTP load-tests a sidecar serving the same Redis, next to direct
+// EVALSHA: zero errors, every answer checked against the Go reference.
+func TestRunHTTP(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	sc := sidecar.New(sidecar.Config{Redis: srv.Client()})
+	if err := sc.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(sc.Handler())
+	defer hs.Close()
+	for _, cands := range []int{0, 7} {
+		rep, err := Run(ctx, Config{RedisURL: srv.URL(), SidecarURL: hs.URL, Targets: []string{TargetRedis, TargetHTTP},
+			Products: 40, Clients: 3, Requests: 150, Candidates: cands})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rep.Results {
+			sane(t, r, 150)
+		}
+	}
+	// A sidecar that is not there: every request is a connection error.
+	rep, err := Run(ctx, Config{RedisURL: srv.URL(), SidecarURL: "http://127.0.0.1:1", Targets: []string{TargetHTTP}, Products: 5, Requests: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rep.Results[0]; r.Errors != 5 || r.ErrorKinds[KindConnection] != 5 {
+		t.Errorf("no sidecar: %d errors %v, want 5 connection errors", r.Errors, r.ErrorKinds)
 	}
 }
 
@@ -186,7 +216,7 @@ func TestRunCountsServerErrors(t *testing.T) {
 	cat.buildIndex()
 	for _, name := range []string{TargetRedis, TargetFCall} {
 		p := &phase{name: name, label: name, clients: []rueidis.Client{c}, cat: cat, nonzero: 2, pipeline: 2, requests: 10,
-			newTarget: func() target { return newTarget(name, cat, 5, 0.1, nil) }}
+			newTarget: func() target { return newTarget(name, cat, 5, 0.1, nil, "") }}
 		res, err := p.run(ctx)
 		if err != nil {
 			t.Fatal(err)

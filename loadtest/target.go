@@ -1,11 +1,14 @@
 package loadtest
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 
@@ -53,6 +56,10 @@ func ErrorKind(err error) string {
 	var ae *AnswerError
 	if errors.As(err, &ae) {
 		return ae.Kind
+	}
+	var he *HTTPError
+	if errors.As(err, &he) {
+		return fmt.Sprintf("HTTP %d", he.Status)
 	}
 	for sentinel, kind := range map[error]string{store.ErrNoModel: "NOMODEL", store.ErrBadArg: "BADARG", store.ErrBadModel: "BADMODEL"} {
 		if errors.Is(err, sentinel) {
@@ -175,9 +182,12 @@ type target interface {
 }
 
 // newTarget returns the named target for one client.
-func newTarget(name string, cat *Catalog, k int, alpha float64, fetch []rueidis.Completed) target {
+func newTarget(name string, cat *Catalog, k int, alpha float64, fetch []rueidis.Completed, sidecarURL string) target {
 	ch := newChecker(cat, k, alpha)
 	switch name {
+	case TargetHTTP:
+		return &httpTarget{url: strings.TrimRight(sidecarURL, "/") + "/v1/recommend", model: cat.Model, k: k, alpha: alpha, ch: ch,
+			client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}}
 	case TargetRedis, TargetFCall:
 		return &scriptTarget{fcall: name == TargetFCall, sha: lua.RecommendSHA(), root: store.RootKey(cat.Model), k: k, alpha: alpha, ch: ch}
 	case TargetClientSide:
@@ -340,3 +350,76 @@ func offerTop(top []store.Item, k int, it store.Item) []store.Item {
 	top[m] = it
 	return top
 }
+
+// httpTarget posts each request to the sidecar's /v1/recommend (a dense
+// context) on its own keep-alive connection.
+type httpTarget struct {
+	url    string
+	model  string
+	k      int
+	alpha  float64
+	ch     *checker
+	client *http.Client
+	buf    bytes.Buffer
+}
+
+// httpRequest and httpReply are the sidecar's request and reply bodies.
+type httpRequest struct {
+	Model      string    `json:"model"`
+	Context    []float64 `json:"context"`
+	K          int       `json:"k"`
+	Alpha      float64   `json:"alpha"`
+	Candidates []string  `json:"candidates,omitempty"`
+}
+
+type httpReply struct {
+	Items []struct {
+		ID    string  `json:"id"`
+		Score float64 `json:"score"`
+	} `json:"items"`
+	Error string `json:"error"`
+}
+
+func (t *httpTarget) do(ctx context.Context, _ rueidis.Client, batch []*request, errs []error) {
+	for i, r := range batch {
+		errs[i] = t.one(ctx, r)
+	}
+}
+
+func (t *httpTarget) one(ctx context.Context, r *request) error {
+	t.buf.Reset()
+	if err := json.NewEncoder(&t.buf).Encode(httpRequest{Model: t.model, Context: r.x, K: t.k, Alpha: t.alpha, Candidates: r.names}); err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, &t.buf)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := t.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var reply httpReply
+	if err := json.NewDecoder(resp.Body).Decode(&reply); err != nil {
+		return wrong(KindBadReply, "HTTP %d: %v", resp.StatusCode, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return &HTTPError{Status: resp.StatusCode, Msg: reply.Error}
+	}
+	items := make([]store.Item, len(reply.Items))
+	for i, it := range reply.Items {
+		items[i] = store.Item{ID: it.ID, Score: it.Score}
+	}
+	return t.ch.check(r, items)
+}
+
+// HTTPError is a non-200 answer of the sidecar; its kind in the report is
+// "HTTP <status>".
+type HTTPError struct {
+	Status int
+	Msg    string
+}
+
+func (e *HTTPError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Status, e.Msg) }

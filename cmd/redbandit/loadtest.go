@@ -20,8 +20,8 @@ func loadtestCommand() *cli.Command {
 		Description: `Sends recommendation requests to --redis from --clients clients and checks every
 answer (min(k, products or candidates) items, scores descending, known ids; a
 wrong answer counts as an error). Targets: redis (EVALSHA_RO), fcall (FCALL_RO),
-client-side (fetch every arm and score in Go, the baseline), ping (the floor);
-http waits for the sidecar.
+http (the sidecar at --url, POST /v1/recommend), client-side (fetch every arm
+and score in Go, the baseline), ping (the floor).
 
 Without --products it tests the existing model --model. With --products N it
 creates a synthetic model of N products (d = --dim; at d = 15 the reference
@@ -39,7 +39,8 @@ It exits with an error if any request failed or got a wrong answer.`,
 			&cli.IntFlag{Name: "pipeline", Aliases: []string{"P"}, Value: 1, Usage: "requests per round trip per client"},
 			&cli.Float64Flag{Name: "rate", Usage: "open loop: schedule this many requests per second in total (0: closed loop)"},
 			&cli.DurationFlag{Name: "warmup", Usage: "run each target this long before measuring"},
-			&cli.StringFlag{Name: "target", Value: loadtest.TargetRedis, Usage: "redis, fcall, client-side, ping (http: not available yet)"},
+			&cli.StringFlag{Name: "target", Value: loadtest.TargetRedis, Usage: "redis, fcall, http, client-side or ping"},
+			&cli.StringFlag{Name: "url", Value: loadtest.DefaultSidecarURL, EnvVars: []string{"REDBANDIT_SIDECAR_URL"}, Usage: "the sidecar of the http target (serving the same Redis)"},
 			&cli.StringFlag{Name: "compare", Usage: "comma-separated targets run back to back, reported as ratios to the first (instead of --target)"},
 			&cli.IntFlag{Name: "products", Usage: "create a synthetic model of this many products (0: use --model as it is)"},
 			&cli.IntFlag{Name: "dim", Usage: fmt.Sprintf("dimension of the synthetic model (default %d: the reference shop)", loadtest.DefaultDim)},
@@ -61,7 +62,7 @@ It exits with an error if any request failed or got a wrong answer.`,
 				}
 			}
 			cfg := loadtest.Config{
-				RedisURL: c.String("redis"), Model: c.String("model"), Targets: []string{c.String("target")},
+				RedisURL: c.String("redis"), SidecarURL: c.String("url"), Model: c.String("model"), Targets: []string{c.String("target")},
 				Clients: c.Int("clients"), Requests: c.Int("requests"), Duration: c.Duration("duration"),
 				Pipeline: c.Int("pipeline"), Rate: c.Float64("rate"), Warmup: c.Duration("warmup"),
 				Products: c.Int("products"), Dim: c.Int("dim"), Nonzero: c.Int("nonzero"),

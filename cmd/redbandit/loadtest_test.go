@@ -49,7 +49,7 @@ func TestLoadtestCommand(t *testing.T) {
 		t.Fatalf("text loadtest: %v\n%s", err, out)
 	}
 	for args, want := range map[string]string{
-		"--target http":                          "not available yet",
+		"--target http -P 2":                     "no pipeline",
 		"--target redis --compare ping,redis":    "--target or --compare",
 		"--json --csv":                           "--json or --csv",
 		"--compare ping,nosuch":                  `unknown target "nosuch"`,
