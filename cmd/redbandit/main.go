@@ -61,6 +61,7 @@ func newApp() *cli.App {
 			loadtestCommand(),
 			aclCommand(),
 			sidecarCommand(),
+			datagenCommand(),
 			{
 				Name:  "demo",
 				Usage: "run the closed-loop demo (not yet: see the issue tracker)",

@@ -147,3 +147,16 @@ func TestBootstrapSpec(t *testing.T) {
 		t.Fatalf("model: %v\n%s", err, out)
 	}
 }
+
+func TestDatagenCommand(t *testing.T) {
+	dir := t.TempDir()
+	out, err := run(t, "datagen", "--out", dir, "--seed", "3")
+	if err != nil || !strings.Contains(out, "10000 events") {
+		t.Fatalf("datagen: %v\n%s", err, out)
+	}
+	srv := redistest.Start(t)
+	out, err = run(t, "--redis", srv.URL(), "bootstrap", "--spec", "reference", filepath.Join(dir, "training_log.csv"))
+	if err != nil || !strings.Contains(out, "folded 10000 events") {
+		t.Fatalf("bootstrap of the generated log: %v\n%s", err, out)
+	}
+}
