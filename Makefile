@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/redbandit
 
-.PHONY: all build test demo bench vet clean
+.PHONY: all build test demo bench vet clean kafka-up kafka-down
 
 all: build
 
@@ -25,6 +25,14 @@ bench:
 
 vet:
 	$(GO) vet ./...
+
+# A single-node Apache Kafka broker (KRaft) on 127.0.0.1:19092, from Maven
+# Central (jars cached in ~/.cache/redbandit); see scripts/kafka.sh.
+kafka-up:
+	bash scripts/kafka.sh up
+
+kafka-down:
+	bash scripts/kafka.sh down
 
 clean:
 	rm -rf bin
