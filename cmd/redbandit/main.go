@@ -58,6 +58,8 @@ func newApp() *cli.App {
 			recommendCommand(),
 			scriptCommand(),
 			modelCommand(),
+			trainerCommand(),
+			produceCommand(),
 			loadtestCommand(),
 			aclCommand(),
 			sidecarCommand(),

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/redis/rueidis"
+	"github.com/urfave/cli/v2"
+
+	"github.com/redbandit/redbandit/event"
+	"github.com/redbandit/redbandit/producer"
+	"github.com/redbandit/redbandit/topic"
+	"github.com/redbandit/redbandit/trainer"
+)
+
+// kafkaFlags are the flags the trainer and produce commands share.
+func kafkaFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "brokers", Value: cli.NewStringSlice("127.0.0.1:9092"), EnvVars: []string{"REDBANDIT_BROKERS"},
+			Usage: "Kafka seed brokers, comma-separated host:port"},
+		&cli.StringFlag{Name: "topic", Value: topic.DefaultFeedback, EnvVars: []string{"REDBANDIT_TOPIC"},
+			Usage: "feedback topic"},
+		&cli.IntFlag{Name: "partitions", Value: topic.DefaultPartitions, EnvVars: []string{"REDBANDIT_PARTITIONS"},
+			Usage: "partitions of the topics when they must be created"},
+	}
+}
+
+func trainerCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "trainer",
+		Usage: "consume feedback events from Kafka and fold them into the model (runs until SIGTERM)",
+		Flags: append(kafkaFlags(),
+			&cli.StringFlag{Name: "group", Value: trainer.DefaultGroup, EnvVars: []string{"REDBANDIT_GROUP"},
+				Usage: "consumer group"},
+			&cli.StringFlag{Name: "dlq-topic", EnvVars: []string{"REDBANDIT_DLQ_TOPIC"},
+				Usage: "dead-letter topic (default: <topic>" + topic.DLQSuffix + ")"},
+			&cli.DurationFlag{Name: "flush-interval", Value: trainer.DefaultFlushInterval, EnvVars: []string{"REDBANDIT_FLUSH_INTERVAL"},
+				Usage: "time between writes to Redis"},
+			&cli.IntFlag{Name: "max-dirty", Value: trainer.DefaultMaxDirty, EnvVars: []string{"REDBANDIT_MAX_DIRTY"},
+				Usage: "write early once this many products have changed"},
+			&cli.StringFlag{Name: "bootstrap", EnvVars: []string{"REDBANDIT_BOOTSTRAP"},
+				Usage: "fold this historical CSV log into the model first (once per file content)"},
+			&cli.StringFlag{Name: "schema-registry", EnvVars: []string{"REDBANDIT_SCHEMA_REGISTRY"},
+				Usage: "schema registry URL: read Avro records with their registered writer schema (default: assume ours)"},
+			&cli.BoolFlag{Name: "reset-out-of-range", EnvVars: []string{"REDBANDIT_RESET_OUT_OF_RANGE"},
+				Usage: "restart a partition whose stored offset is gone (retention) from its oldest event instead of stopping"},
+		),
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 0 {
+				return errors.New("trainer takes no arguments")
+			}
+			return withRedis(c, func(client rueidis.Client) error {
+				return trainer.Run(c.Context, trainer.Config{
+					Brokers: c.StringSlice("brokers"), Topic: c.String("topic"), Group: c.String("group"),
+					Partitions: int32(c.Int("partitions")), DLQTopic: c.String("dlq-topic"),
+					FlushInterval: c.Duration("flush-interval"), MaxDirty: c.Int("max-dirty"),
+					Redis: client, Model: c.String("model"), Bootstrap: c.String("bootstrap"),
+					SchemaRegistry: c.String("schema-registry"), ResetOutOfRange: c.Bool("reset-out-of-range"),
+					Logger: slog.Default(),
+				})
+			})
+		},
+	}
+}
+
+func produceCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "produce",
+		Usage: "publish a CSV feedback log to the feedback topic, keyed by product id",
+		Flags: append(kafkaFlags(),
+			&cli.StringFlag{Name: "csv", Required: true, Usage: "the CSV log (layout of `redbandit bootstrap`)"},
+			&cli.StringFlag{Name: "format", Value: producer.FormatAvro, EnvVars: []string{"REDBANDIT_FORMAT"},
+				Usage: "avro (Confluent wire format; rewards 0/1) or json"},
+			&cli.UintFlag{Name: "schema-id", Value: uint(event.DefaultSchemaID), Usage: "schema id written in the Avro wire header"},
+			&cli.Float64Flag{Name: "rate", Usage: "events per second (0: as fast as possible)"},
+			&cli.BoolFlag{Name: "skip-bad", Usage: "skip and count malformed rows instead of stopping at the first"},
+		),
+		Action: func(c *cli.Context) error {
+			res, err := producer.Run(c.Context, c.String("csv"), producer.Config{
+				Brokers: c.StringSlice("brokers"), Topic: c.String("topic"), Partitions: int32(c.Int("partitions")),
+				Format: c.String("format"), SchemaID: uint32(c.Uint("schema-id")), Rate: c.Float64("rate"),
+				SkipBad: c.Bool("skip-bad"), Logger: slog.Default(),
+			})
+			fmt.Fprintf(c.App.Writer, "produced %d events (%d rows skipped) to %s\n", res.Produced, res.Skipped, c.String("topic"))
+			return err
+		},
+	}
+}

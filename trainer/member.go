@@ -1,0 +1,682 @@
+package trainer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/redbandit/redbandit/event"
+	"github.com/redbandit/redbandit/linucb"
+	"github.com/redbandit/redbandit/store"
+)
+
+// partition is the state of one owned partition.
+type partition struct {
+	guard   string                 // value of its offset field last read or written ("" = absent)
+	written int64                  // the offset in guard; -1 if none
+	next    int64                  // next offset to consume; -1 if unknown (nothing stored or consumed)
+	deltas  map[string]*linucb.Arm // per product: Σxxᵀ, Σrx and n of the unflushed events
+	events  int64                  // unflushed valid events
+	invalid int64                  // unflushed dead letters
+	resync  bool                   // fenced: seek to next before consuming again
+}
+
+func newPartition(stored string) (*partition, error) {
+	p := &partition{guard: stored, written: -1, next: -1, deltas: map[string]*linucb.Arm{}}
+	if stored != "" {
+		v, err := strconv.ParseInt(stored, 10, 64)
+		if err != nil || v < 0 {
+			return nil, fmt.Errorf("%w: stored offset %q is not an offset", store.ErrBadModel, stored)
+		}
+		p.written, p.next = v, v
+	}
+	return p, nil
+}
+
+// member is one consumer-group member. The poll loop and the group
+// callbacks share its state under mu.
+type member struct {
+	cfg     Config
+	log     *slog.Logger
+	meta    store.Meta
+	codec   *event.Codec
+	cl      *kgo.Client // consumer
+	dlq     *kgo.Client // dead-letter producer
+	baseCtx context.Context
+
+	mu          sync.Mutex
+	parts       map[int32]*partition
+	bases       map[string]store.StoredArm // stored state of arms, as last read or written
+	dirty       int                        // number of (partition, product) deltas
+	dlqPending  bool                       // dead letters produced since the last flush
+	lastFailure time.Time                  // of the last failed flush
+	fatal       error
+	total       struct{ events, invalid, flushes, conflicts int64 }
+
+	dlqMu  sync.Mutex
+	dlqErr error
+}
+
+func newMember(ctx context.Context, cfg Config, meta store.Meta, log *slog.Logger) (*member, error) {
+	var codec *event.Codec
+	var err error
+	if cfg.SchemaRegistry != "" {
+		fetch, ferr := registryFetcher(cfg.SchemaRegistry)
+		if ferr != nil {
+			return nil, ferr
+		}
+		codec, err = event.NewRegistryCodec(meta.Dim, fetch)
+	} else {
+		codec, err = event.NewCodec(meta.Dim)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m := &member{cfg: cfg, log: log, meta: meta, codec: codec, baseCtx: context.WithoutCancel(ctx),
+		parts: map[int32]*partition{}, bases: map[string]store.StoredArm{}}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(cfg.Topic),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.DisableAutoCommit(),
+		kgo.ConsumeResetOffset(kgo.NoResetOffset()),
+		kgo.AdjustFetchOffsetsFn(m.assigned),
+		kgo.OnPartitionsRevoked(m.revoked),
+		kgo.OnPartitionsLost(m.lost),
+		kgo.WithLogger(kgoLogger{log}),
+	}
+	if m.cl, err = kgo.NewClient(append(opts, cfg.KafkaOpts...)...); err != nil {
+		return nil, fmt.Errorf("kafka consumer: %w", err)
+	}
+	if m.dlq, err = kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.DefaultProduceTopic(cfg.DLQTopic)); err != nil {
+		m.cl.Close()
+		return nil, fmt.Errorf("kafka dead-letter producer: %w", err)
+	}
+	return m, nil
+}
+
+// run is the poll loop. It owns both Kafka clients and closes them.
+func (m *member) run(ctx context.Context) error {
+	defer m.dlq.Close()
+	m.log.Info("trainer: started", "dim", m.meta.Dim, "flush_interval", m.cfg.FlushInterval, "max_dirty", m.cfg.MaxDirty, "dlq", m.cfg.DLQTopic)
+	var runErr error
+	nextFlush := time.Now().Add(m.cfg.FlushInterval)
+	for runErr == nil && ctx.Err() == nil {
+		if err := m.seekFenced(ctx); err != nil {
+			runErr = err
+			break
+		}
+		pctx, cancel := context.WithDeadline(ctx, nextFlush)
+		fetches := m.cl.PollRecords(pctx, maxPollRecords)
+		cancel()
+		if fetches.IsClientClosed() {
+			break
+		}
+		m.mu.Lock()
+		runErr = m.fetchErrors(ctx, fetches)
+		if runErr == nil {
+			fetches.EachRecord(func(r *kgo.Record) { m.process(ctx, r) })
+			if !time.Now().Before(nextFlush) {
+				m.flushOrNote(ctx)
+				nextFlush = time.Now().Add(m.cfg.FlushInterval)
+			}
+		}
+		if runErr == nil {
+			runErr = m.fatal
+		}
+		m.mu.Unlock()
+		m.cl.AllowRebalance()
+	}
+
+	// Flush what this member owns, then leave the group: the revoke
+	// callback that Close runs has nothing left to write.
+	fctx, cancel := context.WithTimeout(m.baseCtx, DefaultFlushTimeout)
+	defer cancel()
+	m.mu.Lock()
+	err := m.flush(fctx)
+	m.mu.Unlock()
+	if err != nil {
+		m.log.Error("trainer: final flush failed; the next owner resumes from the stored offsets", "err", err)
+	}
+	m.cl.Close()
+	m.log.Info("trainer: stopped", "events", m.total.events, "invalid", m.total.invalid,
+		"flushes", m.total.flushes, "conflicts", m.total.conflicts)
+	if runErr == nil {
+		runErr = m.fatal
+	}
+	return runErr
+}
+
+// fetchErrors handles the errors of a poll; it returns a fatal error.
+func (m *member) fetchErrors(ctx context.Context, fetches kgo.Fetches) error {
+	var fatal error
+	fetches.EachError(func(topic string, p int32, err error) {
+		switch {
+		case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		case errors.Is(err, kerr.OffsetOutOfRange):
+			st := m.parts[p]
+			if st == nil {
+				return
+			}
+			if !m.cfg.ResetOutOfRange {
+				fatal = fmt.Errorf("%w: partition %d of %s at offset %d (field %s of %s); restart with --reset-out-of-range to resume from the oldest available event",
+					ErrOffsetOutOfRange, p, topic, st.next, OffsetField(topic, p), store.RootKey(m.cfg.Model))
+				return
+			}
+			m.log.Warn("trainer: stored offset out of range, restarting the partition from its first available offset",
+				"partition", p, "offset", st.next)
+			m.dropDeltas(st)
+			st.next, st.resync = -1, true
+		default:
+			m.log.Warn("trainer: fetch error", "topic", topic, "partition", p, "err", err)
+		}
+	})
+	return fatal
+}
+
+// process folds one record into its partition's state, or dead-letters it.
+func (m *member) process(ctx context.Context, r *kgo.Record) {
+	st := m.parts[r.Partition]
+	if m.fatal != nil || r.Topic != m.cfg.Topic || st == nil || st.resync || (st.next >= 0 && r.Offset < st.next) {
+		return // stopping, not owned, awaiting a seek, or already folded
+	}
+	ev, err := m.codec.DecodeContext(ctx, r.Value)
+	var rejected *event.Error
+	if err != nil && !errors.As(err, &rejected) {
+		// The schema registry failed: stop before this record, so the
+		// offsets written never pass it.
+		m.fatal = fmt.Errorf("trainer: partition %d offset %d: %w", r.Partition, r.Offset, err)
+		return
+	}
+	if err != nil {
+		m.deadLetter(r, err)
+		st.invalid++
+		m.total.invalid++
+	} else {
+		delta := st.deltas[ev.ProductID]
+		if delta == nil {
+			d := m.meta.Dim
+			delta, _ = linucb.Restore(d, make([]float64, d*d), make([]float64, d), 0)
+			st.deltas[ev.ProductID] = delta
+			m.dirty++
+		}
+		_ = delta.Update(ev.ContextVector, ev.Reward) // Decode validated the values
+		st.events++
+		m.total.events++
+	}
+	st.next = r.Offset + 1
+	if m.dirty >= m.cfg.MaxDirty && time.Since(m.lastFailure) > time.Second {
+		m.flushOrNote(ctx)
+	}
+}
+
+func (m *member) deadLetter(r *kgo.Record, err error) {
+	var e *event.Error
+	detail := err.Error()
+	if errors.As(err, &e) {
+		detail = e.Detail
+	}
+	rec := &kgo.Record{Key: r.Key, Value: r.Value, Headers: []kgo.RecordHeader{
+		{Key: "reason", Value: []byte(event.Reason(err))},
+		{Key: "error", Value: []byte(detail)},
+		{Key: "source-topic", Value: []byte(r.Topic)},
+		{Key: "source-partition", Value: []byte(strconv.Itoa(int(r.Partition)))},
+		{Key: "source-offset", Value: []byte(strconv.FormatInt(r.Offset, 10))},
+	}}
+	m.dlqPending = true
+	m.dlq.Produce(m.baseCtx, rec, func(_ *kgo.Record, err error) {
+		if err != nil {
+			m.dlqMu.Lock()
+			m.dlqErr = errors.Join(m.dlqErr, err)
+			m.dlqMu.Unlock()
+		}
+	})
+	m.log.Debug("trainer: dead letter", "partition", r.Partition, "offset", r.Offset, "reason", event.Reason(err), "err", detail)
+}
+
+// flushOrNote flushes and records a failure: fatal ones stop the trainer,
+// others are retried at the next flush.
+func (m *member) flushOrNote(ctx context.Context) {
+	if err := m.flush(ctx); err != nil {
+		m.lastFailure = time.Now()
+		if errors.Is(err, ErrDeadLetter) || errors.Is(err, store.ErrBadModel) || errors.Is(err, store.ErrBadArg) {
+			m.fatal = err
+			return
+		}
+		m.log.Warn("trainer: flush failed, will retry", "err", err)
+	}
+}
+
+// changed reports whether a flush has anything to write.
+func (m *member) changed() bool {
+	for _, st := range m.parts {
+		if len(st.deltas) > 0 || st.next != st.written {
+			return true
+		}
+	}
+	return false
+}
+
+// flush writes the unflushed state of every owned partition; mu is held.
+func (m *member) flush(ctx context.Context) error {
+	if !m.changed() {
+		return nil
+	}
+	start := time.Now()
+	if m.dlqPending {
+		if err := m.dlq.Flush(ctx); err != nil {
+			return fmt.Errorf("wait for dead letters: %w", err)
+		}
+		m.dlqMu.Lock()
+		err := m.dlqErr
+		m.dlqMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrDeadLetter, err)
+		}
+		m.dlqPending = false
+	}
+	var stats FlushStats
+	for attempt := 1; ; attempt++ {
+		stats.Attempts = attempt
+		err := m.write(ctx, attempt, &stats)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, store.ErrConflict) || attempt == maxWriteAttempts {
+			return fmt.Errorf("flush: %w", err)
+		}
+		m.total.conflicts++
+		fenced, rerr := m.refence(ctx)
+		if rerr != nil {
+			return fmt.Errorf("flush: %w", errors.Join(err, rerr))
+		}
+		stats.Fenced = append(stats.Fenced, fenced...)
+		m.log.Warn("trainer: write conflict", "attempt", attempt, "fenced_partitions", fenced, "err", err)
+		if !m.changed() {
+			break
+		}
+	}
+	stats.Duration = time.Since(start)
+	m.total.flushes++
+	m.log.Info("trainer: flush", "products", stats.Products, "events", stats.Events, "invalid", stats.Invalid,
+		"partitions", len(stats.Offsets), "attempts", stats.Attempts, "duration", stats.Duration)
+	if m.cfg.OnFlush != nil {
+		m.cfg.OnFlush(stats)
+	}
+	return nil
+}
+
+// write makes one write attempt; on success it marks everything flushed.
+func (m *member) write(ctx context.Context, attempt int, stats *FlushStats) error {
+	d, lambda := m.meta.Dim, m.meta.Lambda
+	pids := slices.Sorted(maps.Keys(m.parts))
+
+	// Sum each product's deltas (usually from one partition).
+	type sum struct {
+		a, b []float64
+		n    int64
+	}
+	sums := map[string]*sum{}
+	var ids []string
+	var events, invalid int64
+	for _, pid := range pids {
+		st := m.parts[pid]
+		events += st.events
+		invalid += st.invalid
+		for id, delta := range st.deltas {
+			s := sums[id]
+			if s == nil {
+				s = &sum{a: make([]float64, d*d), b: make([]float64, d)}
+				sums[id] = s
+				ids = append(ids, id)
+			}
+			for i, v := range delta.A() {
+				s.a[i] += v
+			}
+			for i, v := range delta.B() {
+				s.b[i] += v
+			}
+			s.n += delta.N()
+		}
+	}
+	slices.Sort(ids)
+	var missing []string
+	for _, id := range ids {
+		if _, ok := m.bases[id]; !ok {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > 0 {
+		stored, err := store.ReadArms(ctx, m.cfg.Redis, m.cfg.Model, d, lambda, missing)
+		if err != nil {
+			return err
+		}
+		for _, s := range stored {
+			m.bases[s.ID] = s
+		}
+	}
+	arms := make([]store.ArmWrite, len(ids))
+	for i, id := range ids {
+		base, s := m.bases[id], sums[id]
+		for j, v := range base.Arm.A() {
+			s.a[j] += v
+		}
+		for j, v := range base.Arm.B() {
+			s.b[j] += v
+		}
+		arm, err := linucb.Restore(d, s.a, s.b, base.Arm.N()+s.n)
+		if err != nil {
+			return fmt.Errorf("arm %s: %w", id, err)
+		}
+		params, err := arm.Solve()
+		if err != nil {
+			return fmt.Errorf("solve arm %s: %w", id, err)
+		}
+		arms[i] = store.ArmWrite{ID: id, Version: base.Version, Arm: arm, Params: params}
+	}
+
+	offsets := map[int32]int64{}
+	w := store.Write{Model: m.cfg.Model, Features: m.meta.Features, Groups: m.meta.Groups, Lambda: lambda,
+		Events: events, Arms: arms}
+	for _, pid := range pids {
+		st := m.parts[pid]
+		field := OffsetField(m.cfg.Topic, pid)
+		w.Guards = append(w.Guards, store.Guard{Field: field, Want: st.guard})
+		if st.next >= 0 {
+			offsets[pid] = st.next
+			if st.next != st.written {
+				w.Set = append(w.Set, store.Field{Name: field, Value: strconv.FormatInt(st.next, 10)})
+			}
+		}
+	}
+	if m.cfg.beforeApply != nil {
+		m.cfg.beforeApply(attempt)
+	}
+	vers, err := w.Apply(ctx, m.cfg.Redis)
+	if err != nil {
+		return fmt.Errorf("write %d arms and %d offsets: %w", len(arms), len(w.Set), err)
+	}
+	for i, a := range arms {
+		m.bases[a.ID] = store.StoredArm{ID: a.ID, Version: vers[i], Arm: a.Arm}
+	}
+	for _, st := range m.parts {
+		clear(st.deltas)
+		st.events, st.invalid = 0, 0
+		if st.next >= 0 {
+			st.written, st.guard = st.next, strconv.FormatInt(st.next, 10)
+		}
+	}
+	m.dirty = 0
+	stats.Products += len(arms)
+	stats.Events += events
+	stats.Invalid += invalid
+	stats.Offsets = offsets
+	return nil
+}
+
+// refence re-reads the stored offsets of the owned partitions after a
+// conflict. A partition whose stored offset is not the one this member last
+// read or wrote was written by another member: its unflushed state is
+// dropped and it is marked to be sought to the stored offset. The arm cache
+// is cleared, since arms may have moved too.
+func (m *member) refence(ctx context.Context) ([]int32, error) {
+	clear(m.bases)
+	pids := slices.Sorted(maps.Keys(m.parts))
+	stored, err := m.readOffsets(ctx, pids)
+	if err != nil {
+		return nil, err
+	}
+	var fenced []int32
+	for _, pid := range pids {
+		st := m.parts[pid]
+		if stored[pid] == st.guard {
+			continue
+		}
+		fresh, err := newPartition(stored[pid])
+		if err != nil {
+			return nil, err
+		}
+		m.dropDeltas(st)
+		st.guard, st.written, st.next, st.resync = fresh.guard, fresh.written, fresh.next, true
+		st.invalid = 0
+		fenced = append(fenced, pid)
+	}
+	return fenced, nil
+}
+
+func (m *member) dropDeltas(st *partition) {
+	m.dirty -= len(st.deltas)
+	clear(st.deltas)
+	st.events = 0
+}
+
+// seekFenced seeks the partitions marked for a resync to their next offset
+// (their first available offset if none), from the poll goroutine.
+func (m *member) seekFenced(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var unknown []int32
+	set := map[int32]kgo.EpochOffset{}
+	for pid, st := range m.parts {
+		if !st.resync {
+			continue
+		}
+		if st.next < 0 {
+			unknown = append(unknown, pid)
+			continue
+		}
+		set[pid] = kgo.EpochOffset{Epoch: -1, Offset: st.next}
+	}
+	if len(set) == 0 && len(unknown) == 0 {
+		return nil
+	}
+	if len(unknown) > 0 {
+		starts, err := kadm.NewClient(m.cl).ListStartOffsets(ctx, m.cfg.Topic)
+		if err != nil {
+			return fmt.Errorf("list start offsets of %s: %w", m.cfg.Topic, err)
+		}
+		for _, pid := range unknown {
+			o, ok := starts.Lookup(m.cfg.Topic, pid)
+			if !ok || o.Err != nil {
+				return fmt.Errorf("start offset of partition %d of %s: %v", pid, m.cfg.Topic, o.Err)
+			}
+			set[pid] = kgo.EpochOffset{Epoch: -1, Offset: o.Offset}
+		}
+	}
+	m.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{m.cfg.Topic: set})
+	for pid, o := range set {
+		st := m.parts[pid]
+		st.resync = false
+		if st.next < 0 {
+			st.next = o.Offset // events before it are gone; the next flush stores it
+		}
+		m.log.Info("trainer: partition sought to the stored offset", "partition", pid, "offset", o.Offset)
+	}
+	return nil
+}
+
+// readOffsets reads the stored offsets ("" if absent) of the given
+// partitions.
+func (m *member) readOffsets(ctx context.Context, pids []int32) (map[int32]string, error) {
+	fields := make([]string, len(pids))
+	for i, pid := range pids {
+		fields[i] = OffsetField(m.cfg.Topic, pid)
+	}
+	out := make(map[int32]string, len(pids))
+	if len(pids) == 0 {
+		return out, nil
+	}
+	c := m.cfg.Redis
+	vals, err := c.Do(ctx, c.B().Hmget().Key(store.RootKey(m.cfg.Model)).Field(fields...).Build()).ToArray()
+	if err != nil {
+		return nil, fmt.Errorf("read offsets: %w", err)
+	}
+	for i, v := range vals {
+		if s, err := v.ToString(); err == nil {
+			out[pids[i]] = s
+		} else if !rueidis.IsRedisNil(err) {
+			return nil, fmt.Errorf("read offset %s: %w", fields[i], err)
+		}
+	}
+	return out, nil
+}
+
+// assigned is the AdjustFetchOffsetsFn: it reads the stored offsets of the
+// newly assigned partitions and starts them there.
+func (m *member) assigned(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	ps := offsets[m.cfg.Topic]
+	if len(ps) == 0 {
+		return offsets, nil
+	}
+	pids := slices.Sorted(maps.Keys(ps))
+	var stored map[int32]string
+	var err error
+	for attempt, wait := 1, 200*time.Millisecond; ; attempt, wait = attempt+1, 2*wait {
+		if stored, err = m.readOffsets(ctx, pids); err == nil {
+			break
+		}
+		if attempt == assignAttempts || ctx.Err() != nil {
+			// Without its offsets the member cannot consume these
+			// partitions safely: stop, and let a restart retry.
+			err = fmt.Errorf("read stored offsets of partitions %v on assignment: %w", pids, err)
+			m.mu.Lock()
+			m.fatal = err
+			m.mu.Unlock()
+			return nil, err
+		}
+		m.log.Warn("trainer: cannot read stored offsets, retrying", "partitions", pids, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	clear(m.bases)
+	start := map[int32]int64{}
+	for _, pid := range pids {
+		st, err := newPartition(stored[pid])
+		if err != nil {
+			m.fatal = err
+			return nil, err
+		}
+		if old := m.parts[pid]; old != nil {
+			m.dropDeltas(old)
+		}
+		m.parts[pid] = st
+		if st.next >= 0 {
+			ps[pid] = kgo.NewOffset().At(st.next).WithEpoch(-1)
+		} else {
+			ps[pid] = kgo.NewOffset().AtStart()
+		}
+		start[pid] = st.next
+	}
+	m.log.Info("trainer: partitions assigned", "offsets", start)
+	return offsets, nil
+}
+
+// revoked flushes everything this member owns, then forgets the revoked
+// partitions. If the flush fails their next owner starts from the stored
+// offsets, so nothing is lost or counted twice.
+func (m *member) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	ctx, cancel := context.WithTimeout(m.baseCtx, DefaultFlushTimeout)
+	defer cancel()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.flush(ctx); err != nil {
+		m.log.Warn("trainer: flush before revocation failed", "err", err)
+		if errors.Is(err, ErrDeadLetter) {
+			m.fatal = err
+		}
+	}
+	m.forget(revoked[m.cfg.Topic], "revoked")
+}
+
+// lost forgets partitions that may already belong to another member,
+// without flushing.
+func (m *member) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.forget(lost[m.cfg.Topic], "lost")
+}
+
+func (m *member) forget(pids []int32, why string) {
+	if len(pids) == 0 {
+		return
+	}
+	var dropped int64
+	for _, pid := range pids {
+		if st := m.parts[pid]; st != nil {
+			dropped += st.events
+			m.dropDeltas(st)
+			delete(m.parts, pid)
+		}
+	}
+	clear(m.bases)
+	m.log.Info("trainer: partitions "+why, "partitions", pids, "unflushed_events_dropped", dropped)
+}
+
+// registryFetcher returns a SchemaFetcher reading writer schemas from the
+// schema registry at url.
+func registryFetcher(url string) (event.SchemaFetcher, error) {
+	cl, err := sr.NewClient(sr.URLs(url))
+	if err != nil {
+		return nil, fmt.Errorf("schema registry client: %w", err)
+	}
+	return func(ctx context.Context, id uint32) (string, error) {
+		s, err := cl.SchemaByID(ctx, int(id))
+		var re *sr.ResponseError
+		if errors.As(err, &re) && re.StatusCode == http.StatusNotFound {
+			return "", fmt.Errorf("%w: %v", event.ErrUnknownSchema, err)
+		}
+		if err != nil {
+			return "", err
+		}
+		if s.Type != sr.TypeAvro {
+			return "", fmt.Errorf("%w: schema %d is %s, not Avro", event.ErrUnknownSchema, id, s.Type)
+		}
+		return s.Schema, nil
+	}, nil
+}
+
+// kgoLogger passes franz-go's log lines to slog; franz-go's info level is
+// chatty, so it is logged at debug.
+type kgoLogger struct{ log *slog.Logger }
+
+func (l kgoLogger) Level() kgo.LogLevel {
+	ctx := context.Background()
+	switch {
+	case l.log.Enabled(ctx, slog.LevelDebug):
+		return kgo.LogLevelInfo
+	case l.log.Enabled(ctx, slog.LevelWarn):
+		return kgo.LogLevelWarn
+	default:
+		return kgo.LogLevelError
+	}
+}
+
+func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	lv := slog.LevelDebug
+	switch level {
+	case kgo.LogLevelError:
+		lv = slog.LevelError
+	case kgo.LogLevelWarn:
+		lv = slog.LevelWarn
+	}
+	l.log.Log(context.Background(), lv, "kafka: "+msg, keyvals...)
+}

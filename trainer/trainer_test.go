@@ -1,0 +1,536 @@
+package trainer
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hamba/avro/v2"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/redbandit/redbandit/event"
+	"github.com/redbandit/redbandit/producer"
+	"github.com/redbandit/redbandit/store"
+)
+
+// TestTrainerFoldsLog produces a seeded log with the producer (Avro) and
+// runs one trainer, started with --bootstrap, until it has caught up.
+func TestTrainerFoldsLog(t *testing.T) {
+	const d = 4
+	e := newEnv(t, 6)
+	want := newRefModel(d)
+	history := genEvents(1, 500, d, 50)
+	path := t.TempDir() + "/history.csv"
+	if err := writeFile(path, csvOf(history, d)); err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range history {
+		want.add(ev.ProductID, ev.ContextVector, ev.Reward)
+	}
+	stream := genEvents(2, 20000, d, 50)
+	res, err := producer.RunReader(context.Background(), bytes.NewReader(csvOf(stream, d)),
+		producer.Config{Brokers: e.brokers, Topic: e.topic, Format: producer.FormatAvro})
+	if err != nil || res.Produced != int64(len(stream)) {
+		t.Fatalf("produced %d of %d: %v", res.Produced, len(stream), err)
+	}
+	for _, ev := range stream {
+		want.add(ev.ProductID, ev.ContextVector, ev.Reward)
+	}
+	var r runner
+	r.t = t
+	cfg := e.config()
+	cfg.Bootstrap = path
+	var flushes atomic.Int64
+	cfg.OnFlush = func(FlushStats) { flushes.Add(1) }
+	stop := r.start(cfg)
+	e.waitCaughtUp(60 * time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.check(want)
+	if flushes.Load() < 2 {
+		t.Errorf("%d flushes, want several (MaxDirty 20)", flushes.Load())
+	}
+	// A restart with the same bootstrap file folds nothing twice.
+	stop = r.start(cfg)
+	time.Sleep(500 * time.Millisecond)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.check(want)
+}
+
+// TestTrainerDeadLetters mixes malformed events into JSON and Avro ones:
+// each reaches the dead-letter topic with its reason and source, and the
+// model holds the valid events only.
+func TestTrainerDeadLetters(t *testing.T) {
+	const d = 3
+	e := newEnv(t, 6)
+	want := newRefModel(d)
+	e.createModel(d, nil, want)
+	codec, err := event.NewCodec(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 3))
+	var recs []*kgo.Record
+	wantReasons := map[string]int{}
+	bad := func(key string, v []byte, reason string) {
+		recs = append(recs, &kgo.Record{Key: []byte(key), Value: v, Headers: []kgo.RecordHeader{{Key: "want", Value: []byte(reason)}}})
+		wantReasons[reason]++
+	}
+	for i, ev := range genEvents(4, 3000, d, 20) {
+		switch rng.IntN(10) {
+		case 0:
+			bad(ev.ProductID, []byte("not an event"), "undecodable")
+		case 1:
+			ev.ContextVector = append(ev.ContextVector, 1)
+			bad(ev.ProductID, avroRecord(t, codec, ev).Value, "wrong-dimension")
+		case 2:
+			ev.ContextVector[i%d] = math.NaN()
+			bad(ev.ProductID, avroRecord(t, codec, ev).Value, "non-finite")
+		case 3:
+			j, _ := event.AppendJSON(nil, ev)
+			bad(ev.ProductID, bytes.Replace(j, []byte(`"reward":`), []byte(`"reward":1.5,"x":`), 1), "bad-reward")
+		case 4:
+			ev.ProductID = ""
+			j, _ := event.AppendJSON(nil, ev)
+			bad("", j, "empty-product-id")
+		case 5, 6:
+			ev.Reward = math.Round(rng.Float64()*100) / 100 // fractional: JSON only
+			j, _ := event.AppendJSON(nil, ev)
+			recs = append(recs, &kgo.Record{Key: []byte(ev.ProductID), Value: j})
+			want.add(ev.ProductID, ev.ContextVector, ev.Reward)
+		default:
+			recs = append(recs, avroRecord(t, codec, ev))
+			want.add(ev.ProductID, ev.ContextVector, ev.Reward)
+		}
+	}
+	e.produce(recs...)
+	var r runner
+	r.t = t
+	cfg := e.config()
+	var invalid atomic.Int64
+	cfg.OnFlush = func(s FlushStats) { invalid.Add(s.Invalid) }
+	stop := r.start(cfg)
+	e.waitCaughtUp(60 * time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.check(want)
+
+	// Read the dead-letter topic back and match each letter to its source.
+	total := 0
+	for _, n := range wantReasons {
+		total += n
+	}
+	if invalid.Load() != int64(total) {
+		t.Errorf("flushes counted %d invalid events, want %d", invalid.Load(), total)
+	}
+	letters := consumeAll(t, e.brokers, e.topic+DefaultDLQSuffix, total)
+	src := consumeAll(t, e.brokers, e.topic, len(recs))
+	byPos := map[[2]int64]*kgo.Record{}
+	for _, s := range src {
+		byPos[[2]int64{int64(s.Partition), s.Offset}] = s
+	}
+	gotReasons := map[string]int{}
+	for _, l := range letters {
+		h := headers(l)
+		gotReasons[h["reason"]]++
+		p, o := atoi(h["source-partition"]), atoi(h["source-offset"])
+		s := byPos[[2]int64{p, o}]
+		if s == nil || h["source-topic"] != e.topic || headers(s)["want"] != h["reason"] || !bytes.Equal(s.Value, l.Value) || h["error"] == "" {
+			t.Fatalf("dead letter %v does not match its source record %v", h, s)
+		}
+	}
+	for reason, n := range wantReasons {
+		if gotReasons[reason] != n {
+			t.Errorf("%d dead letters with reason %s, want %d (all: %v)", gotReasons[reason], reason, n, gotReasons)
+		}
+	}
+	if len(letters) != total {
+		t.Errorf("%d dead letters, want %d", len(letters), total)
+	}
+}
+
+// TestTrainerRestarts stops the trainer at random points while it consumes,
+// several times, some of them inside a flush, and restarts it.
+func TestTrainerRestarts(t *testing.T) {
+	const d = 4
+	e := newEnv(t, 6)
+	want := newRefModel(d)
+	e.createModel(d, genEvents(5, 200, d, 50), want)
+	codec, _ := event.NewCodec(d)
+	stream := genEvents(6, 20000, d, 50)
+	var r runner
+	r.t = t
+	rng := rand.New(rand.NewPCG(6, 6))
+	// Produce in 8 slices while the trainer restarts.
+	slices := 8
+	for i := 0; i < slices; i++ {
+		part := stream[i*len(stream)/slices : (i+1)*len(stream)/slices]
+		recs := make([]*kgo.Record, len(part))
+		for j, ev := range part {
+			recs[j] = avroRecord(t, codec, ev)
+			want.add(ev.ProductID, ev.ContextVector, ev.Reward)
+		}
+		e.produce(recs...)
+		cfg := e.config()
+		cfg.MaxDirty = 5 + rng.IntN(40)
+		cfg.FlushInterval = time.Duration(20+rng.IntN(200)) * time.Millisecond
+		if i%2 == 1 {
+			// Cancel inside the k-th write attempt, before the script runs.
+			k := 1 + rng.IntN(2)
+			ctx, cancel := context.WithCancel(context.Background())
+			cfg.beforeApply = func(int) {
+				if k--; k == 0 {
+					cancel()
+				}
+			}
+			done := make(chan error, 1)
+			go func() { done <- Run(ctx, cfg) }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(5 * time.Second): // fewer flushes than k: stop it anyway
+				cancel()
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+			}
+			continue
+		}
+		stop := r.start(cfg)
+		time.Sleep(time.Duration(rng.IntN(400)) * time.Millisecond)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := r.start(e.config())
+	e.waitCaughtUp(60 * time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.check(want)
+}
+
+// TestTrainerTwoMembers runs two members of one group over 6 partitions
+// while events arrive, and stops one of them mid-stream.
+func TestTrainerTwoMembers(t *testing.T) {
+	const d = 4
+	e := newEnv(t, 6)
+	want := newRefModel(d)
+	e.createModel(d, nil, want)
+	codec, _ := event.NewCodec(d)
+	stream := genEvents(7, 20000, d, 50)
+	var r runner
+	r.t = t
+	cfgA, cfgB := e.config(), e.config()
+	var flushedA, flushedB atomic.Int64
+	cfgA.OnFlush = func(s FlushStats) { flushedA.Add(s.Events) }
+	cfgB.OnFlush = func(s FlushStats) { flushedB.Add(s.Events) }
+	stopA := r.start(cfgA)
+	stopB := r.start(cfgB)
+	for i := 0; i < 10; i++ {
+		part := stream[i*len(stream)/10 : (i+1)*len(stream)/10]
+		recs := make([]*kgo.Record, len(part))
+		for j, ev := range part {
+			recs[j] = avroRecord(t, codec, ev)
+			want.add(ev.ProductID, ev.ContextVector, ev.Reward)
+		}
+		e.produce(recs...)
+		time.Sleep(300 * time.Millisecond)
+		if i == 5 {
+			if err := stopB(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	e.waitCaughtUp(60 * time.Second)
+	if err := stopA(); err != nil {
+		t.Fatal(err)
+	}
+	e.check(want)
+	if flushedA.Load() == 0 || flushedB.Load() == 0 {
+		t.Errorf("member A folded %d events and B %d: want both to have worked", flushedA.Load(), flushedB.Load())
+	}
+	t.Logf("member A folded %d events, B %d", flushedA.Load(), flushedB.Load())
+}
+
+// TestTrainerFenced writes a partition's offset behind a running trainer's
+// back, as a newer owner would: the trainer's next write must be refused
+// and write nothing, and the trainer must resume from the newer offset
+// without counting anything twice.
+func TestTrainerFenced(t *testing.T) {
+	const d = 3
+	e := newEnv(t, 1)
+	want := newRefModel(d)
+	e.createModel(d, nil, want)
+	codec, _ := event.NewCodec(d)
+	first, second := genEvents(8, 500, d, 10), genEvents(9, 300, d, 10)
+	// The second batch is about other products, so the stale trainer has
+	// no cached version of their arms: it reads them (with the batch
+	// already folded by the newer owner) and only the offset guard can
+	// stop it from folding the batch again.
+	for i := range second {
+		second[i].ProductID = "q" + second[i].ProductID
+	}
+	recs := func(evs []event.Event) []*kgo.Record {
+		out := make([]*kgo.Record, len(evs))
+		for i, ev := range evs {
+			out[i] = avroRecord(t, codec, ev)
+			want.add(ev.ProductID, ev.ContextVector, ev.Reward)
+		}
+		return out
+	}
+	e.produce(recs(first)...)
+	var r runner
+	r.t = t
+	cfg := e.config()
+	cfg.FlushInterval = 50 * time.Millisecond
+	cfg.MaxDirty = 1000
+	var fenced atomic.Int64
+	cfg.OnFlush = func(s FlushStats) { fenced.Add(int64(len(s.Fenced))) }
+	stop := r.start(cfg)
+	e.waitCaughtUp(30 * time.Second)
+
+	// The "newer owner" folds the second batch itself and moves the offset.
+	ctx := context.Background()
+	field := OffsetField(e.topic, 0)
+	ids := []string{}
+	delta := newRefModel(d)
+	for _, ev := range second {
+		delta.add(ev.ProductID, ev.ContextVector, ev.Reward)
+	}
+	for id := range delta.arms {
+		ids = append(ids, id)
+	}
+	meta, err := store.ReadMeta(ctx, e.redis, testModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := store.ReadArms(ctx, e.redis, testModel, d, 1, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := store.Write{Model: testModel, Features: meta.Features, Lambda: 1, Events: int64(len(second)),
+		Guards: []store.Guard{{Field: field, Want: "500"}}, Set: []store.Field{{Name: field, Value: "800"}}}
+	for _, s := range stored {
+		a, b := append([]float64(nil), s.Arm.A()...), append([]float64(nil), s.Arm.B()...)
+		dl := delta.arms[s.ID]
+		for i := range a {
+			a[i] += dl.a[i]
+		}
+		for i := 0; i < d; i++ {
+			a[i*d+i]-- // delta carries its own λI
+			b[i] += dl.b[i]
+		}
+		arm, err := restoreSolve(d, a, b, s.Arm.N()+dl.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		arm.Version = s.Version
+		arm.ID = s.ID
+		w.Arms = append(w.Arms, arm)
+	}
+	if _, err := w.Apply(ctx, e.redis); err != nil {
+		t.Fatal(err)
+	}
+	versions := armVersions(t, e, ids)
+
+	// Now the events the newer owner folded reach the stale trainer.
+	e.produce(recs(second)...)
+	deadline := time.Now().Add(5 * time.Second)
+	for fenced.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if fenced.Load() == 0 {
+		t.Error("the stale trainer's write was never refused")
+	}
+	time.Sleep(300 * time.Millisecond) // let it flush again if it wrongly would
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.check(want)
+	if got := armVersions(t, e, ids); !equalInts(got, versions) {
+		t.Errorf("arm versions moved from %v to %v: the stale write was applied", versions, got)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	if err := Run(context.Background(), Config{}); !errors.Is(err, ErrBadConfig) {
+		t.Fatalf("empty config: %v", err)
+	}
+	e := newEnv(t, 1)
+	cfg := e.config()
+	cfg.Model = "absent"
+	if err := Run(context.Background(), cfg); !errors.Is(err, store.ErrNoModel) {
+		t.Fatalf("missing model: %v", err)
+	}
+}
+
+// TestTrainerOffsetOutOfRange deletes the events at a partition's stored
+// offset (as retention would): the trainer stops with ErrOffsetOutOfRange,
+// and with ResetOutOfRange resumes from the oldest event left.
+func TestTrainerOffsetOutOfRange(t *testing.T) {
+	const d = 2
+	e := newEnv(t, 1)
+	want := newRefModel(d)
+	e.createModel(d, nil, want)
+	codec, _ := event.NewCodec(d)
+	evs := genEvents(10, 100, d, 5)
+	recs := make([]*kgo.Record, len(evs))
+	for i, ev := range evs {
+		recs[i] = avroRecord(t, codec, ev)
+		if i >= 50 {
+			want.add(ev.ProductID, ev.ContextVector, ev.Reward)
+		}
+	}
+	e.produce(recs...)
+	ctx := context.Background()
+	meta := e.mustMeta()
+	field := OffsetField(e.topic, 0)
+	w := store.Write{Model: testModel, Features: meta.Features, Lambda: 1, Set: []store.Field{{Name: field, Value: "10"}}}
+	if _, err := w.Apply(ctx, e.redis); err != nil {
+		t.Fatal(err)
+	}
+	adm, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	var offs kadm.Offsets
+	offs.Add(kadm.Offset{Topic: e.topic, Partition: 0, At: 50})
+	if res, err := kadm.NewClient(adm).DeleteRecords(ctx, offs); err != nil || res.Error() != nil {
+		t.Fatalf("delete records: %v %v", err, res.Error())
+	}
+
+	cfg := e.config()
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := Run(rctx, cfg); !errors.Is(err, ErrOffsetOutOfRange) {
+		t.Fatalf("Run: %v, want ErrOffsetOutOfRange", err)
+	}
+	if v, _ := e.redis.Do(ctx, e.redis.B().Hget().Key(store.RootKey(testModel)).Field(field).Build()).ToString(); v != "10" {
+		t.Fatalf("stored offset moved to %q", v)
+	}
+	var r runner
+	r.t = t
+	cfg.ResetOutOfRange = true
+	stop := r.start(cfg)
+	e.waitCaughtUp(30 * time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.check(want)
+}
+
+// TestTrainerSchemaRegistry reads Avro records written with another writer
+// schema (an extra field, fields reordered), fetched from a schema registry
+// by id; a record with an id the registry does not know is dead-lettered.
+func TestTrainerSchemaRegistry(t *testing.T) {
+	const d = 3
+	const writerSchema = `{"type":"record","name":"FeedbackEvent","namespace":"me.jaehyeon","fields":[
+	  {"name":"product_id","type":"string"},{"name":"source","type":"string"},{"name":"event_id","type":"string"},
+	  {"name":"context_vector","type":{"type":"array","items":"double"}},{"name":"reward","type":"int"},
+	  {"name":"timestamp","type":{"type":"long","logicalType":"timestamp-millis"}}]}`
+	var lookups atomic.Int64
+	registry := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		lookups.Add(1)
+		w.Header().Set("Content-Type", "application/vnd.schemaregistry.v1+json")
+		if r.URL.Path != "/schemas/ids/42" {
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"error_code":40403,"message":"Schema not found"}`))
+			return
+		}
+		b, _ := json.Marshal(map[string]string{"schema": writerSchema})
+		_, _ = w.Write(b)
+	}))
+	defer registry.Close()
+	e := newEnv(t, 2)
+	want := newRefModel(d)
+	e.createModel(d, nil, want)
+	ws, err := avro.Parse(writerSchema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []*kgo.Record
+	for _, ev := range genEvents(13, 500, d, 8) {
+		body, err := avro.Marshal(ws, map[string]any{"product_id": ev.ProductID, "source": "web", "event_id": ev.EventID,
+			"context_vector": ev.ContextVector, "reward": int(ev.Reward), "timestamp": ev.Timestamp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, &kgo.Record{Key: []byte(ev.ProductID), Value: append([]byte{0, 0, 0, 0, 42}, body...)})
+		want.add(ev.ProductID, ev.ContextVector, ev.Reward)
+	}
+	recs = append(recs, &kgo.Record{Key: []byte("p1"), Value: append([]byte{0, 0, 0, 0, 43}, recs[0].Value[5:]...)})
+	e.produce(recs...)
+	var r runner
+	r.t = t
+	cfg := e.config()
+	cfg.SchemaRegistry = registry.URL
+	var invalid atomic.Int64
+	cfg.OnFlush = func(s FlushStats) { invalid.Add(s.Invalid) }
+	stop := r.start(cfg)
+	e.waitCaughtUp(30 * time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.check(want)
+	if invalid.Load() != 1 {
+		t.Errorf("%d dead letters, want 1 (the unknown schema id)", invalid.Load())
+	}
+	if lookups.Load() > 4 {
+		t.Errorf("%d registry lookups for 2 schema ids: the schemas are not cached", lookups.Load())
+	}
+}
+
+// TestTrainerRegistryDown stops the trainer when the schema registry fails,
+// without moving the stored offset past the record it could not read.
+func TestTrainerRegistryDown(t *testing.T) {
+	const d = 2
+	registry := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write([]byte(`{"error_code":50001,"message":"backend down"}`))
+	}))
+	defer registry.Close()
+	e := newEnv(t, 1)
+	want := newRefModel(d)
+	e.createModel(d, nil, want)
+	codec, _ := event.NewCodec(d)
+	evs := genEvents(14, 30, d, 3)
+	var recs []*kgo.Record
+	for i, ev := range evs {
+		if i < 10 { // JSON needs no registry: these are folded
+			j, _ := event.AppendJSON(nil, ev)
+			recs = append(recs, &kgo.Record{Key: []byte(ev.ProductID), Value: j})
+			want.add(ev.ProductID, ev.ContextVector, ev.Reward)
+		} else {
+			recs = append(recs, avroRecord(t, codec, ev))
+		}
+	}
+	e.produce(recs...)
+	cfg := e.config()
+	cfg.SchemaRegistry = registry.URL
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := Run(ctx, cfg); !errors.Is(err, event.ErrRegistry) {
+		t.Fatalf("Run: %v, want ErrRegistry", err)
+	}
+	e.check(want)
+	if v, _ := e.redis.Do(ctx, e.redis.B().Hget().Key(store.RootKey(testModel)).Field(OffsetField(e.topic, 0)).Build()).ToString(); v != "10" {
+		t.Fatalf("stored offset %q, want 10 (the first Avro record)", v)
+	}
+}
