@@ -14,10 +14,11 @@ build:
 test:
 	bash scripts/test.sh
 
-# Runs the closed-loop demo (Redis, Kafka, trainer, sidecar, simulator).
+# Runs the closed-loop demo (Redis, Kafka, trainer, sidecar, simulator):
+# make demo ARGS="--cold --visits 20000" for the cold start.
 demo: build
 	bash scripts/deps.sh >/dev/null
-	./$(BIN) demo
+	./$(BIN) demo --redis-conf redis.conf --quiet $(ARGS)
 
 # Serving benchmarks; results go to docs/BENCHMARKS.md by hand.
 bench:

@@ -80,9 +80,8 @@ var menu = []struct {
 // coffees are the coffee drinks, all in Drinks & Desserts.
 var coffees = []string{"Flat White", "Cappuccino", "Long Black", "Latte", "Iced Latte", "Mocha"}
 
-// Catalogue returns the product catalogue for a seed: about 200 products
-// (196) across eight categories, six of them coffee drinks. Ids are
-// "p001".."p196".
+// Catalogue returns the product catalogue for a seed: 202 products across
+// eight categories, six of them coffee drinks. Ids are "p001".."p202".
 func Catalogue(seed uint64) []Product {
 	rng := rand.New(rand.NewPCG(seed, 0xCA7A))
 	var out []Product

@@ -291,8 +291,13 @@ func (s *Server) readyz(_ http.ResponseWriter, r *http.Request) (int, any, error
 	} else {
 		err = c.Do(ctx, c.B().EvalshaRo().Sha1(lua.RecommendSHA()).Numkeys(1).Key(key).Arg("1", "0").Build()).Error()
 	}
-	if errors.Is(store.ScriptError(err), store.ErrNoModel) {
-		return http.StatusOK, map[string]string{"status": "ready"}, nil
+	if !errors.Is(store.ScriptError(err), store.ErrNoModel) {
+		return http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": fmt.Sprintf("scoring script: %v", err)}, nil
 	}
-	return http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": fmt.Sprintf("scoring script: %v", err)}, nil
+	if s.cfg.Producer != nil {
+		if err := s.cfg.Producer.Ping(ctx); err != nil {
+			return http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": fmt.Sprintf("kafka: %v", err)}, nil
+		}
+	}
+	return http.StatusOK, map[string]string{"status": "ready"}, nil
 }

@@ -15,6 +15,9 @@ type metrics struct {
 	latency  *prometheus.HistogramVec // by endpoint
 	redis    *prometheus.HistogramVec // Redis calls, by operation
 	updated  *prometheus.GaugeVec     // last write of each model, Unix seconds
+
+	produce       prometheus.Histogram // feedback produce latency
+	produceErrors prometheus.Counter   // failed feedback produces
 }
 
 func newMetrics() *metrics {
@@ -34,7 +37,13 @@ func newMetrics() *metrics {
 			Name: "redbandit_model_updated_seconds", Help: "Time of the model's last write (Unix seconds); now minus this is its staleness.",
 		}, []string{"model"}),
 	}
-	m.registry.MustRegister(m.requests, m.latency, m.redis, m.updated,
+	m.produce = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "redbandit_sidecar_produce_seconds", Help: "Time for Kafka to acknowledge the feedback of one request.", Buckets: buckets,
+	})
+	m.produceErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "redbandit_sidecar_produce_errors_total", Help: "Feedback requests Kafka did not acknowledge.",
+	})
+	m.registry.MustRegister(m.requests, m.latency, m.redis, m.updated, m.produce, m.produceErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

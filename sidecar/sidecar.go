@@ -7,9 +7,10 @@
 // Endpoints:
 //
 //	POST /v1/recommend        {"model", "context" | "attributes", "k", "alpha", "candidates", "exclude"}
+//	POST /v1/feedback         {"event_id", "product_id", "reward", "context" | "attributes", "timestamp"} or {"events": [...]}
 //	GET  /v1/models/{model}   dimension, features, groups, spec, products, events, last write
 //	GET  /healthz             the process is alive
-//	GET  /readyz              Redis answers and the scripts are loaded
+//	GET  /readyz              Redis answers, the scripts are loaded, Kafka answers (with feedback on)
 //	GET  /metrics             Prometheus metrics
 //
 // Errors are JSON {"error": "…"}: 400 for a malformed or invalid request,
@@ -32,6 +33,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/redbandit/redbandit/linucb"
 	"github.com/redbandit/redbandit/spec"
@@ -61,6 +63,20 @@ type Config struct {
 	Timeout time.Duration  // per-request limit on Redis; default 2s
 	MetaTTL time.Duration  // how long model metadata (features, spec) is cached; default 5s
 	Logger  *slog.Logger   // default slog.Default()
+
+	// Brokers enable feedback capture (POST /v1/feedback): Run connects an
+	// idempotent producer to them. Default none: feedback answers 503.
+	Brokers []string
+	// Topic receives the feedback; default "feedback-events".
+	Topic string
+	// Producer, if set, is used instead of one made from Brokers (tests).
+	Producer Producer
+}
+
+// Producer is the part of a franz-go client the sidecar uses.
+type Producer interface {
+	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
+	Ping(ctx context.Context) error
 }
 
 func (c *Config) withDefaults() {
@@ -87,6 +103,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Topic == "" {
+		c.Topic = DefaultTopic
 	}
 }
 
@@ -115,13 +134,14 @@ func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), cache: map[string]*modelInfo{}}
 	s.mux = http.NewServeMux()
 	s.handle("POST /v1/recommend", "recommend", s.recommend)
+	s.handle("POST /v1/feedback", "feedback", s.feedback)
 	s.handle("GET /v1/models/{model}", "model", s.model)
 	s.handle("GET /healthz", "healthz", s.healthz)
 	s.handle("GET /readyz", "readyz", s.readyz)
 	s.mux.Handle("GET /metrics", s.metrics.handler())
 	// Anything else: 405 for a known path with another method, else 404,
 	// as JSON like every other answer.
-	allowed := map[string]string{"/v1/recommend": "POST", "/healthz": "GET", "/readyz": "GET", "/metrics": "GET"}
+	allowed := map[string]string{"/v1/recommend": "POST", "/v1/feedback": "POST", "/healthz": "GET", "/readyz": "GET", "/metrics": "GET"}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		method, ok := allowed[r.URL.Path]
 		if !ok && strings.HasPrefix(r.URL.Path, "/v1/models/") {
@@ -149,6 +169,22 @@ func Run(ctx context.Context, cfg Config) error {
 	cfg.withDefaults()
 	if cfg.Redis == nil {
 		return errors.New("sidecar: no Redis client")
+	}
+	if cfg.Producer == nil && len(cfg.Brokers) > 0 {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.RequiredAcks(kgo.AllISRAcks()),
+			kgo.ProducerLinger(time.Millisecond), kgo.RecordDeliveryTimeout(cfg.Timeout))
+		if err != nil {
+			return fmt.Errorf("sidecar: kafka: %w", err)
+		}
+		defer func() {
+			fctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			defer cancel()
+			if err := cl.Flush(fctx); err != nil {
+				cfg.Logger.Warn("sidecar: flush the producer", "err", err)
+			}
+			cl.Close()
+		}()
+		cfg.Producer = cl
 	}
 	s := New(cfg)
 	if err := s.Prepare(ctx); err != nil {

@@ -344,3 +344,11 @@ func TestModelHealthMetrics(t *testing.T) {
 		}
 	}
 }
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}

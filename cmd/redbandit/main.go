@@ -58,20 +58,14 @@ func newApp() *cli.App {
 			recommendCommand(),
 			scriptCommand(),
 			modelCommand(),
-			trainerCommand(),
-			produceCommand(),
 			loadtestCommand(),
 			aclCommand(),
 			sidecarCommand(),
 			datagenCommand(),
-			{
-				Name:  "demo",
-				Usage: "run the closed-loop demo (not yet: see the issue tracker)",
-				Action: func(*cli.Context) error {
-					fmt.Println("redbandit demo: not yet implemented; the closed-loop demo lands with the simulator.")
-					return nil
-				},
-			},
+			simulateCommand(),
+			trainerCommand(),
+			produceCommand(),
+			demoCommand(),
 		},
 	}
 }

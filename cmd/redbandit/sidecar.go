@@ -21,13 +21,15 @@ func sidecarCommand() *cli.Command {
 			&cli.Float64Flag{Name: "alpha", Value: linucb.DefaultAlpha, Usage: "exploration weight when a request gives no alpha"},
 			&cli.DurationFlag{Name: "timeout", Value: sidecar.DefaultTimeout, Usage: "per-request limit on Redis"},
 			&cli.Int64Flag{Name: "max-body", Value: sidecar.DefaultMaxBody, Usage: "request body limit in bytes"},
+			&cli.StringSliceFlag{Name: "brokers", EnvVars: []string{"REDBANDIT_BROKERS"}, Usage: "Kafka brokers (host:port, comma-separated); enables POST /v1/feedback"},
+			&cli.StringFlag{Name: "topic", Value: sidecar.DefaultTopic, EnvVars: []string{"REDBANDIT_TOPIC"}, Usage: "topic the feedback is produced to"},
 		},
 		Action: func(c *cli.Context) error {
 			return withRedis(c, func(client rueidis.Client) error {
 				return sidecar.Run(c.Context, sidecar.Config{
 					Listen: c.String("listen"), Redis: client, Model: c.String("model"), FCall: c.Bool("fcall"),
 					K: c.Int("k"), Alpha: c.Float64("alpha"), Timeout: c.Duration("timeout"), MaxBody: c.Int64("max-body"),
-					Logger: slog.Default(),
+					Logger: slog.Default(), Brokers: c.StringSlice("brokers"), Topic: c.String("topic"),
 				})
 			})
 		},

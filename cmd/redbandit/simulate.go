@@ -1,0 +1,79 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/urfave/cli/v2"
+
+	"github.com/redbandit/redbandit/event"
+	"github.com/redbandit/redbandit/linucb"
+	"github.com/redbandit/redbandit/sidecar"
+	"github.com/redbandit/redbandit/simulate"
+	"github.com/redbandit/redbandit/spec"
+)
+
+func simulateCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "simulate",
+		Usage: "play the reference shop's visitors: recommend, click by the hidden ground truth, send feedback to Kafka",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "visits", Value: 20000, Usage: "number of visits"},
+			&cli.StringFlag{Name: "via", Value: "redis", Usage: "redis (EVALSHA) or http (the sidecar at --url, raw attributes)"},
+			&cli.StringFlag{Name: "url", Value: "http://" + sidecar.DefaultListen, EnvVars: []string{"REDBANDIT_SIDECAR_URL"}, Usage: "the sidecar, with --via http"},
+			&cli.StringFlag{Name: "policy", Value: simulate.LinUCB, Usage: "the policy served and fed back: linucb, random or oracle (all three are scored on every visit)"},
+			&cli.Float64Flag{Name: "rate", Usage: "visits per second (0: as fast as possible)"},
+			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the visits"},
+			&cli.Uint64Flag{Name: "data-seed", Value: 1, Usage: "seed of the catalogue and users (datagen's --seed)"},
+			&cli.Float64Flag{Name: "alpha", Value: linucb.DefaultAlpha, Usage: "exploration weight"},
+			&cli.StringSliceFlag{Name: "brokers", Value: cli.NewStringSlice("127.0.0.1:9092"), EnvVars: []string{"REDBANDIT_BROKERS"}, Usage: "Kafka brokers"},
+			&cli.StringFlag{Name: "topic", Value: sidecar.DefaultTopic, EnvVars: []string{"REDBANDIT_TOPIC"}, Usage: "feedback topic"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no line per visit, only the rolling CTR every 1,000 visits"},
+			&cli.BoolFlag{Name: "json", Usage: "end with the summary as one JSON object on the last line"},
+		},
+		Action: func(c *cli.Context) error {
+			kc, err := kgo.NewClient(kgo.SeedBrokers(c.StringSlice("brokers")...))
+			if err != nil {
+				return fmt.Errorf("kafka: %w", err)
+			}
+			defer kc.Close()
+			codec, err := event.NewCodec(spec.Reference().Dim())
+			if err != nil {
+				return err
+			}
+			sink := &simulate.Kafka{Client: kc, Topic: c.String("topic"), Codec: codec}
+			return withRedis(c, func(client rueidis.Client) error {
+				cfg := simulate.Config{Visits: c.Int("visits"), Policy: c.String("policy"), Rate: c.Float64("rate"),
+					Seed: c.Uint64("seed"), DataSeed: c.Uint64("data-seed"), Sink: sink, Out: c.App.Writer, Verbose: !c.Bool("quiet")}
+				switch c.String("via") {
+				case "redis":
+					cfg.Recommender = &simulate.Redis{Client: client, Model: c.String("model"), Alpha: c.Float64("alpha")}
+				case "http":
+					cfg.Recommender = &simulate.HTTP{URL: c.String("url"), Model: c.String("model"), Alpha: c.Float64("alpha")}
+				default:
+					return fmt.Errorf("--via %q: want redis or http", c.String("via"))
+				}
+				sum, err := simulate.Run(c.Context, cfg)
+				if ferr := sink.Flush(c.Context); err == nil {
+					err = ferr
+				}
+				if err != nil {
+					return err
+				}
+				w := c.App.Writer
+				fmt.Fprintf(w, "visits %d  events sent %d\n", sum.Visits, sum.Sent)
+				for _, pol := range []string{simulate.LinUCB, simulate.Random, simulate.Oracle} {
+					fmt.Fprintf(w, "  %-7s CTR %.4f  last quarter %.4f\n", pol, sum.CTR[pol], sum.CTRLast[pol])
+				}
+				fmt.Fprintf(w, "  recommend p50 %v  p99 %v\n", simulate.Percentile(sum.Latency, .5), simulate.Percentile(sum.Latency, .99))
+				if c.Bool("json") {
+					b, _ := json.Marshal(map[string]any{"visits": sum.Visits, "alpha": c.Float64("alpha"), "ctr": sum.CTR, "ctr_last": sum.CTRLast, "events_sent": sum.Sent})
+					fmt.Fprintln(w, string(b))
+				}
+				return nil
+			})
+		},
+	}
+}
