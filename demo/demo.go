@@ -42,6 +42,7 @@ import (
 	"github.com/redbandit/redbandit/simulate"
 	"github.com/redbandit/redbandit/spec"
 	"github.com/redbandit/redbandit/store"
+	kafkatopic "github.com/redbandit/redbandit/topic"
 	"github.com/redbandit/redbandit/trainer"
 )
 
@@ -171,6 +172,7 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 
 	// Kafka.
 	brokers := cfg.Brokers
+	topic, group := trainer.DefaultTopic, trainer.DefaultGroup
 	if len(brokers) == 0 {
 		cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(6, trainer.DefaultTopic))
 		if err != nil {
@@ -180,7 +182,14 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 		brokers = cluster.ListenAddrs()
 		say("in-process Kafka broker on %s", brokers[0])
 	} else {
-		say("Kafka brokers %v", brokers)
+		// A topic and group of this run's own, so that the events of an
+		// earlier run on the same broker are not folded into this model.
+		suffix := secret()[:8]
+		topic, group = "redbandit-demo-"+suffix, "redbandit-demo-"+suffix
+		say("Kafka brokers %v, topic %s", brokers, topic)
+		if err := kafkatopic.Ensure(ctx, brokers, 6, topic); err != nil {
+			return sum, fmt.Errorf("demo: %w", err)
+		}
 	}
 
 	// Data and the model.
@@ -220,7 +229,7 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		err := trainer.Run(run, trainer.Config{Brokers: brokers, Redis: trainerRedis, Model: model, FlushInterval: cfg.FlushInterval,
+		err := trainer.Run(run, trainer.Config{Brokers: brokers, Topic: topic, Group: group, Redis: trainerRedis, Model: model, FlushInterval: cfg.FlushInterval,
 			Logger: cfg.Logger, OnFlush: func(st trainer.FlushStats) { flushes.Add(1); trained.Add(st.Events) }})
 		if err != nil && run.Err() == nil {
 			errs <- fmt.Errorf("demo: trainer: %w", err)
@@ -239,7 +248,7 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 	if err != nil {
 		return sum, fmt.Errorf("demo: sidecar: %w", err)
 	}
-	sc := sidecar.New(sidecar.Config{Redis: serve, Model: model, Producer: prod, Logger: cfg.Logger})
+	sc := sidecar.New(sidecar.Config{Redis: serve, Model: model, Producer: prod, Topic: topic, Logger: cfg.Logger})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -259,7 +268,7 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 	if err != nil {
 		return sum, err
 	}
-	sink := &simulate.Kafka{Client: prod, Topic: trainer.DefaultTopic, Codec: codec}
+	sink := &simulate.Kafka{Client: prod, Topic: topic, Codec: codec}
 	var rec simulate.Recommender = &simulate.Redis{Client: serve, Model: model, Alpha: cfg.Alpha}
 	if cfg.Via == "http" {
 		rec = &simulate.HTTP{URL: url, Model: model, Alpha: cfg.Alpha}

@@ -6,6 +6,7 @@ import (
 	"encoding/xml"
 	"math"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -27,7 +28,15 @@ func TestShortDemo(t *testing.T) {
 	}
 	dir := t.TempDir()
 	var out bytes.Buffer
-	sum, err := demo.Run(context.Background(), demo.Config{Visits: 3000, FlushInterval: 200 * time.Millisecond, Dir: dir, Out: &out, Quiet: true, Via: "http"})
+	cfg := demo.Config{Visits: 3000, FlushInterval: 200 * time.Millisecond, Dir: dir, Out: &out, Quiet: true, Via: "http",
+		RedisConf: "../redis.conf"}
+	// With REDBANDIT_TEST_KAFKA=host:port (scripts/kafka.sh up), the loop
+	// runs through a real Apache Kafka broker instead of the in-process one.
+	if addr := os.Getenv("REDBANDIT_TEST_KAFKA"); addr != "" {
+		cfg.Brokers = []string{addr}
+		t.Logf("real Kafka at %s", addr)
+	}
+	sum, err := demo.Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}

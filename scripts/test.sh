@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The project's test command (`make test`): installs what the tests need,
-# then vets, checks formatting and runs every test with the race detector.
+# then vets, checks formatting and runs every test with the race detector,
+# then the end-to-end suites once more against a real Kafka broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh
+bash scripts/deps.sh kafka
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then
@@ -12,5 +13,13 @@ if [ -n "$unformatted" ]; then
 fi
 echo "== go vet"
 go vet ./...
-echo "== go test -race"
+echo "== go test -race (in-process Kafka)"
 go test -race -count=1 -timeout 20m ./...
+
+# The end-to-end suites again, through a real Apache Kafka broker (KRaft,
+# single node on 127.0.0.1, from Maven Central: scripts/kafka.sh).
+echo "== go test -race (real Apache Kafka)"
+export KAFKA_PORT=${KAFKA_PORT:-19092}
+trap 'bash scripts/kafka.sh down' EXIT
+bash scripts/kafka.sh up
+REDBANDIT_TEST_KAFKA=127.0.0.1:$KAFKA_PORT go test -race -count=1 -timeout 20m ./trainer/ ./demo/
