@@ -14,6 +14,8 @@ import (
 	"github.com/redbandit/redbandit/event"
 	"github.com/redbandit/redbandit/sidecar"
 	"github.com/redbandit/redbandit/spec"
+	"github.com/redbandit/redbandit/store"
+	"github.com/redbandit/redbandit/trainer"
 )
 
 // kafka starts an in-process Kafka with the feedback topic and returns a
@@ -148,5 +150,54 @@ func TestFeedbackUnavailable(t *testing.T) {
 	// Recommendations do not need Kafka.
 	if status, _ := f.post("/v1/recommend", `{"context": `+mustJSON(x)+`}`); status != 200 {
 		t.Fatalf("recommend with Kafka down: %d", status)
+	}
+}
+
+// TestFeedbackReachesTrainer: feedback posted to the sidecar is consumed by
+// the trainer and changes the model: the product's n grows by one and its b
+// by reward·x.
+func TestFeedbackReachesTrainer(t *testing.T) {
+	cluster, prod, _ := kafka(t)
+	f := newFixture(t, sidecar.Config{Producer: prod})
+	c := f.srv.Client()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	before, err := store.ReadArms(ctx, c, "shop", 15, 1, []string{"dish-07"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := make([]float64, 15)
+	x[0], x[3], x[9], x[10], x[13] = 0.4, 1, 1, 1, 1
+	status, m := f.post("/v1/feedback", `{"product_id": "dish-07", "reward": 1, "context": `+mustJSON(x)+`}`)
+	if status != 202 {
+		t.Fatalf("feedback: %d %v", status, m)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- trainer.Run(ctx, trainer.Config{Brokers: cluster.ListenAddrs(), Topic: sidecar.DefaultTopic, Redis: c, Model: "shop",
+			FlushInterval: 100 * time.Millisecond})
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		after, err := store.ReadArms(ctx, c, "shop", 15, 1, []string{"dish-07"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after[0].Arm.N() == before[0].Arm.N()+1 {
+			for i := range x {
+				if d := after[0].Arm.B()[i] - before[0].Arm.B()[i] - x[i]; d > 1e-12 || d < -1e-12 {
+					t.Fatalf("b[%d] moved by %v, want %v", i, after[0].Arm.B()[i]-before[0].Arm.B()[i], x[i])
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the trainer did not fold the event: n %d → %d", before[0].Arm.N(), after[0].Arm.N())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("trainer: %v", err)
 	}
 }
