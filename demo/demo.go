@@ -77,6 +77,7 @@ type Summary struct {
 	ServingP50MS  float64 `json:"serving_p50_ms"`
 	ServingP99MS  float64 `json:"serving_p99_ms"`
 	OracleShare   float64 `json:"linucb_share_of_oracle_last"` // CTRLast linucb / oracle
+	Interrupted   bool    `json:"interrupted,omitempty"`       // stopped by the context before all visits
 	SidecarURL    string  `json:"-"`
 }
 
@@ -287,16 +288,21 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 		<-simDone
 		return sum, err
 	}
-	if simErr != nil {
+	switch {
+	case simErr != nil && ctx.Err() != nil && sum.Visits > 0:
+		// Interrupted (Ctrl-C): report the visits so far.
+		sum.Interrupted = true
+	case simErr != nil:
 		return sum, simErr
-	}
-	if err := sink.Flush(ctx); err != nil {
-		return sum, err
-	}
-	// Let the trainer fold the last events.
-	deadline := time.Now().Add(cfg.FlushInterval*3 + 5*time.Second)
-	for trained.Load() < int64(sum.Sent) && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
+	default:
+		if err := sink.Flush(ctx); err != nil {
+			return sum, err
+		}
+		// Let the trainer fold the last events.
+		deadline := time.Now().Add(cfg.FlushInterval*3 + 5*time.Second)
+		for trained.Load() < int64(sum.Sent) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 	sum.Alpha, sum.Cold = cfg.Alpha, cfg.Cold
 	sum.EventsTrained, sum.Flushes = trained.Load(), flushes.Load()

@@ -83,7 +83,7 @@ type Summary struct {
 	Visits  int                `json:"visits"`
 	Policy  string             `json:"policy"`
 	CTR     map[string]float64 `json:"ctr"`      // over all visits, by policy
-	CTRLast map[string]float64 `json:"ctr_last"` // over the last quarter of the visits
+	CTRLast map[string]float64 `json:"ctr_last"` // over the last quarter of the visits made
 	Clicks  map[string]int     `json:"clicks"`
 	Sent    int                `json:"events_sent"`
 	// Curve holds, every Window/10 visits, the rolling CTR of each policy
@@ -162,8 +162,6 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	}
 	sum := Summary{Policy: cfg.Policy, CTR: map[string]float64{}, CTRLast: map[string]float64{}, Clicks: map[string]int{}}
 	hits := map[string][]bool{}
-	lastFrom := cfg.Visits - cfg.Visits/4
-	lastClicks := map[string]int{}
 	var tick *time.Ticker
 	if cfg.Rate > 0 {
 		tick = time.NewTicker(time.Duration(float64(time.Second) / cfg.Rate))
@@ -213,9 +211,6 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			hits[pol] = append(hits[pol], hit)
 			if hit {
 				sum.Clicks[pol]++
-				if n > lastFrom {
-					lastClicks[pol]++
-				}
 			}
 		}
 		served := shown[cfg.Policy]
@@ -256,12 +251,12 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			}
 		}
 	}
+	// The last quarter of the visits made (all of them if interrupted early).
+	last := max(1, sum.Visits/4)
 	for _, pol := range policies {
 		if sum.Visits > 0 {
 			sum.CTR[pol] = float64(sum.Clicks[pol]) / float64(sum.Visits)
-		}
-		if last := sum.Visits - lastFrom; last > 0 {
-			sum.CTRLast[pol] = float64(lastClicks[pol]) / float64(last)
+			sum.CTRLast[pol] = rolling(hits[pol], last)
 		}
 	}
 	return sum, ctx.Err()

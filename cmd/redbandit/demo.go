@@ -45,6 +45,9 @@ func demoCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if sum.Interrupted {
+				fmt.Fprintf(w, "\ndemo: interrupted after %d visits; everything it started is stopped\n", sum.Visits)
+			}
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintf(tw, "\nvisits\t%d\t(alpha %v, %s start)\n", sum.Visits, sum.Alpha, map[bool]string{true: "cold", false: "warm"}[sum.Cold])
 			fmt.Fprintf(tw, "policy\tCTR\tCTR last quarter\n")
