@@ -7,6 +7,8 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,7 +26,12 @@ type Result struct {
 	ErrorKinds map[string]int64 // Errors by kind (see ErrorKind)
 	Elapsed    time.Duration    // wall time of the measured phase
 	RPS        float64          // Requests / Elapsed
-	Latency    Histogram        // latencies of the right answers
+	// ServerUS is Redis's own time per request (INFO commandstats, read
+	// before and after the target; 0 if the user may not run INFO). For
+	// ping it is PING's time; for the http target, the sidecar's script
+	// calls. 1e6/ServerUS bounds the throughput one Redis can give.
+	ServerUS float64
+	Latency  Histogram // latencies of the right answers
 	// Lag is, open loop only, how late each batch was sent after its
 	// scheduled time (client-side delay, included in Latency).
 	Lag Histogram
@@ -149,9 +156,13 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		}
 		// Every target gets the same contexts (and candidate lists), client by client.
 		p.label, p.requests, p.duration, p.seed = name, int64(cfg.Requests), cfg.Duration, cfg.Seed+1<<32
+		before, statsErr := serverMicros(ctx, setup)
 		res, err := p.run(ctx)
 		if err != nil {
 			return rep, err
+		}
+		if after, err := serverMicros(ctx, setup); statsErr == nil && err == nil && res.Requests > 0 {
+			res.ServerUS = after.since(before) / float64(res.Requests)
 		}
 		rep.Results = append(rep.Results, res)
 		if err := out.result(len(rep.Results) - 1); err != nil {
@@ -159,6 +170,47 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		}
 	}
 	return rep, out.end()
+}
+
+// commandStats are the usec totals of INFO commandstats: of every command
+// but INFO, CONFIG and the readiness probes, and of the script commands.
+type commandStats struct{ all, scripts float64 }
+
+// since is the Redis time spent between s0 and s. Commands a script calls
+// count both on their own and inside the script's time, so when scripts ran
+// only the script commands count.
+func (s commandStats) since(s0 commandStats) float64 {
+	if d := s.scripts - s0.scripts; d > 0 {
+		return d
+	}
+	return s.all - s0.all
+}
+
+// serverMicros reads INFO commandstats (the user needs +info; without it
+// the Redis time is not reported).
+func serverMicros(ctx context.Context, c rueidis.Client) (commandStats, error) {
+	info, err := c.Do(ctx, c.B().Info().Section("commandstats").Build()).ToString()
+	if err != nil {
+		return commandStats{}, err
+	}
+	var st commandStats
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		name, isCmd := strings.CutPrefix(name, "cmdstat_")
+		if !ok || !isCmd || name == "info" || strings.HasPrefix(name, "config") {
+			continue
+		}
+		for _, kv := range strings.Split(rest, ",") {
+			if v, ok := strings.CutPrefix(kv, "usec="); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				st.all += f
+				if strings.HasPrefix(name, "eval") || strings.HasPrefix(name, "fcall") {
+					st.scripts += f
+				}
+			}
+		}
+	}
+	return st, nil
 }
 
 func nonzeroFor(cfg Config, d int) int {

@@ -60,6 +60,14 @@ func TestRunEveryTarget(t *testing.T) {
 			t.Errorf("result %d is %s, want %s", i, r.Target, targets[i])
 		}
 		sane(t, r, 300)
+		// Redis time per request: positive and, since every request waits
+		// for it, below the mean latency.
+		if !(r.ServerUS > 0) || r.ServerUS > float64(r.Latency.Mean())/1e3 {
+			t.Errorf("%s: redis time %.1f µs per request, mean latency %v", r.Target, r.ServerUS, r.Latency.Mean())
+		}
+	}
+	if scripts, ping := rep.Results[0].ServerUS, rep.Results[3].ServerUS; scripts < 5*ping {
+		t.Errorf("scoring 60 products costs Redis %.1f µs, PING %.1f µs: implausible", scripts, ping)
 	}
 	text := out.String()
 	for _, want := range []string{"====== redis: EVALSHA_RO", "====== fcall: FCALL_RO", "====== client-side", "====== ping: PING",

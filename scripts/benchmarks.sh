@@ -79,15 +79,15 @@ def fmt(v, spread=True):
     f = (lambda x: f"{x:,.0f}") if m >= 100 else (lambda x: f"{x:.3g}")
     return f"{f(m)} [{f(lo)}–{f(hi)}]" if spread and len(set((lo, hi))) > 1 else f(m)
 lines = [open(f"{out}/header.txt").read().strip(), "",
-         "| products | target | 1 client: p50 ms | p99 ms | rps | 16 clients: rps | p99 ms | errors |",
-         "|---|---|---|---|---|---|---|---|"]
+         "| products | target | 1 client: p50 ms | p99 ms | rps | Redis µs/request | 16 clients: rps | p99 ms | errors |",
+         "|---|---|---|---|---|---|---|---|---|"]
 for n in ("200", "2000", "20000"):
     for t in ("ping", "redis", "fcall", "http", "client-side"):
         one, sat = rows.get((f"{n}/1", t), []), rows.get((f"{n}/16", t), [])
         if not one and not sat:
             continue
         errs = sum(r["errors"] for r in one + sat)
-        c1 = [fmt(med([r["latency_ms"][k] for r in one])) for k in ("p50", "p99")] + [fmt(med([r["rps"] for r in one]))] if one else ["—"] * 3
+        c1 = [fmt(med([r["latency_ms"][k] for r in one])) for k in ("p50", "p99")] + [fmt(med([r["rps"] for r in one])), fmt(med([r["server_us"] for r in one]))] if one else ["—"] * 4
         c16 = [fmt(med([r["rps"] for r in sat])), fmt(med([r["latency_ms"]["p99"] for r in sat]))] if sat else ["—", "—"]
         lines.append(f"| {int(n):,} | {t} | " + " | ".join(c1 + c16) + f" | {errs} |")
 lines += ["", "| clients (redis, 200 products) | rps | p50 ms | p99 ms |", "|---|---|---|---|"]
