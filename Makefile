@@ -20,9 +20,9 @@ demo: build
 	bash scripts/deps.sh >/dev/null
 	./$(BIN) demo --redis-conf redis.conf --quiet $(ARGS)
 
-# Serving benchmarks; results go to docs/BENCHMARKS.md by hand.
+# The published benchmark table (docs/BENCHMARKS.md), with redbandit loadtest.
 bench:
-	bash scripts/bench.sh
+	bash scripts/benchmarks.sh
 
 vet:
 	$(GO) vet ./...

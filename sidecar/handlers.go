@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,8 +42,9 @@ func (s *Server) handle(pattern, name string, h handlerFunc) {
 			body = map[string]string{"error": msg}
 		}
 		writeJSON(w, status, body)
-		s.metrics.requests.WithLabelValues(name, fmt.Sprint(status)).Inc()
-		s.metrics.latency.WithLabelValues(name).Observe(time.Since(start).Seconds())
+		code := strconv.Itoa(status)
+		s.metrics.requests.WithLabelValues(name, code).Inc()
+		s.metrics.latency.WithLabelValues(name, code).Observe(time.Since(start).Seconds())
 	})
 }
 

@@ -12,7 +12,7 @@ import (
 type metrics struct {
 	registry *prometheus.Registry
 	requests *prometheus.CounterVec   // by endpoint and status
-	latency  *prometheus.HistogramVec // by endpoint
+	latency  *prometheus.HistogramVec // by endpoint and status
 	redis    *prometheus.HistogramVec // Redis calls, by operation
 	updated  *prometheus.GaugeVec     // last write of each model, Unix seconds
 
@@ -28,8 +28,8 @@ func newMetrics() *metrics {
 			Name: "redbandit_sidecar_requests_total", Help: "HTTP requests by endpoint and status.",
 		}, []string{"endpoint", "status"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "redbandit_sidecar_request_seconds", Help: "HTTP request latency by endpoint.", Buckets: buckets,
-		}, []string{"endpoint"}),
+			Name: "redbandit_sidecar_request_seconds", Help: "HTTP request latency by endpoint and status.", Buckets: buckets,
+		}, []string{"endpoint", "status"}),
 		redis: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "redbandit_sidecar_redis_seconds", Help: "Redis call latency by operation.", Buckets: buckets,
 		}, []string{"op"}),

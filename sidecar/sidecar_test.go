@@ -336,7 +336,7 @@ func TestModelHealthMetrics(t *testing.T) {
 	for _, want := range []string{
 		`redbandit_sidecar_requests_total{endpoint="recommend",status="400"} 1`,
 		`redbandit_sidecar_requests_total{endpoint="model",status="200"} 1`,
-		`redbandit_sidecar_request_seconds_bucket{endpoint="recommend"`,
+		`redbandit_sidecar_request_seconds_bucket{endpoint="recommend",status="400"`,
 		`redbandit_sidecar_redis_seconds_bucket{op="recommend"`,
 	} {
 		if !bytes.Contains(body, []byte(want)) {

@@ -12,17 +12,25 @@ import (
 	"github.com/redbandit/redbandit/store"
 )
 
-// shopGroups are the one-hot groups of shopFeatures: gender (2), traffic
-// source (5), time of day (3, optional: night sets none), weekday/weekend
-// (2).
+// The reference shop's layout: 3 continuous features in (0, 1], then the
+// one-hot groups gender (2), traffic source (5), time of day (3, optional:
+// night sets none), weekday/weekend (2).
+const shopDim = 15
+
+// shopGroups are the one-hot groups of the reference shop's layout.
 var shopGroups = []store.Group{
 	{Features: []int{3, 4}}, {Features: []int{5, 6, 7, 8, 9}},
 	{Features: []int{10, 11, 12}, Optional: true}, {Features: []int{13, 14}},
 }
 
+// newShopContext returns a random context of the reference shop's layout,
+// one-hot in every group.
 func newShopContext(rng *rand.Rand) []float64 {
 	x := make([]float64, shopDim)
-	shopContext(rng, x)
+	x[0], x[1], x[2] = 1-rng.Float64(), 1-rng.Float64(), 1-rng.Float64()
+	for _, g := range shopGroups {
+		x[g.Features[rng.IntN(len(g.Features))]] = 1
+	}
 	return x
 }
 
