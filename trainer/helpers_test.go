@@ -58,6 +58,14 @@ func newEnv(t *testing.T, partitions int32) *env {
 // that Kafka instead, with a topic of its own.
 func newEnvURL(t *testing.T, partitions int32) (*env, string) {
 	t.Helper()
+	e, srv := newEnvRedis(t, partitions)
+	return e, srv.URL()
+}
+
+// newEnvRedis is newEnv with redis-server started with extra arguments; it
+// returns the server so that a test can kill and restart it.
+func newEnvRedis(t *testing.T, partitions int32, redisArgs ...string) (*env, *redistest.Server) {
+	t.Helper()
 	e := &env{t: t, topic: testTopic}
 	if addr := os.Getenv(realKafkaEnv); addr != "" {
 		e.real, e.brokers = true, strings.Split(addr, ",")
@@ -73,14 +81,14 @@ func newEnvURL(t *testing.T, partitions int32) (*env, string) {
 		t.Cleanup(cluster.Close)
 		e.brokers = cluster.ListenAddrs()
 	}
-	srv := redistest.Start(t)
+	srv := redistest.Start(t, redisArgs...)
 	level := slog.LevelWarn
 	if os.Getenv("TRAINER_TEST_LOG") != "" {
 		level = slog.LevelDebug
 	}
 	e.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	e.redis = srv.Client()
-	return e, srv.URL()
+	return e, srv
 }
 
 // realKafkaEnv names the environment variable that points the tests at a

@@ -1,0 +1,101 @@
+package trainer
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/redbandit/redbandit/event"
+)
+
+// TestTrainerRedisKilled kills redis-server with SIGKILL eight times in the
+// middle of the trainer's flushes — from the write hook, a few hundred
+// microseconds after the write is sent, so the script may have run or not —
+// and restarts it from its AOF (appendfsync everysec). The trainer rides
+// through the outages: failed flushes are retried, a write that landed
+// without a reply shows up as a conflict and the partitions are re-read, and
+// a run that gives up is restarted, as a supervisor would. The model must end
+// equal to the offline computation: no event lost, none counted twice.
+func TestTrainerRedisKilled(t *testing.T) {
+	const d, kills = 4, 8
+	e, srv := newEnvRedis(t, 6, "--appendonly", "yes", "--appendfsync", "everysec")
+	want := newRefModel(d)
+	e.createModel(d, genEvents(7, 200, d, 40), want)
+	codec, _ := event.NewCodec(d)
+	stream := genEvents(8, 30000, d, 40)
+	recs := make([]*kgo.Record, len(stream))
+	for i, ev := range stream {
+		recs[i] = avroRecord(t, codec, ev)
+		want.add(ev.ProductID, ev.ContextVector, ev.Reward)
+	}
+	const slices = 40 // produced one by one, so that flushes go on until the last kill
+
+	var mu sync.Mutex
+	rng := rand.New(rand.NewPCG(8, 8))
+	killed := make(chan struct{}, 1)
+	left := kills
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	exited := make(chan error, 1)
+	supervise := func() {
+		cfg := e.config()
+		cfg.FlushInterval = 30 * time.Millisecond
+		cfg.MaxDirty = 10
+		cfg.beforeApply = func(int) {
+			mu.Lock()
+			defer mu.Unlock()
+			if left == 0 || rng.IntN(4) != 0 {
+				return
+			}
+			left--
+			delay := time.Duration(rng.IntN(1500)) * time.Microsecond
+			go func() {
+				time.Sleep(delay)
+				srv.Kill()
+				killed <- struct{}{}
+			}()
+		}
+		go func() { exited <- Run(ctx, cfg) }()
+	}
+	supervise()
+	restarts, produced := 0, 0
+	deadline := time.Now().Add(120 * time.Second)
+	for {
+		select {
+		case <-killed:
+			time.Sleep(time.Duration(50+rng.IntN(200)) * time.Millisecond)
+			srv.Restart()
+			restarts++
+		case err := <-exited:
+			t.Logf("the trainer stopped (%v); restarting it", err)
+			supervise()
+		case <-time.After(50 * time.Millisecond):
+			if produced < slices {
+				e.produce(recs[produced*len(recs)/slices : (produced+1)*len(recs)/slices]...)
+				produced++
+			}
+		}
+		mu.Lock()
+		pending := kills - left - restarts // killed, not restarted yet
+		mu.Unlock()
+		if produced == slices && pending == 0 {
+			if ok, _, _ := e.caughtUp(context.Background()); ok {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			_, lag, _ := e.caughtUp(context.Background())
+			t.Fatalf("after %d of %d kills: not caught up: %s", restarts, kills, lag)
+		}
+	}
+	cancel()
+	if restarts < kills/2 {
+		t.Errorf("only %d kills landed in flushes, want at least %d", restarts, kills/2)
+	}
+	t.Logf("%d kills during flushes", restarts)
+	e.check(want)
+}
