@@ -34,8 +34,9 @@ func TestTrainerRedisKilled(t *testing.T) {
 	}
 	const slices = 40 // produced one by one, so that flushes go on until the last kill
 
-	var mu sync.Mutex
-	rng := rand.New(rand.NewPCG(8, 8))
+	var mu sync.Mutex                   // guards rng and left, used from the write hook
+	rng := rand.New(rand.NewPCG(8, 8))  // the hook's
+	pace := rand.New(rand.NewPCG(9, 9)) // the test loop's
 	killed := make(chan struct{}, 1)
 	left := kills
 	ctx, cancel := context.WithCancel(context.Background())
@@ -67,7 +68,7 @@ func TestTrainerRedisKilled(t *testing.T) {
 	for {
 		select {
 		case <-killed:
-			time.Sleep(time.Duration(50+rng.IntN(200)) * time.Millisecond)
+			time.Sleep(time.Duration(50+pace.IntN(200)) * time.Millisecond)
 			srv.Restart()
 			restarts++
 		case err := <-exited:

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,7 +18,8 @@ import (
 	"github.com/redis/rueidis"
 )
 
-// Server is one redis-server process owned by a test.
+// Server is one redis-server process owned by a test. Its methods may be
+// called from several goroutines (a test may kill the server from a hook).
 type Server struct {
 	Addr string // host:port on 127.0.0.1
 	Dir  string // working directory (AOF and RDB files live here)
@@ -25,6 +27,8 @@ type Server struct {
 	t    testing.TB
 	conf string // config file given to redis-server first, if any
 	args []string
+
+	mu   sync.Mutex // guards cmd and done, and serialises Kill, Stop and Restart
 	cmd  *exec.Cmd
 	done chan struct{}
 }
@@ -48,7 +52,9 @@ func StartConfig(t testing.TB, conf string, args ...string) *Server {
 	}
 	s := &Server{Dir: t.TempDir(), t: t, conf: conf, args: args}
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	s.mu.Lock()
 	s.start()
+	s.mu.Unlock()
 	t.Cleanup(s.Stop)
 	return s
 }
@@ -62,6 +68,7 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// start starts redis-server; s.mu is held.
 func (s *Server) start() {
 	s.t.Helper()
 	_, port, _ := net.SplitHostPort(s.Addr)
@@ -133,11 +140,20 @@ func (s *Server) ClientAs(user, password string) rueidis.Client {
 }
 
 // Kill stops the server with SIGKILL, as a crash would.
-func (s *Server) Kill() { s.signal(syscall.SIGKILL) }
+func (s *Server) Kill() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.signal(syscall.SIGKILL)
+}
 
 // Stop stops the server with SIGTERM (it writes its AOF/RDB if enabled).
-func (s *Server) Stop() { s.signal(syscall.SIGTERM) }
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.signal(syscall.SIGTERM)
+}
 
+// signal stops the server with sig; s.mu is held.
 func (s *Server) signal(sig syscall.Signal) {
 	if s.cmd == nil {
 		return
@@ -156,6 +172,8 @@ func (s *Server) signal(sig syscall.Signal) {
 // Stop or Kill (calling it on a running server stops it first).
 func (s *Server) Restart() {
 	s.t.Helper()
-	s.Stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.signal(syscall.SIGTERM)
 	s.start()
 }
