@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -98,5 +99,49 @@ func TestTrainerRedisKilled(t *testing.T) {
 		t.Errorf("only %d kills landed in flushes, want at least %d", restarts, kills/2)
 	}
 	t.Logf("%d kills during flushes", restarts)
+	e.check(want)
+}
+
+// TestTrainerSIGSTOP pauses a trainer process with SIGSTOP past its session
+// timeout while it holds unflushed events, lets a second trainer take its
+// partitions over and fold the rest of the stream, then resumes the first
+// (SIGCONT). Its stale state must be fenced — its writes refused, nothing
+// written twice — and the model must equal the offline computation.
+func TestTrainerSIGSTOP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test")
+	}
+	const d = 4
+	e, url := newEnvURL(t, 6)
+	want := newRefModel(d)
+	e.createModel(d, nil, want)
+	e.produceStream(201, 10000, d, 100, want)
+	a := e.startChild(url)
+	if !a.waitApplies(2, 30*time.Second) {
+		t.Fatal("the first trainer never wrote")
+	}
+	e.produceStream(202, 5000, d, 100, want) // A holds some of these unflushed when it stops
+	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stoppedAt := a.applies.Load()
+	b := e.startChild(url)
+	e.produceStream(203, 10000, d, 100, want)
+	e.waitCaughtUp(60 * time.Second) // B alone got there: A's session expired
+	if a.applies.Load() != stoppedAt {
+		t.Fatalf("the stopped trainer wrote %d times while stopped", a.applies.Load()-stoppedAt)
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	// A wakes with stale state and tries to flush it; give it the time to.
+	time.Sleep(2 * time.Second)
+	e.produceStream(204, 2000, d, 100, want)
+	e.waitCaughtUp(60 * time.Second)
+	for name, c := range map[string]*child{"first": a, "second": b} {
+		if err := c.term(); err != nil {
+			t.Errorf("%s trainer exit: %v", name, err)
+		}
+	}
 	e.check(want)
 }
