@@ -6,6 +6,8 @@
 #   scripts/kafka.sh up       fetch the jars once (cached), format, start, wait until it serves
 #   scripts/kafka.sh down     stop it (SIGTERM, then SIGKILL after 30 s) and remove its data
 #   scripts/kafka.sh status   print the bootstrap address if it runs
+#   scripts/kafka.sh stop     stop the broker but keep its data (fault tests)
+#   scripts/kafka.sh start    start a stopped broker again on the same data
 #
 # Environment: KAFKA_VERSION (default 4.1.1), KAFKA_PORT (default 19092; the
 # controller listens on KAFKA_PORT+1), KAFKA_HOME (state: default
@@ -81,10 +83,21 @@ appender.file.fileName=$home/kafka.log
 appender.file.layout.type=PatternLayout
 appender.file.layout.pattern=[%d] %p %m (%c)%n
 LOG
-	local java=(java -Xms256m -Xmx768m -XX:+UseG1GC -Dlog4j2.configurationFile="$home/log4j2.properties" -cp "$cache/libs/*")
 	"${java[@]}" kafka.tools.StorageTool format -t "$("${java[@]}" kafka.tools.StorageTool random-uuid)" -c "$home/server.properties" >"$home/format.log" 2>&1 ||
 		{ cat "$home/format.log" >&2; exit 1; }
-	nohup "${java[@]}" kafka.Kafka "$home/server.properties" >"$home/stdout.log" 2>&1 &
+	start
+}
+
+java=(java -Xms256m -Xmx768m -XX:+UseG1GC -Dlog4j2.configurationFile="$home/log4j2.properties" -cp "$cache/libs/*")
+
+# start runs the formatted broker of $home and waits until it serves.
+start() {
+	if running; then
+		echo "127.0.0.1:$port"
+		return 0
+	fi
+	[ -f "$home/server.properties" ] || { echo "kafka.sh: no broker in $home: run up first" >&2; exit 1; }
+	nohup "${java[@]}" kafka.Kafka "$home/server.properties" >>"$home/stdout.log" 2>&1 &
 	echo $! >"$pidfile"
 	for _ in $(seq 1 120); do
 		if ! running; then
@@ -103,7 +116,8 @@ LOG
 	exit 1
 }
 
-down() {
+# stop stops the broker (SIGTERM, then SIGKILL after 30 s) and keeps its data.
+stop() {
 	if running; then
 		local pid
 		pid=$(cat "$pidfile")
@@ -114,12 +128,18 @@ down() {
 		done
 		kill -KILL "$pid" 2>/dev/null || true
 	fi
+}
+
+down() {
+	stop
 	rm -rf "$home"
 }
 
 case "${1:-}" in
 up) up ;;
 down) down ;;
+stop) stop ;;
+start) start ;;
 status) running && echo "127.0.0.1:$port" || { echo "kafka.sh: not running" >&2; exit 1; } ;;
-*) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+*) echo "usage: $0 up|down|start|stop|status" >&2; exit 2 ;;
 esac

@@ -22,4 +22,7 @@ echo "== go test -race (real Apache Kafka)"
 export KAFKA_PORT=${KAFKA_PORT:-19092}
 trap 'bash scripts/kafka.sh down' EXIT
 bash scripts/kafka.sh up
-REDBANDIT_TEST_KAFKA=127.0.0.1:$KAFKA_PORT go test -race -count=1 -timeout 20m ./trainer/ ./demo/
+# REDBANDIT_TEST_KAFKA_CTL lets the broker-restart fault test stop and
+# start this broker.
+REDBANDIT_TEST_KAFKA=127.0.0.1:$KAFKA_PORT REDBANDIT_TEST_KAFKA_CTL="bash $PWD/scripts/kafka.sh" \
+	go test -race -count=1 -timeout 20m ./trainer/ ./demo/
