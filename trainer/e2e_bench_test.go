@@ -1,0 +1,231 @@
+package trainer
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/redbandit/redbandit/bootstrap"
+	"github.com/redbandit/redbandit/event"
+	"github.com/redbandit/redbandit/internal/redistest"
+	"github.com/redbandit/redbandit/store"
+	"github.com/redbandit/redbandit/topic"
+)
+
+// BenchmarkTrainerEndToEnd measures, against a real Kafka broker
+// (REDBANDIT_TEST_KAFKA, e.g. from `make kafka-up`) and a real redis-server,
+// on a pre-filled topic of 1,000,000 events (d = 15, 200 products, Avro, 6
+// partitions):
+//
+//	raw-ev/s      a franz-go consumer-group member that does nothing with
+//	              the records (group join included, as for the trainer)
+//	trainer-ev/s  the trainer folding them all (1 s flush interval) until its
+//	              stored offsets reach the end of every partition
+//	trainer/raw   the ratio of the two (target: ≥ 0.7)
+//	ev/s/core     events per second of the trainer's own CPU time
+//	fresh-p50-ms, fresh-p99-ms  from a produce acknowledged to the change
+//	              visible through EVALSHA, at the default 5 s flush interval
+//
+// Run it once: go test ./trainer -run '^$' -bench TrainerEndToEnd -benchtime 1x
+func BenchmarkTrainerEndToEnd(b *testing.B) {
+	addr := os.Getenv(realKafkaEnv)
+	if addr == "" {
+		b.Skip("needs a real Kafka broker: REDBANDIT_TEST_KAFKA=host:port")
+	}
+	const d, products, n, partitions = 15, 200, 1_000_000, 6
+	ctx := context.Background()
+	brokers := strings.Split(addr, ",")
+	name := fmt.Sprintf("bench-%d", time.Now().UnixNano())
+	if err := topic.Ensure(ctx, brokers, partitions, name); err != nil {
+		b.Fatal(err)
+	}
+	srv := redistest.Start(b)
+	c := srv.Client()
+	if _, err := bootstrap.RunReader(ctx, c, bytes.NewReader(csvOf(genEvents(1, 1000, d, products), d)), "history", bootstrap.Config{Model: testModel}); err != nil {
+		b.Fatal(err)
+	}
+	codec, _ := event.NewCodec(d)
+
+	// Pre-fill the topic.
+	prod, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(name), kgo.ProducerBatchMaxBytes(1<<20))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer prod.Close()
+	start := time.Now()
+	for off := 0; off < n; off += 50000 {
+		evs := genEvents(uint64(10+off), 50000, d, products)
+		recs := make([]*kgo.Record, len(evs))
+		for i, ev := range evs {
+			recs[i] = avroRecord(b, codec, ev)
+		}
+		if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Logf("pre-filled %d events in %v", n, time.Since(start).Round(time.Millisecond))
+
+	// The raw consume rate: a consumer-group member like the trainer (same
+	// balancer, so the same join), doing nothing with the records.
+	raw, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(name), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.ConsumerGroup(name+"-raw"), kgo.Balancers(kgo.CooperativeStickyBalancer()), kgo.DisableAutoCommit())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	start = time.Now()
+	for got := 0; got < n; {
+		fs := raw.PollFetches(ctx)
+		if errs := fs.Errors(); len(errs) > 0 {
+			b.Fatal(errs[0].Err)
+		}
+		got += fs.NumRecords()
+	}
+	rawSecs := time.Since(start).Seconds()
+	raw.Close()
+
+	// The trainer.
+	ends, err := kadm.NewClient(prod).ListEndOffsets(ctx, name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	caughtUp := func() bool {
+		ok := true
+		ends.Each(func(o kadm.ListedOffset) {
+			v, err := c.Do(ctx, c.B().Hget().Key(store.RootKey(testModel)).Field(OffsetField(name, o.Partition)).Build()).ToString()
+			if err != nil || v != strconv.FormatInt(o.Offset, 10) {
+				ok = false
+			}
+		})
+		return ok
+	}
+	cfg := Config{Brokers: brokers, Topic: name, Group: name, Model: testModel, Redis: c, FlushInterval: time.Second,
+		Logger: slog.New(slog.DiscardHandler)}
+	run, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	cpu0 := cpuSeconds()
+	start = time.Now()
+	go func() { done <- Run(run, cfg) }()
+	for !caughtUp() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	trainSecs := time.Since(start).Seconds()
+	trainCPU := cpuSeconds() - cpu0
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	b.ReportMetric(n/rawSecs, "raw-ev/s")
+	b.ReportMetric(n/trainSecs, "trainer-ev/s")
+	b.ReportMetric(rawSecs/trainSecs, "trainer/raw")
+	b.ReportMetric(n/trainCPU, "ev/s/core")
+
+	// Freshness at the default flush interval: one event for a new product
+	// every 100 ms; each is timed until EVALSHA scores that product
+	// differently from a fresh arm.
+	cfg.FlushInterval, cfg.Group = DefaultFlushInterval, name+"-fresh"
+	run, cancel = context.WithCancel(ctx)
+	defer cancel()
+	go func() { done <- Run(run, cfg) }()
+	time.Sleep(3 * time.Second) // let it join and catch up (nothing new yet)
+	x := make([]float64, d)
+	x[0], x[3], x[7] = 0.5, 1, 1
+	prior, err := store.Recommend(ctx, c, testModel, store.Query{K: 1, Alpha: 0.1, Context: x, Candidates: []string{"never-seen"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var mu sync.Mutex
+	var lat []time.Duration
+	var wg sync.WaitGroup
+	for i := 0; i < 60; i++ {
+		id := fmt.Sprintf("fresh-%d", i)
+		rec := avroRecord(b, codec, event.Event{EventID: id, ProductID: id, Reward: 1, ContextVector: x, Timestamp: time.Now().UnixMilli()})
+		if err := prod.ProduceSync(ctx, rec).FirstErr(); err != nil {
+			b.Fatal(err)
+		}
+		acked := time.Now()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Since(acked) < 30*time.Second {
+				items, err := store.Recommend(ctx, c, testModel, store.Query{K: 1, Alpha: 0.1, Context: x, Candidates: []string{id}})
+				if err == nil && len(items) == 1 && items[0].Score != prior[0].Score {
+					mu.Lock()
+					lat = append(lat, time.Since(acked))
+					mu.Unlock()
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+		time.Sleep(100 * time.Millisecond)
+	}
+	wg.Wait()
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	if len(lat) != 60 {
+		b.Fatalf("%d of 60 events became visible within 30 s", len(lat))
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2])/1e6, "fresh-p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100])/1e6, "fresh-p99-ms")
+}
+
+// cpuSeconds is the CPU time (user + system) of this process so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
+}
+
+// BenchmarkMemoryPerProduct measures the trainer's memory per product: the
+// unflushed sums it keeps for each product with events since the last flush
+// (d = 15), by folding one event for each of 20,000 products.
+func BenchmarkMemoryPerProduct(b *testing.B) {
+	const d, products = 15, 20000
+	codec, _ := event.NewCodec(d)
+	recs := make([]*kgo.Record, products)
+	for i := range recs {
+		ev := genEvents(uint64(i), 1, d, 1)[0]
+		ev.ProductID = fmt.Sprintf("p%05d", i)
+		recs[i] = avroRecord(b, codec, ev)
+		recs[i].Topic = testTopic
+	}
+	ctx := context.Background()
+	for i := 0; i < b.N; i++ {
+		m := &member{cfg: Config{Topic: testTopic, MaxDirty: 1 << 30}, log: slog.New(slog.DiscardHandler),
+			meta: store.Meta{Dim: d, Lambda: 1}, codec: codec, parts: map[int32]*partition{}}
+		st, _ := newPartition("")
+		m.parts[0] = st
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for j, r := range recs {
+			r.Offset = int64(j)
+			m.process(ctx, r)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if len(st.deltas) != products {
+			b.Fatalf("%d products folded", len(st.deltas))
+		}
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/products, "bytes/product")
+		runtime.KeepAlive(m)
+	}
+}
