@@ -344,6 +344,16 @@ func (c *Codec) writerSchema(ctx context.Context, id uint32) (avro.Schema, error
 	return w.schema, w.err
 }
 
+// AppendRecord appends ev the way redbandit's producers write it: Avro in
+// the Confluent wire format with DefaultSchemaID when the reward is 0 or 1,
+// JSON otherwise (Avro carries the reward as an int). The trainer reads both.
+func (c *Codec) AppendRecord(dst []byte, ev Event) ([]byte, error) {
+	if ev.Reward == 0 || ev.Reward == 1 {
+		return c.AppendAvro(dst, DefaultSchemaID, ev)
+	}
+	return AppendJSON(dst, ev)
+}
+
 // AppendAvro appends ev in the Confluent wire format with the given schema
 // id to dst. The reward must be exactly 0 or 1 (Avro carries an int); any
 // other reward fails with an error wrapping ErrReward. ev is not otherwise

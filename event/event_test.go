@@ -251,3 +251,26 @@ func TestRegistryCodec(t *testing.T) {
 		t.Error("a plain codec decoded a foreign writer schema as if it were its own")
 	}
 }
+
+// TestAppendRecord: 0/1 rewards go out as Avro, fractional ones as JSON, and
+// both decode back to the event.
+func TestAppendRecord(t *testing.T) {
+	c, err := NewCodec(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, reward := range []float64{0, 1, 0.25} {
+		ev := Event{EventID: "e", ProductID: "p", Reward: reward, ContextVector: []float64{0.5, -1}, Timestamp: 1764000000000}
+		b, err := c.AppendRecord(nil, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if isAvro := b[0] == Magic; isAvro != (reward != 0.25) {
+			t.Errorf("reward %v encoded as %q", reward, b)
+		}
+		got, err := c.Decode(b)
+		if err != nil || got.ProductID != ev.ProductID || got.Reward != ev.Reward || got.ContextVector[1] != -1 || got.Timestamp != ev.Timestamp {
+			t.Errorf("reward %v: decoded %+v, %v", reward, got, err)
+		}
+	}
+}

@@ -174,12 +174,7 @@ func (s *Server) feedbackRecord(ctx context.Context, fr feedbackRequest) (*kgo.R
 	if err := codec.Validate(ev); err != nil {
 		return nil, badRequest("%v", err)
 	}
-	var value []byte
-	if ev.Reward == 0 || ev.Reward == 1 {
-		value, err = codec.AppendAvro(nil, event.DefaultSchemaID, ev)
-	} else {
-		value, err = event.AppendJSON(nil, ev)
-	}
+	value, err := codec.AppendRecord(nil, ev)
 	if err != nil {
 		return nil, badRequest("encode the event: %v", err)
 	}

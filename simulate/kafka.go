@@ -31,12 +31,7 @@ func (k *Kafka) Send(ctx context.Context, ev event.Event) error {
 	if err != nil {
 		return err
 	}
-	var value []byte
-	if ev.Reward == 0 || ev.Reward == 1 {
-		value, err = k.Codec.AppendAvro(nil, event.DefaultSchemaID, ev)
-	} else {
-		value, err = event.AppendJSON(nil, ev)
-	}
+	value, err := k.Codec.AppendRecord(nil, ev)
 	if err != nil {
 		return fmt.Errorf("encode event %s: %w", ev.EventID, err)
 	}
