@@ -301,7 +301,14 @@ func (c *Codec) decodeAvro(ctx context.Context, b []byte) (Event, error) {
 		}
 	}
 	var a avroEvent
-	if err := c.api.Unmarshal(schema, b[5:], &a); err != nil {
+	if c.fetch == nil {
+		// Our own schema: the specialised decoder, which is faster and also
+		// rejects truncated bodies that the generic one reads past the end.
+		var err error
+		if a, err = decodeFast(b[5:]); err != nil {
+			return Event{}, reject(ErrUndecodable, "avro (schema id %d): %v", id, err)
+		}
+	} else if err := c.api.Unmarshal(schema, b[5:], &a); err != nil {
 		return Event{}, reject(ErrUndecodable, "avro (schema id %d): %v", id, err)
 	}
 	if !utf8.ValidString(a.EventID) || !utf8.ValidString(a.ProductID) {

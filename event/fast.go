@@ -1,0 +1,130 @@
+package event
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+)
+
+// errFast is any malformation found by decodeFast; the caller reports it as
+// undecodable, like the generic decoder's errors.
+var errFast = errors.New("malformed avro body")
+
+// decodeFast decodes the Avro body of a record written with Schema — the
+// common case, without a schema registry — about twice as fast as the
+// generic decoder and without its allocations for the record. It accepts
+// exactly what the generic decoder accepts with the codec's limits (strings
+// up to maxString bytes, at most 1024 context values, trailing bytes
+// ignored); TestFastDecoderMatchesGeneric holds it to that.
+func decodeFast(b []byte) (avroEvent, error) {
+	var a avroEvent
+	r := fastReader{b: b}
+	a.EventID = r.str()
+	a.ProductID = r.str()
+	a.Reward = r.int32()
+	for total := 0; r.err == nil; {
+		n := r.long()
+		if n == 0 || r.err != nil {
+			break
+		}
+		if n < 0 {
+			n = -n
+			r.long() // the block's size in bytes
+		}
+		if n > 1024 || total+int(n) > 1024 {
+			return a, errFast
+		}
+		if a.ContextVector == nil {
+			a.ContextVector = make([]float64, 0, n)
+		}
+		for i := int64(0); i < n && r.err == nil; i++ {
+			a.ContextVector = append(a.ContextVector, r.double())
+		}
+		total += int(n)
+	}
+	a.Timestamp = r.long()
+	if r.err != nil {
+		return a, r.err
+	}
+	if a.ContextVector == nil {
+		a.ContextVector = []float64{}
+	}
+	return a, nil
+}
+
+// fastReader reads Avro primitives; the first error sticks.
+type fastReader struct {
+	b   []byte
+	err error
+}
+
+// long reads a zig-zag varint of at most 10 bytes.
+func (r *fastReader) long() int64 {
+	if r.err != nil {
+		return 0
+	}
+	var u uint64
+	for i := 0; i < 10; i++ {
+		if len(r.b) == 0 {
+			r.err = errFast
+			return 0
+		}
+		c := r.b[0]
+		r.b = r.b[1:]
+		u |= uint64(c&0x7f) << (7 * i)
+		if c < 0x80 {
+			return int64(u>>1) ^ -int64(u&1)
+		}
+	}
+	r.err = errFast
+	return 0
+}
+
+// int32 reads a zig-zag varint of at most 5 bytes.
+func (r *fastReader) int32() int32 {
+	if r.err != nil {
+		return 0
+	}
+	var u uint32
+	for i := 0; i < 5; i++ {
+		if len(r.b) == 0 {
+			r.err = errFast
+			return 0
+		}
+		c := r.b[0]
+		r.b = r.b[1:]
+		u |= uint32(c&0x7f) << (7 * i)
+		if c < 0x80 {
+			return int32(u>>1) ^ -int32(u&1)
+		}
+	}
+	r.err = errFast
+	return 0
+}
+
+func (r *fastReader) str() string {
+	n := r.long()
+	if r.err != nil {
+		return ""
+	}
+	if n < 0 || n > maxString || n > int64(len(r.b)) {
+		r.err = errFast
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+func (r *fastReader) double() float64 {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.b) < 8 {
+		r.err = errFast
+		return 0
+	}
+	v := math.Float64frombits(binary.LittleEndian.Uint64(r.b))
+	r.b = r.b[8:]
+	return v
+}
