@@ -58,13 +58,13 @@ type fastReader struct {
 	err error
 }
 
-// long reads a zig-zag varint of at most 10 bytes.
-func (r *fastReader) long() int64 {
+// varint reads an unsigned varint of at most max bytes.
+func (r *fastReader) varint(max int) uint64 {
 	if r.err != nil {
 		return 0
 	}
 	var u uint64
-	for i := 0; i < 10; i++ {
+	for i := 0; i < max; i++ {
 		if len(r.b) == 0 {
 			r.err = errFast
 			return 0
@@ -73,33 +73,24 @@ func (r *fastReader) long() int64 {
 		r.b = r.b[1:]
 		u |= uint64(c&0x7f) << (7 * i)
 		if c < 0x80 {
-			return int64(u>>1) ^ -int64(u&1)
+			return u
 		}
 	}
 	r.err = errFast
 	return 0
 }
 
-// int32 reads a zig-zag varint of at most 5 bytes.
+// long reads a zig-zag varint of at most 10 bytes.
+func (r *fastReader) long() int64 {
+	u := r.varint(10)
+	return int64(u>>1) ^ -int64(u&1)
+}
+
+// int32 reads a zig-zag varint of at most 5 bytes (bits past 32 dropped, as
+// the generic decoder does).
 func (r *fastReader) int32() int32 {
-	if r.err != nil {
-		return 0
-	}
-	var u uint32
-	for i := 0; i < 5; i++ {
-		if len(r.b) == 0 {
-			r.err = errFast
-			return 0
-		}
-		c := r.b[0]
-		r.b = r.b[1:]
-		u |= uint32(c&0x7f) << (7 * i)
-		if c < 0x80 {
-			return int32(u>>1) ^ -int32(u&1)
-		}
-	}
-	r.err = errFast
-	return 0
+	u := uint32(r.varint(5))
+	return int32(u>>1) ^ -int32(u&1)
 }
 
 func (r *fastReader) str() string {
