@@ -12,6 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/rueidis"
+
+	"github.com/redbandit/redbandit/linucb"
 	"github.com/redbandit/redbandit/lua"
 	"github.com/redbandit/redbandit/spec"
 	"github.com/redbandit/redbandit/store"
@@ -122,9 +125,24 @@ type RecommendResponse struct {
 }
 
 func (s *Server) recommend(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
+	defer cancel()
+	model, _, items, err := s.score(ctx, w, r)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp := RecommendResponse{Model: model, Items: make([]Item, len(items)), EventID: newEventID()}
+	for i, it := range items {
+		resp.Items[i] = Item{ID: it.ID, Score: it.Score}
+	}
+	return http.StatusOK, resp, nil
+}
+
+// score decodes a recommendation request and runs the scoring script once.
+func (s *Server) score(ctx context.Context, w http.ResponseWriter, r *http.Request) (string, store.Query, []store.Item, error) {
 	var req recommendRequest
 	if err := s.decode(w, r, &req); err != nil {
-		return 0, nil, err
+		return "", store.Query{}, nil, err
 	}
 	model := req.Model
 	if model == "" {
@@ -135,19 +153,17 @@ func (s *Server) recommend(w http.ResponseWriter, r *http.Request) (int, any, er
 		q.K = *req.K
 	}
 	if q.K < 1 {
-		return 0, nil, badRequest("k must be >= 1, got %d", q.K)
+		return "", q, nil, badRequest("k must be >= 1, got %d", q.K)
 	}
 	if req.Alpha != nil {
 		q.Alpha = *req.Alpha
 	}
 	if !(q.Alpha >= 0) || math.IsInf(q.Alpha, 0) {
-		return 0, nil, badRequest("alpha must be a finite number >= 0")
+		return "", q, nil, badRequest("alpha must be a finite number >= 0")
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
-	defer cancel()
 	x, err := s.context(ctx, model, req)
 	if err != nil {
-		return 0, nil, err
+		return "", q, nil, err
 	}
 	q.Context = x
 	start := time.Now()
@@ -158,12 +174,71 @@ func (s *Server) recommend(w http.ResponseWriter, r *http.Request) (int, any, er
 		items, err = store.Recommend(ctx, s.cfg.Redis, model, q)
 	}
 	s.metrics.redis.WithLabelValues("recommend").Observe(time.Since(start).Seconds())
+	return model, q, items, err
+}
+
+// ExplainedItem is a recommended product with the two parts of its score.
+type ExplainedItem struct {
+	ID     string  `json:"id"`
+	Score  float64 `json:"score"`
+	Mean   float64 `json:"mean"`   // xᵀθ, the estimated reward
+	Bonus  float64 `json:"bonus"`  // α·√(xᵀA⁻¹x), the exploration bonus
+	Events int64   `json:"events"` // events folded into the product's arm (0: a fresh arm)
+}
+
+// ExplainResponse is the reply of POST /v1/explain.
+type ExplainResponse struct {
+	Model   string          `json:"model"`
+	Context []float64       `json:"context"`
+	Items   []ExplainedItem `json:"items"`
+}
+
+// explain answers like recommend, with each item's score split into its
+// estimate and its exploration bonus, computed from the product's stored θ
+// and A⁻¹ (one pipelined read of the k arm hashes after the script).
+func (s *Server) explain(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
+	defer cancel()
+	model, q, items, err := s.score(ctx, w, r)
 	if err != nil {
 		return 0, nil, err
 	}
-	resp := RecommendResponse{Model: model, Items: make([]Item, len(items)), EventID: newEventID()}
+	c := s.cfg.Redis
+	cmds := make(rueidis.Commands, len(items))
 	for i, it := range items {
-		resp.Items[i] = Item{ID: it.ID, Score: it.Score}
+		cmds[i] = c.B().Hmget().Key(store.ArmKey(model, it.ID)).Field("theta", "ainv", "n").Build()
+	}
+	resp := ExplainResponse{Model: model, Context: q.Context, Items: make([]ExplainedItem, len(items))}
+	d := len(q.Context)
+	for i, res := range c.DoMulti(ctx, cmds...) {
+		it := ExplainedItem{ID: items[i].ID, Score: items[i].Score}
+		vals, err := res.ToArray()
+		if err != nil {
+			return 0, nil, fmt.Errorf("read arm %s: %w", it.ID, err)
+		}
+		p := linucb.Params{Theta: make([]float64, d), AInv: make([]float64, d*d)}
+		if vals[0].IsNil() { // a candidate the model has never seen: the prior arm
+			info, err := s.modelInfo(ctx, model)
+			if err != nil {
+				return 0, nil, err
+			}
+			for j := 0; j < d; j++ {
+				p.AInv[j*d+j] = 1 / info.meta.Lambda
+			}
+		} else {
+			th, _ := vals[0].ToString()
+			ai, _ := vals[1].ToString()
+			if p.Theta, err = store.Floats([]byte(th)); err == nil {
+				p.AInv, err = store.Floats([]byte(ai))
+			}
+			if err != nil || len(p.Theta) != d || len(p.AInv) != d*d {
+				return 0, nil, fmt.Errorf("%w: arm %s of %s", store.ErrBadModel, it.ID, model)
+			}
+			it.Events, _ = vals[2].AsInt64()
+		}
+		mean, quad := linucb.MeanVar(q.Context, p)
+		it.Mean, it.Bonus = mean, q.Alpha*math.Sqrt(quad)
+		resp.Items[i] = it
 	}
 	return http.StatusOK, resp, nil
 }

@@ -8,6 +8,7 @@
 //
 //	POST /v1/recommend        {"model", "context" | "attributes", "k", "alpha", "candidates", "exclude"}
 //	POST /v1/feedback         {"event_id", "product_id", "reward", "context" | "attributes", "timestamp"} or {"events": [...]}
+//	POST /v1/explain          as recommend; each item's score split into estimate and exploration bonus
 //	GET  /v1/models/{model}   dimension, features, groups, spec, products, events, last write
 //	GET  /healthz             the process is alive
 //	GET  /readyz              Redis answers, the scripts are loaded, Kafka answers (with feedback on)
@@ -135,13 +136,14 @@ func New(cfg Config) *Server {
 	s.mux = http.NewServeMux()
 	s.handle("POST /v1/recommend", "recommend", s.recommend)
 	s.handle("POST /v1/feedback", "feedback", s.feedback)
+	s.handle("POST /v1/explain", "explain", s.explain)
 	s.handle("GET /v1/models/{model}", "model", s.model)
 	s.handle("GET /healthz", "healthz", s.healthz)
 	s.handle("GET /readyz", "readyz", s.readyz)
 	s.mux.Handle("GET /metrics", s.metrics.handler())
 	// Anything else: 405 for a known path with another method, else 404,
 	// as JSON like every other answer.
-	allowed := map[string]string{"/v1/recommend": "POST", "/v1/feedback": "POST", "/healthz": "GET", "/readyz": "GET", "/metrics": "GET"}
+	allowed := map[string]string{"/v1/recommend": "POST", "/v1/feedback": "POST", "/v1/explain": "POST", "/healthz": "GET", "/readyz": "GET", "/metrics": "GET"}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		method, ok := allowed[r.URL.Path]
 		if !ok && strings.HasPrefix(r.URL.Path, "/v1/models/") {

@@ -352,3 +352,44 @@ func mustJSON(v any) string {
 	}
 	return string(b)
 }
+
+// TestExplain: the explained items are the recommended ones, and each
+// score splits into the Go reference's estimate xᵀθ and bonus α√(xᵀA⁻¹x);
+// a candidate the model has never seen is the prior arm (θ = 0, A⁻¹ = I).
+func TestExplain(t *testing.T) {
+	f := newFixture(t, sidecar.Config{})
+	sp := spec.Reference()
+	rng := rand.New(rand.NewPCG(12, 12))
+	for i := 0; i < 5; i++ {
+		x, _ := sp.Encode(randomAttributes(rng))
+		want := f.reference(x, 0.3, 4)
+		status, m := f.post("/v1/explain", `{"context": `+mustJSON(x)+`, "k": 4, "alpha": 0.3}`)
+		if status != 200 {
+			t.Fatalf("explain: %d %v", status, m)
+		}
+		got := m["items"].([]any)
+		if len(got) != len(want) {
+			t.Fatalf("explain: %d items, want %d", len(got), len(want))
+		}
+		for j, g := range got {
+			it := g.(map[string]any)
+			mean, q := linucb.MeanVar(x, f.params[want[j].ID])
+			bonus := 0.3 * math.Sqrt(q)
+			score, gm, gb := it["score"].(float64), it["mean"].(float64), it["bonus"].(float64)
+			if it["id"] != want[j].ID || math.Abs(score-want[j].Score) > 1e-9 || math.Abs(gm-mean) > 1e-9 || math.Abs(gb-bonus) > 1e-9 ||
+				math.Abs(gm+gb-score) > 1e-9 {
+				t.Fatalf("item %d: %v; want %s score %v = mean %v + bonus %v", j, it, want[j].ID, want[j].Score, mean, bonus)
+			}
+		}
+	}
+	x := make([]float64, 15)
+	x[0], x[3] = 0.5, 1
+	status, m := f.post("/v1/explain", `{"context": `+mustJSON(x)+`, "k": 1, "alpha": 1, "candidates": ["brand-new"]}`)
+	if status != 200 {
+		t.Fatalf("explain a new product: %d %v", status, m)
+	}
+	it := m["items"].([]any)[0].(map[string]any)
+	if it["mean"].(float64) != 0 || math.Abs(it["bonus"].(float64)-math.Sqrt(1.25)) > 1e-12 || it["events"].(float64) != 0 {
+		t.Fatalf("a new product: %v, want mean 0, bonus √1.25, no events", it)
+	}
+}
