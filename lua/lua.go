@@ -26,11 +26,10 @@ const (
 	RecommendFunction = "rb_recommend"
 )
 
-// Recommend scores a model for one context (recommend.lua) with EVALSHA.
-// It declares no-writes, so it also runs on replicas.
-var Recommend = rueidis.NewLuaScript(recommendSource)
-
-// RecommendRO is Recommend sent as EVALSHA_RO, for read-only replicas.
+// RecommendRO scores a model for one context (recommend.lua), sent as
+// EVALSHA_RO (EVAL_RO on NOSCRIPT): the script declares no-writes, so it runs
+// on replicas too, and a read-only call may be retried after a dropped
+// connection.
 var RecommendRO = rueidis.NewLuaScriptReadOnly(recommendSource)
 
 // Write stores arm states atomically (write.lua).
