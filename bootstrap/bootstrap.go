@@ -354,6 +354,15 @@ type folded struct {
 	deltas                []*linucb.Arm
 }
 
+// rewards returns the sum of the rewards of every folded event.
+func (f *folded) rewards() float64 {
+	var r float64
+	for _, d := range f.deltas {
+		r += d.Rewards()
+	}
+	return r
+}
+
 // fold reads every row of lr and sums the events per product.
 func fold(ctx context.Context, lr *csvlog.Reader, skipBad bool, log *slog.Logger) (*folded, error) {
 	d := len(lr.Features())
@@ -391,7 +400,7 @@ func fold(ctx context.Context, lr *csvlog.Reader, skipBad bool, log *slog.Logger
 		f.rows++
 		i, ok := index[ev.ProductID]
 		if !ok {
-			delta, err := linucb.Restore(d, make([]float64, d*d), make([]float64, d), 0)
+			delta, err := linucb.Restore(d, make([]float64, d*d), make([]float64, d), 0, 0)
 			if err != nil {
 				return nil, err
 			}
@@ -447,6 +456,7 @@ func write(ctx context.Context, c rueidis.Client, cfg Config, features []string,
 		Groups:   groups,
 		Lambda:   cfg.Lambda,
 		Events:   res.Events,
+		Rewards:  f.rewards(),
 		Guards:   []store.Guard{{Field: field, Want: ""}},
 		Set:      []store.Field{{Name: field, Value: string(rec)}},
 		Arms:     arms,
@@ -482,5 +492,5 @@ func combine(stored, delta *linucb.Arm) (*linucb.Arm, error) {
 	for i, v := range delta.B() {
 		b[i] += v
 	}
-	return linucb.Restore(stored.Dim(), a, b, stored.N()+delta.N())
+	return linucb.Restore(stored.Dim(), a, b, stored.N()+delta.N(), stored.Rewards()+delta.Rewards())
 }

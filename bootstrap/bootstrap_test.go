@@ -101,16 +101,18 @@ func writeFile(t *testing.T, data []byte) string {
 type refArm struct {
 	a, b []float64
 	n    int64
+	r    float64 // Σ r
 }
 
 // refModel is the state a model should have after some logs, computed with
 // plain loops (not linucb.Update): A = λI + Σxxᵀ, b = Σrx per product.
 type refModel struct {
-	d      int
-	lambda float64
-	order  []string // products in arm-index order (first appearance)
-	arms   map[string]*refArm
-	events int64
+	d       int
+	lambda  float64
+	order   []string // products in arm-index order (first appearance)
+	arms    map[string]*refArm
+	events  int64
+	rewards float64
 }
 
 func reference(d int, lambda float64, logs ...[]row) *refModel {
@@ -133,7 +135,9 @@ func reference(d int, lambda float64, logs ...[]row) *refModel {
 				arm.b[i] += r.r * r.x[i]
 			}
 			arm.n++
+			arm.r += r.r
 			m.events++
+			m.rewards += r.r
 		}
 	}
 	return m
@@ -154,9 +158,9 @@ func checkModel(t *testing.T, c rueidis.Client, model string, features []string,
 		t.Fatalf("read meta: %v", err)
 	}
 	if meta.Dim != ref.d || !slices.Equal(meta.Features, features) || meta.Lambda != ref.lambda ||
-		meta.Arms != len(ref.order) || meta.Events != ref.events {
-		t.Fatalf("meta %+v, want dim %d features %q lambda %v arms %d events %d",
-			meta, ref.d, features, ref.lambda, len(ref.order), ref.events)
+		meta.Arms != len(ref.order) || meta.Events != ref.events || !relClose(meta.Rewards, ref.rewards, 1e-12) {
+		t.Fatalf("meta %+v, want dim %d features %q lambda %v arms %d events %d rewards %v",
+			meta, ref.d, features, ref.lambda, len(ref.order), ref.events, ref.rewards)
 	}
 	stored, err := store.ReadArms(ctx, c, model, ref.d, ref.lambda, ref.order)
 	if err != nil {
@@ -167,8 +171,8 @@ func checkModel(t *testing.T, c rueidis.Client, model string, features []string,
 		if s.Version == 0 {
 			t.Fatalf("arm %s is not stored", s.ID)
 		}
-		if s.Arm.N() != want.n {
-			t.Fatalf("arm %s: n = %d, want %d", s.ID, s.Arm.N(), want.n)
+		if s.Arm.N() != want.n || !relClose(s.Arm.Rewards(), want.r, 1e-12) {
+			t.Fatalf("arm %s: n = %d, rewards %v, want %d, %v", s.ID, s.Arm.N(), s.Arm.Rewards(), want.n, want.r)
 		}
 		for i, v := range s.Arm.A() {
 			if !relClose(v, want.a[i], 1e-9) {

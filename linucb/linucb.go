@@ -44,13 +44,15 @@ const DefaultLambda = 1.0
 // DefaultAlpha is the default exploration weight α.
 const DefaultAlpha = 0.1
 
-// Arm is the learning state (A, b, n) of one arm. The zero value is not
-// usable; create arms with NewArm or Restore.
+// Arm is the learning state (A, b, n) of one arm, plus the sum of its
+// rewards (not needed by LinUCB; kept to report the arm's mean reward). The
+// zero value is not usable; create arms with NewArm or Restore.
 type Arm struct {
 	d int
 	a []float64 // d×d row-major, both triangles kept
 	b []float64 // d
 	n int64
+	r float64 // Σ r
 }
 
 // NewArm returns the prior state of an arm of dimension d: A = λI, b = 0,
@@ -69,20 +71,21 @@ func NewArm(d int, lambda float64) *Arm {
 	return arm
 }
 
-// Restore returns an arm with the given state. a is d×d row-major and b has
-// length d; both are copied. It panics if the lengths do not match d and
-// returns ErrNonFinite if any value is not finite.
-func Restore(d int, a, b []float64, n int64) (*Arm, error) {
+// Restore returns an arm with the given state: A, b, n and the sum of the
+// rewards r. a is d×d row-major and b has length d; both are copied. It
+// panics if the lengths do not match d and returns ErrNonFinite if any value
+// is not finite.
+func Restore(d int, a, b []float64, n int64, r float64) (*Arm, error) {
 	if d < 1 || len(a) != d*d || len(b) != d {
 		panic(fmt.Sprintf("linucb: restore d=%d with len(a)=%d len(b)=%d", d, len(a), len(b)))
 	}
-	if !finite(a) || !finite(b) {
+	if !finite(a) || !finite(b) || math.IsNaN(r) || math.IsInf(r, 0) {
 		return nil, ErrNonFinite
 	}
 	if n < 0 {
 		return nil, fmt.Errorf("linucb: negative event count %d", n)
 	}
-	arm := &Arm{d: d, a: append([]float64(nil), a...), b: append([]float64(nil), b...), n: n}
+	arm := &Arm{d: d, a: append([]float64(nil), a...), b: append([]float64(nil), b...), n: n, r: r}
 	return arm, nil
 }
 
@@ -92,6 +95,10 @@ func (arm *Arm) Dim() int { return arm.d }
 // N returns the number of events folded into the arm.
 func (arm *Arm) N() int64 { return arm.n }
 
+// Rewards returns the sum of the rewards folded into the arm; Rewards()/N()
+// is its mean reward.
+func (arm *Arm) Rewards() float64 { return arm.r }
+
 // A returns A as a d×d row-major slice. The slice aliases the arm's state:
 // the caller must not modify it.
 func (arm *Arm) A() []float64 { return arm.a }
@@ -99,7 +106,8 @@ func (arm *Arm) A() []float64 { return arm.a }
 // B returns b. The slice aliases the arm's state: the caller must not modify it.
 func (arm *Arm) B() []float64 { return arm.b }
 
-// Update folds one event into the arm: A += x xᵀ, b += r x, n += 1.
+// Update folds one event into the arm: A += x xᵀ, b += r x, n += 1 (and r
+// into the sum of rewards).
 // It costs O(d·nnz(x)) and allocates nothing. It panics if len(x) != d and
 // returns ErrNonFinite, leaving the arm unchanged, if x or r is not finite.
 func (arm *Arm) Update(x []float64, r float64) error {
@@ -121,6 +129,7 @@ func (arm *Arm) Update(x []float64, r float64) error {
 		arm.b[i] += r * xi
 	}
 	arm.n++
+	arm.r += r
 	return nil
 }
 

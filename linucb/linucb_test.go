@@ -64,6 +64,9 @@ func TestSolveMatchesRidge(t *testing.T) {
 			if arm.N() != int64(n) {
 				t.Fatalf("n = %d, want %d", arm.N(), n)
 			}
+			if want := mat.Sum(r); arm.Rewards() != want { // sums of 0/1: exact
+				t.Fatalf("rewards = %v, want %v", arm.Rewards(), want)
+			}
 			const tol = 1e-9
 			for i := 0; i < d; i++ {
 				if !relClose(p.Theta[i], want.AtVec(i), tol) {
@@ -84,7 +87,7 @@ func TestSolveMatchesRidge(t *testing.T) {
 
 func TestScoreMatchesDefinition(t *testing.T) {
 	// A = diag(2, 4), b = (1, 2): θ = (0.5, 0.5), A⁻¹ = diag(0.5, 0.25).
-	arm, err := Restore(2, []float64{2, 0, 0, 4}, []float64{1, 2}, 3)
+	arm, err := Restore(2, []float64{2, 0, 0, 4}, []float64{1, 2}, 3, 1.5)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +103,7 @@ func TestScoreMatchesDefinition(t *testing.T) {
 }
 
 func TestNotPositiveDefinite(t *testing.T) {
-	arm, err := Restore(2, []float64{1, 2, 2, 1}, []float64{0, 0}, 1)
+	arm, err := Restore(2, []float64{1, 2, 2, 1}, []float64{0, 0}, 1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +129,7 @@ func TestUpdateRejectsNonFinite(t *testing.T) {
 	if arm.N() != 0 || arm.A()[0] != 1 || arm.B()[0] != 0 {
 		t.Fatalf("a rejected update changed the arm: n=%d A00=%v b0=%v", arm.N(), arm.A()[0], arm.B()[0])
 	}
-	if _, err := Restore(1, []float64{math.NaN()}, []float64{0}, 0); !errors.Is(err, ErrNonFinite) {
+	if _, err := Restore(1, []float64{math.NaN()}, []float64{0}, 0, 0); !errors.Is(err, ErrNonFinite) {
 		t.Fatalf("Restore with NaN: %v", err)
 	}
 }

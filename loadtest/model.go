@@ -157,6 +157,7 @@ func createModel(ctx context.Context, c rueidis.Client, name string, products, d
 		wr := store.Write{Model: name, Features: features, Groups: cat.Groups, Lambda: linucb.DefaultLambda, Arms: batch}
 		for _, a := range batch {
 			wr.Events += a.Arm.N()
+			wr.Rewards += a.Arm.Rewards()
 		}
 		if _, err := wr.Apply(ctx, c); err != nil {
 			return fmt.Errorf("write synthetic model %s: %w", name, err)

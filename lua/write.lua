@@ -19,15 +19,19 @@ ARGV, in order:
   block      arms per column block, used when the model is created
   now_ms     the caller's clock, stored as updated_ms
   events     the number of events this write folds in (added to `events`)
+  rewards    the sum of their rewards, decimal (added to `rewards`)
+  invalid    the number of events dead-lettered since the caller's last
+             write (added to `invalid`)
   g          the number of guards, then g pairs <root field> <expected>:
              the call fails with CONFLICT unless each field holds exactly
              <expected> (an empty <expected> means the field must not exist)
   s          the number of root fields to set, then s pairs <field> <value>
-  then m arm records of 8 values each:
+  then m arm records of 9 values each:
     id       the product id
     ver      the arm version the caller read ("0" for an arm not in Redis);
              the call fails with CONFLICT if the stored version differs
     n        events folded into the arm
+    r        the sum of their rewards, decimal
     a        A, d*d little-endian doubles, row-major
     b        b, d doubles
     theta    theta = A^-1 b, d doubles
@@ -62,10 +66,11 @@ local function int(s)
 end
 
 local format, d, lambda, features, groupsjson = ARGV[1], int(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
-local B, now, events = int(ARGV[6]), ARGV[7], int(ARGV[8])
+local B, now, events, rewards, invalid = int(ARGV[6]), ARGV[7], int(ARGV[8]), tonumber(ARGV[9]), int(ARGV[10])
 if format ~= FORMAT then return err('BADARG', 'this script writes format %s, not %s', FORMAT, tostring(format)) end
-if not d or d < 1 or d > 64 or not tonumber(lambda) or not B or B < 1 or B > 4000 or not events then
-  return err('BADARG', 'malformed header (dim, lambda, block, events)')
+if not d or d < 1 or d > 64 or not tonumber(lambda) or not B or B < 1 or B > 4000 or not events
+    or not rewards or rewards ~= rewards or rewards < 0 or rewards == math.huge or not invalid then
+  return err('BADARG', 'malformed header (dim, lambda, block, events, rewards, invalid)')
 end
 
 -- One-hot groups: npat patterns (the product of the group sizes, plus one
@@ -92,7 +97,7 @@ end
 local patvals = npat * (2 + #cont)
 if patvals > 4096 then return err('BADARG', 'groups make %d pattern values per arm, more than 4096', patvals) end
 
-local p = 9
+local p = 11
 local g = int(ARGV[p])
 if not g then return err('BADARG', 'malformed guard count') end
 local guards = {}
@@ -105,13 +110,14 @@ for i = 1, 2 * s do sets[i] = ARGV[p + i] end
 p = p + 2 * s + 1
 
 local m = #KEYS - 1
-if #ARGV ~= p - 1 + 8 * m then
-  return err('BADARG', 'expected %d arm records of 8 values for %d arm keys', m, m)
+local R = 9 -- values per arm record
+if #ARGV ~= p - 1 + R * m then
+  return err('BADARG', 'expected %d arm records of %d values for %d arm keys', m, R, m)
 end
 local vecb, matb = 8 * d, 8 * d * d
 
 -- Checks: the model's identity, the guards, every arm's version and blobs.
-local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'features', 'block', 'arms', 'groups')
+local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'features', 'block', 'arms', 'groups', 'rewards')
 local exists = meta[1] ~= false
 if exists then
   if meta[1] ~= FORMAT then return err('BADMODEL', '%s has format %s, not %s', root, meta[1], FORMAT) end
@@ -124,6 +130,8 @@ if exists then
 end
 local narms = exists and int(meta[6]) or 0
 if not narms then return err('BADMODEL', '%s has a malformed arm count', root) end
+local total = tonumber(meta[8] or '0')
+if not total then return err('BADMODEL', '%s has a malformed reward sum', root) end
 
 for i = 1, g do
   local have = redis.call('HGET', root, guards[i][1])
@@ -136,12 +144,13 @@ end
 
 local arms, seen = {}, {}
 for i = 1, m do
-  local o = p - 1 + 8 * (i - 1)
+  local o = p - 1 + R * (i - 1)
   local arm = {
-    key = KEYS[1 + i], id = ARGV[o + 1], ver = ARGV[o + 2], n = ARGV[o + 3],
-    a = ARGV[o + 4], b = ARGV[o + 5], theta = ARGV[o + 6], ainv = ARGV[o + 7], pat = ARGV[o + 8],
+    key = KEYS[1 + i], id = ARGV[o + 1], ver = ARGV[o + 2], n = ARGV[o + 3], r = ARGV[o + 4],
+    a = ARGV[o + 5], b = ARGV[o + 6], theta = ARGV[o + 7], ainv = ARGV[o + 8], pat = ARGV[o + 9],
   }
-  if arm.id == '' or not int(arm.n) or #arm.a ~= matb or #arm.b ~= vecb or #arm.theta ~= vecb or #arm.ainv ~= matb
+  local rsum = tonumber(arm.r)
+  if arm.id == '' or not int(arm.n) or not rsum or rsum ~= rsum or rsum < 0 or rsum == math.huge or #arm.a ~= matb or #arm.b ~= vecb or #arm.theta ~= vecb or #arm.ainv ~= matb
       or #arm.pat ~= 8 * patvals then
     return err('BADARG', 'arm record %d (%s) is malformed', i, arm.id)
   end
@@ -254,7 +263,7 @@ for i = 1, m do
   local arm = arms[i]
   local ver = tonumber(arm.ver) + 1
   versions[i] = ver
-  redis.call('HSET', arm.key, 'idx', arm.idx, 'ver', ver, 'n', arm.n, 'a', arm.a, 'b', arm.b,
+  redis.call('HSET', arm.key, 'idx', arm.idx, 'ver', ver, 'n', arm.n, 'rewards', arm.r, 'a', arm.a, 'b', arm.b,
     'theta', arm.theta, 'ainv', arm.ainv, 'updated_ms', now)
   -- Row layout: theta, then the upper triangle of A^-1 row by row.
   local row = { arm.theta }
@@ -270,5 +279,8 @@ for _, out in ipairs(colwrites) do
 end
 redis.call('HSET', root, 'arms', narms, 'updated_ms', now)
 redis.call('HINCRBY', root, 'events', events)
+redis.call('HINCRBY', root, 'invalid', invalid)
+-- %.17g: every double round-trips (tostring would keep 14 digits).
+redis.call('HSET', root, 'rewards', fmt('%.17g', total + rewards))
 if s > 0 then redis.call('HSET', root, unpack(sets)) end
 return versions

@@ -121,6 +121,8 @@ type Meta struct {
 	Block     int      // arms per column block
 	Arms      int      // number of arms (products)
 	Events    int64    // events folded into the model
+	Rewards   float64  // the sum of their rewards
+	Invalid   int64    // events the trainers dead-lettered
 	UpdatedMS int64    // time of the last write, Unix milliseconds
 }
 
@@ -128,7 +130,7 @@ type Meta struct {
 // not exist and ErrBadModel if its metadata is malformed.
 func ReadMeta(ctx context.Context, c rueidis.Client, model string) (Meta, error) {
 	root := RootKey(model)
-	vals, err := c.Do(ctx, c.B().Hmget().Key(root).Field("format", "dim", "lambda", "features", "block", "arms", "events", "updated_ms", "groups", SpecField).Build()).ToArray()
+	vals, err := c.Do(ctx, c.B().Hmget().Key(root).Field("format", "dim", "lambda", "features", "block", "arms", "events", "updated_ms", "groups", SpecField, "rewards", "invalid").Build()).ToArray()
 	if err != nil {
 		return Meta{}, fmt.Errorf("read meta of %s: %w", root, err)
 	}
@@ -158,6 +160,11 @@ func ReadMeta(ctx context.Context, c rueidis.Client, model string) (Meta, error)
 	m.Events = atoi(6)
 	m.UpdatedMS = atoi(7)
 	m.Spec = str(9)
+	if !vals[10].IsNil() {
+		m.Rewards, err = strconv.ParseFloat(str(10), 64)
+		errs = append(errs, err)
+	}
+	m.Invalid = atoi(11)
 	if !vals[8].IsNil() {
 		errs = append(errs, json.Unmarshal([]byte(str(8)), &m.Groups))
 		if len(m.Groups) == 0 {

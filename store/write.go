@@ -42,13 +42,15 @@ type Write struct {
 	// Groups are the model's one-hot groups (docs/FORMAT.md). They let the
 	// scoring script read fewer columns. They are fixed when the model is
 	// created; nil means none.
-	Groups []Group
-	Lambda float64
-	Events int64 // events this write folds in, added to the model's count
-	Guards []Guard
-	Set    []Field
-	Arms   []ArmWrite
-	Now    time.Time // stored as updated_ms; zero means time.Now()
+	Groups  []Group
+	Lambda  float64
+	Events  int64   // events this write folds in, added to the model's count
+	Rewards float64 // the sum of their rewards, added to the model's
+	Invalid int64   // events dead-lettered since the writer's last write, added to the model's count
+	Guards  []Guard
+	Set     []Field
+	Arms    []ArmWrite
+	Now     time.Time // stored as updated_ms; zero means time.Now()
 }
 
 // Apply runs the write script: either everything in w is stored or, on error,
@@ -77,11 +79,11 @@ func (w *Write) Apply(ctx context.Context, c rueidis.Client) ([]int64, error) {
 	}
 	keys := make([]string, 0, 1+len(w.Arms))
 	keys = append(keys, RootKey(w.Model))
-	args := make([]string, 0, 10+2*len(w.Guards)+2*len(w.Set)+7*len(w.Arms))
+	args := make([]string, 0, 12+2*len(w.Guards)+2*len(w.Set)+9*len(w.Arms))
 	args = append(args,
 		strconv.Itoa(FormatVersion), strconv.Itoa(d), FormatFloat(w.Lambda), string(features),
 		pats.json, strconv.Itoa(DefaultBlock), strconv.FormatInt(now.UnixMilli(), 10), strconv.FormatInt(w.Events, 10),
-		strconv.Itoa(len(w.Guards)))
+		FormatFloat(w.Rewards), strconv.FormatInt(w.Invalid, 10), strconv.Itoa(len(w.Guards)))
 	for _, g := range w.Guards {
 		args = append(args, g.Field, g.Want)
 	}
@@ -99,7 +101,7 @@ func (w *Write) Apply(ctx context.Context, c rueidis.Client) ([]int64, error) {
 			panic(fmt.Sprintf("store: arm %s has dimension %d, write has %d", a.ID, a.Arm.Dim(), d))
 		}
 		keys = append(keys, ArmKey(w.Model, a.ID))
-		args = append(args, a.ID, strconv.FormatInt(a.Version, 10), strconv.FormatInt(a.Arm.N(), 10),
+		args = append(args, a.ID, strconv.FormatInt(a.Version, 10), strconv.FormatInt(a.Arm.N(), 10), FormatFloat(a.Arm.Rewards()),
 			blob(a.Arm.A()), blob(a.Arm.B()), blob(a.Params.Theta), blob(a.Params.AInv), blob(pats.values(a.Params)))
 	}
 	res, err := lua.Write.Exec(ctx, c, keys, args).AsIntSlice()
@@ -122,7 +124,7 @@ type StoredArm struct {
 func ReadArms(ctx context.Context, c rueidis.Client, model string, d int, lambda float64, ids []string) ([]StoredArm, error) {
 	cmds := make(rueidis.Commands, len(ids))
 	for i, id := range ids {
-		cmds[i] = c.B().Hmget().Key(ArmKey(model, id)).Field("ver", "n", "a", "b").Build()
+		cmds[i] = c.B().Hmget().Key(ArmKey(model, id)).Field("ver", "n", "a", "b", "rewards").Build()
 	}
 	out := make([]StoredArm, len(ids))
 	for i, res := range c.DoMulti(ctx, cmds...) {
@@ -145,8 +147,12 @@ func ReadArms(ctx context.Context, c rueidis.Client, model string, d int, lambda
 }
 
 func decodeArm(d int, vals []rueidis.RedisMessage) (*linucb.Arm, int64, error) {
-	var s [4]string
+	var s [5]string
 	for i := range s {
+		if i == 4 && vals[i].IsNil() {
+			s[i] = "0" // written before the format stored the reward sum
+			continue
+		}
 		var err error
 		if s[i], err = vals[i].ToString(); err != nil {
 			return nil, 0, fmt.Errorf("%w: field %d: %v", ErrBadModel, i, err)
@@ -156,7 +162,8 @@ func decodeArm(d int, vals []rueidis.RedisMessage) (*linucb.Arm, int64, error) {
 	n, err2 := strconv.ParseInt(s[1], 10, 64)
 	a, err3 := Floats([]byte(s[2]))
 	b, err4 := Floats([]byte(s[3]))
-	for _, err := range []error{err1, err2, err3, err4} {
+	r, err5 := strconv.ParseFloat(s[4], 64)
+	for _, err := range []error{err1, err2, err3, err4, err5} {
 		if err != nil {
 			return nil, 0, fmt.Errorf("%w: %v", ErrBadModel, err)
 		}
@@ -164,7 +171,7 @@ func decodeArm(d int, vals []rueidis.RedisMessage) (*linucb.Arm, int64, error) {
 	if len(a) != d*d || len(b) != d {
 		return nil, 0, fmt.Errorf("%w: A has %d values and b %d for dimension %d", ErrBadModel, len(a), len(b), d)
 	}
-	arm, err := linucb.Restore(d, a, b, n)
+	arm, err := linucb.Restore(d, a, b, n, r)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %v", ErrBadModel, err)
 	}

@@ -94,6 +94,8 @@ func TestFailedWriteWritesNothing(t *testing.T) {
 			Arms: []store.ArmWrite{{ID: "y", Arm: arm2, Params: p2}}}, store.ErrBadModel},
 		{"other lambda", store.Write{Model: "w", Features: base.Features, Lambda: 2,
 			Arms: []store.ArmWrite{{ID: "y", Arm: arm2, Params: p2}}}, store.ErrBadModel},
+		{"negative reward sum", store.Write{Model: "w", Features: base.Features, Lambda: 1, Rewards: -1,
+			Arms: []store.ArmWrite{{ID: "y", Arm: arm2, Params: p2}}}, store.ErrBadArg},
 		{"same arm twice", store.Write{Model: "w", Features: base.Features, Lambda: 1,
 			Arms: []store.ArmWrite{{ID: "y", Arm: arm2, Params: p2}, {ID: "y", Arm: arm2, Params: p2}}}, store.ErrBadArg},
 	}
@@ -123,7 +125,12 @@ func TestRewriteArms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := store.Write{Model: "rw", Features: featureNames(d), Lambda: 1, Events: 2}
+	before, err := store.ReadMeta(ctx, c, "rw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two events, rewards 0 and 1, and 3 dead-lettered ones.
+	w := store.Write{Model: "rw", Features: featureNames(d), Lambda: 1, Events: 2, Rewards: 1, Invalid: 3}
 	for i, s := range stored {
 		if s.Version != 1 {
 			t.Fatalf("arm %s at version %d, want 1", s.ID, s.Version)
@@ -151,16 +158,18 @@ func TestRewriteArms(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range again {
-		if again[i].Version != 2 || again[i].Arm.N() != stored[i].Arm.N() || again[i].Arm.A()[1] != stored[i].Arm.A()[1] {
-			t.Fatalf("arm %s read back as version %d n %d", again[i].ID, again[i].Version, again[i].Arm.N())
+		if again[i].Version != 2 || again[i].Arm.N() != stored[i].Arm.N() || again[i].Arm.A()[1] != stored[i].Arm.A()[1] ||
+			again[i].Arm.Rewards() != stored[i].Arm.Rewards() {
+			t.Fatalf("arm %s read back as version %d n %d rewards %v, want 2, %d, %v", again[i].ID, again[i].Version,
+				again[i].Arm.N(), again[i].Arm.Rewards(), stored[i].Arm.N(), stored[i].Arm.Rewards())
 		}
 	}
 	meta, err := store.ReadMeta(ctx, c, "rw")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if meta.Arms != n || meta.Events != 2 || meta.Dim != d {
-		t.Fatalf("meta %+v", meta)
+	if meta.Arms != n || meta.Events != before.Events+2 || meta.Dim != d || meta.Rewards != before.Rewards+1 || meta.Invalid != before.Invalid+3 {
+		t.Fatalf("meta %+v, before the write %+v", meta, before)
 	}
 	for _, x := range [][]float64{{1, 2}, {-1, 0.5}, {0, 3}} {
 		q := store.Query{K: 10, Alpha: 0.5, Context: x}

@@ -117,12 +117,14 @@ func (e *env) config() Config {
 type ref struct {
 	a, b []float64
 	n    int64
+	r    float64 // Σ r
 }
 
 type refModel struct {
-	d      int
-	arms   map[string]*ref
-	events int64
+	d       int
+	arms    map[string]*ref
+	events  int64
+	rewards float64
 }
 
 func newRefModel(d int) *refModel { return &refModel{d: d, arms: map[string]*ref{}} }
@@ -144,7 +146,9 @@ func (m *refModel) add(product string, x []float64, r float64) {
 		s.b[i] += r * x[i]
 	}
 	s.n++
+	s.r += r
 	m.events++
+	m.rewards += r
 }
 
 // genEvents returns n seeded events over products p0..p{products-1}, with
@@ -275,8 +279,8 @@ func (e *env) check(want *refModel) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if meta.Events != want.events || meta.Arms != len(want.arms) {
-		e.t.Errorf("model has %d events and %d arms, want %d and %d", meta.Events, meta.Arms, want.events, len(want.arms))
+	if meta.Events != want.events || meta.Arms != len(want.arms) || !near([]float64{meta.Rewards}, []float64{want.rewards}) {
+		e.t.Errorf("model has %d events, %v rewards and %d arms, want %d, %v and %d", meta.Events, meta.Rewards, meta.Arms, want.events, want.rewards, len(want.arms))
 	}
 	ids := make([]string, 0, len(want.arms))
 	for id := range want.arms {
@@ -289,10 +293,10 @@ func (e *env) check(want *refModel) {
 	bad := 0
 	for _, s := range stored {
 		w := want.arms[s.ID]
-		if s.Version == 0 || s.Arm.N() != w.n || !near(s.Arm.A(), w.a) || !near(s.Arm.B(), w.b) {
+		if s.Version == 0 || s.Arm.N() != w.n || !near([]float64{s.Arm.Rewards()}, []float64{w.r}) || !near(s.Arm.A(), w.a) || !near(s.Arm.B(), w.b) {
 			bad++
 			if bad <= 3 {
-				e.t.Errorf("product %s: version %d n %d (want %d)\n A %v\nwant %v\n b %v\nwant %v", s.ID, s.Version, s.Arm.N(), w.n, s.Arm.A(), w.a, s.Arm.B(), w.b)
+				e.t.Errorf("product %s: version %d n %d (want %d) rewards %v (want %v)\n A %v\nwant %v\n b %v\nwant %v", s.ID, s.Version, s.Arm.N(), w.n, s.Arm.Rewards(), w.r, s.Arm.A(), w.a, s.Arm.B(), w.b)
 			}
 		}
 	}
@@ -387,8 +391,8 @@ func atoi(s string) int64 {
 	return v
 }
 
-func restoreSolve(d int, a, b []float64, n int64) (store.ArmWrite, error) {
-	arm, err := linucb.Restore(d, a, b, n)
+func restoreSolve(d int, a, b []float64, n int64, r float64) (store.ArmWrite, error) {
+	arm, err := linucb.Restore(d, a, b, n, r)
 	if err != nil {
 		return store.ArmWrite{}, err
 	}
@@ -427,4 +431,13 @@ func equalInts(a, b []int64) bool {
 		}
 	}
 	return true
+}
+
+func (e *env) hgetall(key string) map[string]string {
+	e.t.Helper()
+	m, err := e.redis.Do(context.Background(), e.redis.B().Hgetall().Key(key).Build()).AsStrMap()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return m
 }

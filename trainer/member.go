@@ -211,7 +211,7 @@ func (m *member) process(ctx context.Context, r *kgo.Record) {
 		delta := st.deltas[ev.ProductID]
 		if delta == nil {
 			d := m.meta.Dim
-			delta, _ = linucb.Restore(d, make([]float64, d*d), make([]float64, d), 0)
+			delta, _ = linucb.Restore(d, make([]float64, d*d), make([]float64, d), 0, 0)
 			st.deltas[ev.ProductID] = delta
 			m.dirty++
 		}
@@ -315,10 +315,26 @@ func (m *member) flush(ctx context.Context) error {
 	m.total.flushes++
 	m.log.Info("trainer: flush", "products", stats.Products, "events", stats.Events, "invalid", stats.Invalid,
 		"partitions", len(stats.Offsets), "attempts", stats.Attempts, "duration", stats.Duration)
+	m.recordFlush(ctx, stats)
 	if m.cfg.OnFlush != nil {
 		m.cfg.OnFlush(stats)
 	}
 	return nil
+}
+
+// recordFlush stores the flush's statistics in the model root for
+// dashboards (docs/FORMAT.md, flush:* fields). They are informational, so
+// they are written after the atomic write and a failure is only logged.
+func (m *member) recordFlush(ctx context.Context, st FlushStats) {
+	c := m.cfg.Redis
+	err := c.Do(ctx, c.B().Hset().Key(store.RootKey(m.cfg.Model)).FieldValue().
+		FieldValue("flush:at_ms", strconv.FormatInt(time.Now().UnixMilli(), 10)).
+		FieldValue("flush:ms", strconv.FormatFloat(float64(st.Duration.Microseconds())/1000, 'f', 3, 64)).
+		FieldValue("flush:arms", strconv.Itoa(st.Products)).
+		FieldValue("flush:events", strconv.FormatInt(st.Events, 10)).Build()).Error()
+	if err != nil {
+		m.log.Warn("trainer: record flush statistics", "err", err)
+	}
 }
 
 // write makes one write attempt; on success it marks everything flushed.
@@ -330,10 +346,12 @@ func (m *member) write(ctx context.Context, attempt int, stats *FlushStats) erro
 	type sum struct {
 		a, b []float64
 		n    int64
+		r    float64
 	}
 	sums := map[string]*sum{}
 	var ids []string
 	var events, invalid int64
+	var rewards float64
 	for _, pid := range pids {
 		st := m.parts[pid]
 		events += st.events
@@ -352,6 +370,8 @@ func (m *member) write(ctx context.Context, attempt int, stats *FlushStats) erro
 				s.b[i] += v
 			}
 			s.n += delta.N()
+			s.r += delta.Rewards()
+			rewards += delta.Rewards()
 		}
 	}
 	slices.Sort(ids)
@@ -379,7 +399,7 @@ func (m *member) write(ctx context.Context, attempt int, stats *FlushStats) erro
 		for j, v := range base.Arm.B() {
 			s.b[j] += v
 		}
-		arm, err := linucb.Restore(d, s.a, s.b, base.Arm.N()+s.n)
+		arm, err := linucb.Restore(d, s.a, s.b, base.Arm.N()+s.n, base.Arm.Rewards()+s.r)
 		if err != nil {
 			return fmt.Errorf("arm %s: %w", id, err)
 		}
@@ -392,7 +412,7 @@ func (m *member) write(ctx context.Context, attempt int, stats *FlushStats) erro
 
 	offsets := map[int32]int64{}
 	w := store.Write{Model: m.cfg.Model, Features: m.meta.Features, Groups: m.meta.Groups, Lambda: lambda,
-		Events: events, Arms: arms}
+		Events: events, Rewards: rewards, Invalid: invalid, Arms: arms}
 	for _, pid := range pids {
 		st := m.parts[pid]
 		field := OffsetField(m.cfg.Topic, pid)

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -50,7 +51,9 @@ func TestTrainerFoldsLog(t *testing.T) {
 	cfg := e.config()
 	cfg.Bootstrap = path
 	var flushes atomic.Int64
-	cfg.OnFlush = func(FlushStats) { flushes.Add(1) }
+	var last atomic.Pointer[FlushStats]
+	cfg.OnFlush = func(st FlushStats) { flushes.Add(1); last.Store(&st) }
+	start := time.Now()
 	stop := r.start(cfg)
 	e.waitCaughtUp(60 * time.Second)
 	if err := stop(); err != nil {
@@ -59,6 +62,13 @@ func TestTrainerFoldsLog(t *testing.T) {
 	e.check(want)
 	if flushes.Load() < 2 {
 		t.Errorf("%d flushes, want several (MaxDirty 20)", flushes.Load())
+	}
+	// The last flush's statistics are in the root for dashboards.
+	root := e.hgetall(store.RootKey(testModel))
+	st := last.Load()
+	if at := atoi(root["flush:at_ms"]); at < start.UnixMilli() || at > time.Now().UnixMilli() ||
+		root["flush:arms"] != strconv.Itoa(st.Products) || root["flush:events"] != strconv.FormatInt(st.Events, 10) || root["flush:ms"] == "" {
+		t.Errorf("flush statistics in the root: %v; the last flush: %+v", root, st)
 	}
 	// A restart with the same bootstrap file folds nothing twice.
 	stop = r.start(cfg)
@@ -135,6 +145,9 @@ func TestTrainerDeadLetters(t *testing.T) {
 	}
 	if invalid.Load() != int64(total) {
 		t.Errorf("flushes counted %d invalid events, want %d", invalid.Load(), total)
+	}
+	if meta := e.mustMeta(); meta.Invalid != int64(total) {
+		t.Errorf("the model counts %d dead-lettered events, want %d", meta.Invalid, total)
 	}
 	letters := consumeAll(t, e.brokers, e.topic+DefaultDLQSuffix, total)
 	src := consumeAll(t, e.brokers, e.topic, len(recs))
@@ -324,7 +337,7 @@ func TestTrainerFenced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := store.Write{Model: testModel, Features: meta.Features, Lambda: 1, Events: int64(len(second)),
+	w := store.Write{Model: testModel, Features: meta.Features, Lambda: 1, Events: int64(len(second)), Rewards: delta.rewards,
 		Guards: []store.Guard{{Field: field, Want: "500"}}, Set: []store.Field{{Name: field, Value: "800"}}}
 	for _, s := range stored {
 		a, b := append([]float64(nil), s.Arm.A()...), append([]float64(nil), s.Arm.B()...)
@@ -336,7 +349,7 @@ func TestTrainerFenced(t *testing.T) {
 			a[i*d+i]-- // delta carries its own λI
 			b[i] += dl.b[i]
 		}
-		arm, err := restoreSolve(d, a, b, s.Arm.N()+dl.n)
+		arm, err := restoreSolve(d, a, b, s.Arm.N()+dl.n, s.Arm.Rewards()+dl.r)
 		if err != nil {
 			t.Fatal(err)
 		}
