@@ -221,28 +221,11 @@ func readCatalog(ctx context.Context, c rueidis.Client, model string) (*Catalog,
 	if meta.Arms < 1 {
 		return nil, fmt.Errorf("model %s has no products", model)
 	}
-	cat := &Catalog{Model: model, Dim: meta.Dim, Groups: meta.Groups, IDs: make([]string, meta.Arms)}
-	const chunk = 1000
-	for lo := 0; lo < meta.Arms; lo += chunk {
-		hi := min(lo+chunk, meta.Arms)
-		fields := make([]string, 0, hi-lo)
-		for i := lo; i < hi; i++ {
-			fields = append(fields, "id:"+strconv.Itoa(i))
-		}
-		vals, err := c.Do(ctx, c.B().Hmget().Key(store.RootKey(model)).Field(fields...).Build()).AsStrSlice()
-		if err != nil {
-			return nil, fmt.Errorf("read product ids %d..%d of %s: %w", lo, hi-1, model, err)
-		}
-		if len(vals) != hi-lo {
-			return nil, fmt.Errorf("read product ids of %s: %d values for %d fields", model, len(vals), hi-lo)
-		}
-		for i, v := range vals {
-			if v == "" {
-				return nil, fmt.Errorf("%w: %s has no id for arm %d", store.ErrBadModel, model, lo+i)
-			}
-		}
-		copy(cat.IDs[lo:], vals)
+	ids, err := store.ReadProducts(ctx, c, model, meta.Arms)
+	if err != nil {
+		return nil, err
 	}
+	cat := &Catalog{Model: model, Dim: meta.Dim, Groups: meta.Groups, IDs: ids}
 	cat.buildIndex()
 	return cat, nil
 }

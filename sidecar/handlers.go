@@ -33,6 +33,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) (int, any, error)
 
 // handle registers an endpoint with metrics, JSON replies and error mapping.
 func (s *Server) handle(pattern, name string, h handlerFunc) {
+	serving := name == "recommend" // the dashboard's serving panel
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		status, body, err := h(w, r)
@@ -47,7 +48,11 @@ func (s *Server) handle(pattern, name string, h handlerFunc) {
 		writeJSON(w, status, body)
 		code := strconv.Itoa(status)
 		s.metrics.requests.WithLabelValues(name, code).Inc()
-		s.metrics.latency.WithLabelValues(name, code).Observe(time.Since(start).Seconds())
+		took := time.Since(start)
+		s.metrics.latency.WithLabelValues(name, code).Observe(took.Seconds())
+		if serving {
+			s.board.serving.record(start, took, status >= 500)
+		}
 	})
 }
 
@@ -216,31 +221,47 @@ func (s *Server) explain(w http.ResponseWriter, r *http.Request) (int, any, erro
 		if err != nil {
 			return 0, nil, fmt.Errorf("read arm %s: %w", it.ID, err)
 		}
-		p := linucb.Params{Theta: make([]float64, d), AInv: make([]float64, d*d)}
+		lambda := 1.0
 		if vals[0].IsNil() { // a candidate the model has never seen: the prior arm
 			info, err := s.modelInfo(ctx, model)
 			if err != nil {
 				return 0, nil, err
 			}
-			for j := 0; j < d; j++ {
-				p.AInv[j*d+j] = 1 / info.meta.Lambda
-			}
-		} else {
-			th, _ := vals[0].ToString()
-			ai, _ := vals[1].ToString()
-			if p.Theta, err = store.Floats([]byte(th)); err == nil {
-				p.AInv, err = store.Floats([]byte(ai))
-			}
-			if err != nil || len(p.Theta) != d || len(p.AInv) != d*d {
-				return 0, nil, fmt.Errorf("%w: arm %s of %s", store.ErrBadModel, it.ID, model)
-			}
-			it.Events, _ = vals[2].AsInt64()
+			lambda = info.meta.Lambda
 		}
+		p, err := params(vals, d, lambda)
+		if err != nil {
+			return 0, nil, fmt.Errorf("%w: arm %s of %s: %v", store.ErrBadModel, it.ID, model, err)
+		}
+		it.Events, _ = vals[2].AsInt64()
 		mean, quad := linucb.MeanVar(q.Context, p)
 		it.Mean, it.Bonus = mean, q.Alpha*math.Sqrt(quad)
 		resp.Items[i] = it
 	}
 	return http.StatusOK, resp, nil
+}
+
+// params decodes θ and A⁻¹ from the first two values of an arm's HMGET
+// (theta, ainv, …); an arm not in Redis has the prior parameters θ = 0,
+// A⁻¹ = I/λ.
+func params(vals []rueidis.RedisMessage, d int, lambda float64) (linucb.Params, error) {
+	p := linucb.Params{Theta: make([]float64, d), AInv: make([]float64, d*d)}
+	if vals[0].IsNil() {
+		for j := 0; j < d; j++ {
+			p.AInv[j*d+j] = 1 / lambda
+		}
+		return p, nil
+	}
+	th, _ := vals[0].ToString()
+	ai, _ := vals[1].ToString()
+	var err error
+	if p.Theta, err = store.Floats([]byte(th)); err == nil {
+		p.AInv, err = store.Floats([]byte(ai))
+	}
+	if err == nil && (len(p.Theta) != d || len(p.AInv) != d*d) {
+		err = fmt.Errorf("θ has %d values and A⁻¹ %d for dimension %d", len(p.Theta), len(p.AInv), d)
+	}
+	return p, err
 }
 
 // context builds x from the request: a dense array (its length is checked by

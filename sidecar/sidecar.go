@@ -13,6 +13,9 @@
 //	GET  /healthz             the process is alive
 //	GET  /readyz              Redis answers, the scripts are loaded, Kafka answers (with feedback on)
 //	GET  /metrics             Prometheus metrics
+//	GET  /                    the dashboard (a page polling the next two)
+//	GET  /v1/dashboard        click rates, trainer progress and serving over time (?model=M)
+//	POST /v1/arms             every product's events, mean reward, estimate and bonus for a context
 //
 // Errors are JSON {"error": "…"}: 400 for a malformed or invalid request,
 // 404 for an unknown model, 413 for a body over the limit, 503 when Redis is
@@ -34,6 +37,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/redbandit/redbandit/linucb"
@@ -43,13 +47,14 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultListen   = "127.0.0.1:8080"
-	DefaultModel    = "default"
-	DefaultK        = 5
-	DefaultMaxBody  = 64 << 10
-	DefaultTimeout  = 2 * time.Second
-	DefaultMetaTTL  = 5 * time.Second
-	shutdownTimeout = 10 * time.Second
+	DefaultListen        = "127.0.0.1:8080"
+	DefaultModel         = "default"
+	DefaultK             = 5
+	DefaultMaxBody       = 64 << 10
+	DefaultTimeout       = 2 * time.Second
+	DefaultMetaTTL       = 5 * time.Second
+	DefaultBoardInterval = time.Second
+	shutdownTimeout      = 10 * time.Second
 )
 
 // Config configures the sidecar. Zero values take the defaults above.
@@ -72,6 +77,15 @@ type Config struct {
 	Topic string
 	// Producer, if set, is used instead of one made from Brokers (tests).
 	Producer Producer
+	// Admin, if set, lets the dashboard compute the consumer lag of Topic.
+	// Run makes one from Brokers. Default none: the lag is unknown.
+	Admin Admin
+
+	// BoardInterval is the dashboard's sampling period; default 1s.
+	BoardInterval time.Duration
+	// Simulation, if set, is sampled with the default model for the
+	// dashboard: a simulator's click rates (the demo's). Default none.
+	Simulation func() SimulationStats
 }
 
 // Producer is the part of a franz-go client the sidecar uses.
@@ -108,6 +122,9 @@ func (c *Config) withDefaults() {
 	if c.Topic == "" {
 		c.Topic = DefaultTopic
 	}
+	if c.BoardInterval == 0 {
+		c.BoardInterval = DefaultBoardInterval
+	}
 }
 
 // Server serves the sidecar's endpoints. Create it with New.
@@ -115,6 +132,7 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *metrics
+	board   *board
 	mux     *http.ServeMux
 
 	mu    sync.Mutex
@@ -132,7 +150,7 @@ type modelInfo struct {
 // New returns a Server; it does not touch Redis.
 func New(cfg Config) *Server {
 	cfg.withDefaults()
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), cache: map[string]*modelInfo{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), board: newBoard(), cache: map[string]*modelInfo{}}
 	s.mux = http.NewServeMux()
 	s.handle("POST /v1/recommend", "recommend", s.recommend)
 	s.handle("POST /v1/feedback", "feedback", s.feedback)
@@ -141,9 +159,15 @@ func New(cfg Config) *Server {
 	s.handle("GET /healthz", "healthz", s.healthz)
 	s.handle("GET /readyz", "readyz", s.readyz)
 	s.mux.Handle("GET /metrics", s.metrics.handler())
+	s.handle("GET /v1/dashboard", "dashboard", s.dashboard)
+	s.handle("POST /v1/arms", "arms", s.arms)
+	index, assets := uiHandler()
+	s.mux.Handle("GET /{$}", index)
+	s.mux.Handle("GET /ui/", assets)
 	// Anything else: 405 for a known path with another method, else 404,
 	// as JSON like every other answer.
-	allowed := map[string]string{"/v1/recommend": "POST", "/v1/feedback": "POST", "/v1/explain": "POST", "/healthz": "GET", "/readyz": "GET", "/metrics": "GET"}
+	allowed := map[string]string{"/v1/recommend": "POST", "/v1/feedback": "POST", "/v1/explain": "POST", "/v1/arms": "POST",
+		"/v1/dashboard": "GET", "/healthz": "GET", "/readyz": "GET", "/metrics": "GET", "/": "GET"}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		method, ok := allowed[r.URL.Path]
 		if !ok && strings.HasPrefix(r.URL.Path, "/v1/models/") {
@@ -187,6 +211,9 @@ func Run(ctx context.Context, cfg Config) error {
 			cl.Close()
 		}()
 		cfg.Producer = cl
+		if cfg.Admin == nil {
+			cfg.Admin = kadm.NewClient(cl)
+		}
 	}
 	s := New(cfg)
 	if err := s.Prepare(ctx); err != nil {
@@ -228,6 +255,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
+	sctx, stopSampling := context.WithCancel(ctx)
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		s.sampleLoop(sctx)
+	}()
+	defer func() {
+		stopSampling()
+		<-sampled
+	}()
 	s.log.Info("sidecar: listening", "addr", ln.Addr().String(), "model", s.cfg.Model, "fcall", s.cfg.FCall)
 	select {
 	case err := <-done:

@@ -36,14 +36,15 @@ func randomAttributes(rng *rand.Rand) map[string]any {
 }
 
 // shopModel writes a 40-product model with the reference spec, trained on
-// random encoded visits, and returns the Go-side parameters by product.
-func shopModel(t *testing.T, c rueidis.Client, name string) (ids []string, params map[string]linucb.Params) {
+// random encoded visits, and returns the Go-side arms and parameters by
+// product.
+func shopModel(t *testing.T, c rueidis.Client, name string) (ids []string, params map[string]linucb.Params, arms map[string]*linucb.Arm) {
 	t.Helper()
 	sp := spec.Reference()
 	rng := rand.New(rand.NewPCG(3, 4))
 	w := store.Write{Model: name, Features: sp.Names(), Groups: sp.Groups(), Lambda: 1,
 		Set: []store.Field{{Name: store.SpecField, Value: sp.JSON()}}}
-	params = map[string]linucb.Params{}
+	params, arms = map[string]linucb.Params{}, map[string]*linucb.Arm{}
 	for a := 0; a < 40; a++ {
 		arm := linucb.NewArm(sp.Dim(), 1)
 		for e := 0; e < rng.IntN(50); e++ {
@@ -61,13 +62,15 @@ func shopModel(t *testing.T, c rueidis.Client, name string) (ids []string, param
 		}
 		id := fmt.Sprintf("dish-%02d", a)
 		ids = append(ids, id)
-		params[id] = p
+		params[id], arms[id] = p, arm
+		w.Events += arm.N()
+		w.Rewards += arm.Rewards()
 		w.Arms = append(w.Arms, store.ArmWrite{ID: id, Arm: arm, Params: p})
 	}
 	if _, err := w.Apply(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}
-	return ids, params
+	return ids, params, arms
 }
 
 type fixture struct {
@@ -76,13 +79,14 @@ type fixture struct {
 	http   *httptest.Server
 	ids    []string
 	params map[string]linucb.Params
+	arms   map[string]*linucb.Arm
 }
 
 func newFixture(t *testing.T, cfg sidecar.Config) *fixture {
 	srv := redistest.Start(t)
 	c := srv.Client()
 	f := &fixture{t: t, srv: srv}
-	f.ids, f.params = shopModel(t, c, "shop")
+	f.ids, f.params, f.arms = shopModel(t, c, "shop")
 	cfg.Redis, cfg.Model = c, "shop"
 	cfg.Timeout = 500 * time.Millisecond
 	s := sidecar.New(cfg)

@@ -182,3 +182,28 @@ func ReadMeta(ctx context.Context, c rueidis.Client, model string) (Meta, error)
 	}
 	return m, nil
 }
+
+// ReadProducts returns the product ids of arms 0..arms-1 of model (arms is
+// Meta.Arms), in index order, from the root's product index: one HMGET per
+// 1,000 products. A missing id is ErrBadModel.
+func ReadProducts(ctx context.Context, c rueidis.Client, model string, arms int) ([]string, error) {
+	ids := make([]string, arms)
+	const chunk = 1000
+	for lo := 0; lo < arms; lo += chunk {
+		hi := min(lo+chunk, arms)
+		fields := make([]string, 0, hi-lo)
+		for i := lo; i < hi; i++ {
+			fields = append(fields, "id:"+strconv.Itoa(i))
+		}
+		vals, err := c.Do(ctx, c.B().Hmget().Key(RootKey(model)).Field(fields...).Build()).ToArray()
+		if err != nil {
+			return nil, fmt.Errorf("read product ids %d..%d of %s: %w", lo, hi-1, model, err)
+		}
+		for i, v := range vals {
+			if ids[lo+i], err = v.ToString(); err != nil || ids[lo+i] == "" {
+				return nil, fmt.Errorf("%w: %s has no id for arm %d", ErrBadModel, RootKey(model), lo+i)
+			}
+		}
+	}
+	return ids, nil
+}

@@ -1,0 +1,659 @@
+package sidecar
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/redbandit/redbandit/linucb"
+	"github.com/redbandit/redbandit/store"
+)
+
+// The dashboard: GET / serves a page (sidecar/ui, embedded) that polls
+// GET /v1/dashboard once a second, and POST /v1/explain and POST /v1/arms
+// for a context built from the model's feature spec.
+//
+// The sidecar samples each model the dashboard shows once a BoardInterval:
+// the root's counters (events, rewards, invalid, flush:*), the consumer lag
+// (topic end offsets minus the offsets the trainers stored with the model)
+// and, if a simulator runs in the same process, its click rates. It keeps
+// the last boardSamples samples per model, so a page opened late still
+// draws the recent past.
+const (
+	boardSamples  = 300              // samples kept per model: 5 minutes at 1 s
+	boardModels   = 16               // models sampled at most
+	boardIdle     = 5 * time.Minute  // a model no page asked for this long is no longer sampled
+	ctrWindow     = 1000             // events in a rolling click rate
+	rateWindow    = 10 * time.Second // events/s and requests/s are averaged over this
+	latencyWindow = 10 * time.Second // p50 and p99 of the requests of this window
+	latencyKept   = 4096             // at most this many latencies are kept for them
+)
+
+//go:embed ui
+var uiFiles embed.FS
+
+// SimulationStats is a simulator's live state, for the dashboard: visits so
+// far and the rolling click rate of each policy it plays (linucb, random,
+// oracle).
+type SimulationStats struct {
+	Visits int                `json:"visits"`
+	CTR    map[string]float64 `json:"ctr"`
+}
+
+// Admin is the part of a kadm client the dashboard uses to compute the
+// consumer lag.
+type Admin interface {
+	ListStartOffsets(ctx context.Context, topics ...string) (kadm.ListedOffsets, error)
+	ListEndOffsets(ctx context.Context, topics ...string) (kadm.ListedOffsets, error)
+}
+
+// serving keeps the recent recommendation requests: a count per second and
+// the latest latencies.
+type serving struct {
+	mu     sync.Mutex
+	counts [boardSamples]struct{ sec, n, errs int64 } // by Unix second mod boardSamples
+	lat    [latencyKept]struct {
+		at int64 // Unix ns
+		d  time.Duration
+	}
+	next int
+}
+
+func (s *serving) record(at time.Time, d time.Duration, failed bool) {
+	sec := at.Unix()
+	s.mu.Lock()
+	c := &s.counts[sec%boardSamples]
+	if c.sec != sec {
+		c.sec, c.n, c.errs = sec, 0, 0
+	}
+	c.n++
+	if failed {
+		c.errs++
+	}
+	s.lat[s.next] = struct {
+		at int64
+		d  time.Duration
+	}{at.UnixNano(), d}
+	s.next = (s.next + 1) % latencyKept
+	s.mu.Unlock()
+}
+
+// ServingPoint is the serving state at one time (T, Unix ms): requests per second over
+// rateWindow, p50 and p99 over latencyWindow (nil without requests), and
+// failed requests (status ≥ 500) over rateWindow.
+type ServingPoint struct {
+	T      int64    `json:"t"`
+	RPS    float64  `json:"rps"`
+	P50MS  *float64 `json:"p50_ms"`
+	P99MS  *float64 `json:"p99_ms"`
+	Errors int64    `json:"errors"`
+}
+
+func (s *serving) point(now time.Time) ServingPoint {
+	p := ServingPoint{T: now.UnixMilli()}
+	secs := int64(rateWindow / time.Second)
+	from := now.Add(-latencyWindow).UnixNano()
+	var lat []time.Duration
+	s.mu.Lock()
+	var n int64
+	for sec := now.Unix() - secs; sec < now.Unix(); sec++ { // complete seconds only
+		if c := s.counts[sec%boardSamples]; c.sec == sec {
+			n += c.n
+			p.Errors += c.errs
+		}
+	}
+	for _, l := range s.lat {
+		if l.at >= from && l.at <= now.UnixNano() {
+			lat = append(lat, l.d)
+		}
+	}
+	s.mu.Unlock()
+	p.RPS = float64(n) / float64(secs)
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		p.P50MS, p.P99MS = ms(quantile(lat, .5)), ms(quantile(lat, .99))
+	}
+	return p
+}
+
+// quantile is the nearest-rank q-quantile of sorted durations.
+func quantile(sorted []time.Duration, q float64) time.Duration {
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+func ms(d time.Duration) *float64 {
+	v := float64(d.Microseconds()) / 1000
+	return &v
+}
+
+// sample is one look at a model.
+type sample struct {
+	t       time.Time
+	events  int64
+	rewards float64
+	invalid int64
+	lag     *int64
+	sim     *SimulationStats
+}
+
+// track is what the dashboard keeps of one model.
+type track struct {
+	samples []sample // oldest first, at most boardSamples
+	asked   time.Time
+	arms    int
+	flush   FlushInfo
+}
+
+// FlushInfo is a model's last trainer flush: when it ended (Unix ms, 0 if
+// never), how long it took, the arms written and the events folded.
+type FlushInfo struct {
+	FlushAtMS   int64    `json:"last_flush_ms"`
+	FlushMS     *float64 `json:"flush_ms"`
+	FlushArms   *int64   `json:"flush_arms"`
+	FlushEvents *int64   `json:"flush_events"`
+}
+
+// board holds the dashboard's samples.
+type board struct {
+	mu       sync.Mutex
+	models   map[string]*track
+	serving  serving
+	servings []ServingPoint // oldest first, at most boardSamples
+}
+
+func newBoard() *board { return &board{models: map[string]*track{}} }
+
+// sampleLoop samples every tracked model each BoardInterval until ctx is
+// done.
+func (s *Server) sampleLoop(ctx context.Context) {
+	tick := time.NewTicker(s.cfg.BoardInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			s.sampleAll(ctx)
+		}
+	}
+}
+
+// sampleAll takes one sample of every tracked model (always the default
+// one) and of serving.
+func (s *Server) sampleAll(ctx context.Context) {
+	now := time.Now()
+	b := s.board
+	b.mu.Lock()
+	b.servings = appendCapped(b.servings, b.serving.point(now))
+	if _, ok := b.models[s.cfg.Model]; !ok {
+		b.models[s.cfg.Model] = &track{asked: now}
+	}
+	var models []string
+	for m, tr := range b.models {
+		if m != s.cfg.Model && now.Sub(tr.asked) > boardIdle {
+			delete(b.models, m)
+			continue
+		}
+		models = append(models, m)
+	}
+	b.mu.Unlock()
+	ends := s.endOffsets(ctx)
+	for _, m := range models {
+		if err := s.sampleModel(ctx, m, now, ends); err != nil && ctx.Err() == nil && !errors.Is(err, store.ErrNoModel) {
+			s.log.Debug("sidecar: dashboard sample", "model", m, "err", err)
+		}
+	}
+}
+
+// partitionRange is a partition's first and next offset.
+type partitionRange struct{ start, end int64 }
+
+// endOffsets returns the feedback topic's offsets by partition, or nil if
+// there is no Kafka admin or it failed.
+func (s *Server) endOffsets(ctx context.Context) map[int32]partitionRange {
+	if s.cfg.Admin == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	starts, err := s.cfg.Admin.ListStartOffsets(ctx, s.cfg.Topic)
+	if err == nil {
+		err = starts.Error()
+	}
+	var ends kadm.ListedOffsets
+	if err == nil {
+		ends, err = s.cfg.Admin.ListEndOffsets(ctx, s.cfg.Topic)
+	}
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		s.log.Debug("sidecar: dashboard: list offsets", "topic", s.cfg.Topic, "err", err)
+		return nil
+	}
+	out := map[int32]partitionRange{}
+	ends.Each(func(o kadm.ListedOffset) {
+		st, _ := starts.Lookup(o.Topic, o.Partition)
+		out[o.Partition] = partitionRange{start: st.Offset, end: o.Offset}
+	})
+	return out
+}
+
+// sampleModel reads the model's counters (and, with ends, its stored
+// offsets) in one HMGET and appends a sample.
+func (s *Server) sampleModel(ctx context.Context, model string, now time.Time, ends map[int32]partitionRange) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	fields := []string{"format", "events", "rewards", "invalid", "arms", "flush:at_ms", "flush:ms", "flush:arms", "flush:events"}
+	const fixed = 9
+	parts := make([]int32, 0, len(ends))
+	for p := range ends {
+		parts = append(parts, p)
+	}
+	slices.Sort(parts)
+	for _, p := range parts {
+		fields = append(fields, "off:"+s.cfg.Topic+":"+strconv.Itoa(int(p)))
+	}
+	c := s.cfg.Redis
+	vals, err := c.Do(ctx, c.B().Hmget().Key(store.RootKey(model)).Field(fields...).Build()).ToArray()
+	if err != nil {
+		return err
+	}
+	str := make([]string, len(vals))
+	for i, v := range vals {
+		str[i], _ = v.ToString() // "" for nil
+	}
+	if str[0] == "" {
+		return store.ErrNoModel
+	}
+	smp := sample{t: now}
+	smp.events, _ = strconv.ParseInt(str[1], 10, 64)
+	smp.rewards, _ = strconv.ParseFloat(str[2], 64)
+	smp.invalid, _ = strconv.ParseInt(str[3], 10, 64)
+	arms, _ := strconv.Atoi(str[4])
+	var fl FlushInfo
+	fl.FlushAtMS, _ = strconv.ParseInt(str[5], 10, 64)
+	fl.FlushMS, fl.FlushArms, fl.FlushEvents = parseFloat(str[6]), parseInt(str[7]), parseInt(str[8])
+	if ends != nil {
+		var lag int64
+		for i, p := range parts {
+			r := ends[p]
+			next := r.start // no stored offset: the trainers have not folded this partition yet
+			if o, err := strconv.ParseInt(str[fixed+i], 10, 64); err == nil {
+				next = max(o, r.start)
+			}
+			lag += max(0, r.end-next)
+		}
+		smp.lag = &lag
+	}
+	if s.cfg.Simulation != nil && model == s.cfg.Model {
+		st := s.cfg.Simulation()
+		smp.sim = &st
+	}
+	b := s.board
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	tr := b.models[model]
+	if tr == nil {
+		return nil // dropped meanwhile
+	}
+	tr.samples = appendCapped(tr.samples, smp)
+	tr.arms, tr.flush = arms, fl
+	return nil
+}
+
+func parseFloat(s string) *float64 {
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return nil
+	}
+	return &v
+}
+
+func parseInt(s string) *int64 {
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return nil
+	}
+	return &v
+}
+
+// appendCapped appends v and drops the oldest values beyond boardSamples.
+func appendCapped[T any](s []T, v T) []T {
+	s = append(s, v)
+	if len(s) > boardSamples {
+		s = slices.Delete(s, 0, len(s)-boardSamples)
+	}
+	return s
+}
+
+// DashboardResponse is the body of GET /v1/dashboard.
+type DashboardResponse struct {
+	Model     string           `json:"model"`
+	NowMS     int64            `json:"now_ms"`
+	Products  int              `json:"products"`
+	CTR       CTRPanel         `json:"ctr"`
+	Trainer   TrainerPanel     `json:"trainer"`
+	Serving   ServingPanel     `json:"serving"`
+	Simulator *SimulationStats `json:"simulator"`
+}
+
+// CTRPanel holds the rolling click rates over time. Observed is the mean
+// reward of the last Window events folded into the model (nil before any);
+// Linucb, Random and Oracle come from a simulator, if one runs.
+type CTRPanel struct {
+	Window int        `json:"window"`
+	Points []CTRPoint `json:"points"`
+}
+
+// CTRPoint is one sample of CTRPanel.
+type CTRPoint struct {
+	T        int64    `json:"t"`
+	Observed *float64 `json:"observed"`
+	Linucb   *float64 `json:"linucb,omitempty"`
+	Random   *float64 `json:"random,omitempty"`
+	Oracle   *float64 `json:"oracle,omitempty"`
+}
+
+// TrainerPanel is the trainers' progress as seen in the model: events
+// folded (per second over the last 10 s), the consumer lag (nil without a
+// Kafka admin), dead-lettered events and the last flush.
+type TrainerPanel struct {
+	Events     int64    `json:"events"`
+	Rewards    float64  `json:"rewards"`
+	DLQ        int64    `json:"dlq"`
+	EventsPerS *float64 `json:"events_per_s"`
+	Lag        *int64   `json:"lag"`
+	FlushInfo
+	Points []TrainerPoint `json:"points"`
+}
+
+// TrainerPoint is one sample of TrainerPanel.
+type TrainerPoint struct {
+	T          int64    `json:"t"`
+	EventsPerS *float64 `json:"events_per_s"`
+	Lag        *int64   `json:"lag"`
+}
+
+// ServingPanel is this sidecar's POST /v1/recommend traffic: requests per
+// second and failures (status ≥ 500) over the last 10 s, p50 and p99
+// latency (server side) over the last 10 s.
+type ServingPanel struct {
+	ServingPoint
+	Points []ServingPoint `json:"points"`
+}
+
+// dashboard serves GET /v1/dashboard[?model=M].
+func (s *Server) dashboard(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	model := r.URL.Query().Get("model")
+	if model == "" {
+		model = s.cfg.Model
+	}
+	if _, err := s.modelInfo(r.Context(), model); err != nil {
+		return 0, nil, err
+	}
+	b := s.board
+	b.mu.Lock()
+	tr := b.models[model]
+	if tr == nil && len(b.models) >= boardModels {
+		b.mu.Unlock()
+		return 0, nil, badRequest("the dashboard follows %d models at most; none has been idle for %v", boardModels, boardIdle)
+	}
+	if tr == nil {
+		tr = &track{}
+		b.models[model] = tr
+	}
+	tr.asked = time.Now()
+	fresh := len(tr.samples) == 0
+	b.mu.Unlock()
+	if fresh { // a model seen for the first time: sample it now
+		if err := s.sampleModel(r.Context(), model, time.Now(), s.endOffsets(r.Context())); err != nil {
+			return 0, nil, err
+		}
+	}
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	resp := DashboardResponse{Model: model, NowMS: now.UnixMilli(), Products: tr.arms,
+		CTR: CTRPanel{Window: ctrWindow, Points: make([]CTRPoint, len(tr.samples))}}
+	resp.Trainer.Points = make([]TrainerPoint, len(tr.samples))
+	for i, smp := range tr.samples {
+		p := CTRPoint{T: smp.t.UnixMilli(), Observed: observedCTR(tr.samples[:i+1])}
+		if smp.sim != nil {
+			p.Linucb, p.Random, p.Oracle = rate(smp.sim.CTR, "linucb"), rate(smp.sim.CTR, "random"), rate(smp.sim.CTR, "oracle")
+		}
+		resp.CTR.Points[i] = p
+		resp.Trainer.Points[i] = TrainerPoint{T: p.T, EventsPerS: eventsPerSecond(tr.samples[:i+1]), Lag: smp.lag}
+	}
+	if n := len(tr.samples); n > 0 {
+		last := tr.samples[n-1]
+		resp.Trainer.Events, resp.Trainer.Rewards, resp.Trainer.DLQ = last.events, last.rewards, last.invalid
+		resp.Trainer.EventsPerS, resp.Trainer.Lag = resp.Trainer.Points[n-1].EventsPerS, last.lag
+		resp.Simulator = last.sim
+	}
+	resp.Trainer.FlushInfo = tr.flush
+	resp.Serving.Points = slices.Clone(b.servings)
+	resp.Serving.ServingPoint = b.serving.point(now)
+	return http.StatusOK, resp, nil
+}
+
+func rate(m map[string]float64, k string) *float64 {
+	v, ok := m[k]
+	if !ok {
+		return nil
+	}
+	return &v
+}
+
+// observedCTR is the mean reward of the events folded between the sample
+// that is ctrWindow events before the last one (or the oldest) and the last
+// one; nil if none were folded.
+func observedCTR(s []sample) *float64 {
+	last := s[len(s)-1]
+	from := s[0]
+	for i := len(s) - 2; i >= 0; i-- {
+		from = s[i]
+		if last.events-s[i].events >= ctrWindow {
+			break
+		}
+	}
+	n := last.events - from.events
+	if n <= 0 {
+		return nil
+	}
+	v := (last.rewards - from.rewards) / float64(n)
+	return &v
+}
+
+// eventsPerSecond is the rate of folded events over the last rateWindow of
+// samples; nil with fewer than two samples.
+func eventsPerSecond(s []sample) *float64 {
+	last := s[len(s)-1]
+	var from *sample
+	for i := len(s) - 2; i >= 0; i-- {
+		from = &s[i]
+		if last.t.Sub(s[i].t) >= rateWindow {
+			break
+		}
+	}
+	if from == nil || !last.t.After(from.t) {
+		return nil
+	}
+	v := float64(last.events-from.events) / last.t.Sub(from.t).Seconds()
+	return &v
+}
+
+// ArmsResponse is the body of POST /v1/arms: the products with the most
+// events (all of them up to Limit), and for the given context each one's
+// estimate xᵀθ, bonus α·√(xᵀA⁻¹x) and score.
+type ArmsResponse struct {
+	Model    string      `json:"model"`
+	Alpha    float64     `json:"alpha"`
+	Context  []float64   `json:"context"`
+	Products int         `json:"products"`
+	Arms     []ArmDetail `json:"arms"`
+}
+
+// ArmDetail is one product of ArmsResponse. MeanReward is the mean of the
+// rewards folded into it (nil with no events).
+type ArmDetail struct {
+	ID         string   `json:"id"`
+	Events     int64    `json:"events"`
+	MeanReward *float64 `json:"mean_reward"`
+	Estimate   float64  `json:"estimate"`
+	Bonus      float64  `json:"bonus"`
+	Score      float64  `json:"score"`
+}
+
+// armsRequest is the body of POST /v1/arms.
+type armsRequest struct {
+	Model      string          `json:"model"`
+	Context    json.RawMessage `json:"context"`
+	Attributes map[string]any  `json:"attributes"`
+	Alpha      *float64        `json:"alpha"`
+	Limit      *int            `json:"limit"`
+}
+
+// Limits of POST /v1/arms.
+const (
+	defaultArmsLimit = 200
+	maxArmsLimit     = 5000
+)
+
+// arms serves POST /v1/arms. It reads the product index and every arm's
+// event count, then θ and A⁻¹ of the Limit products with the most events:
+// three pipelined round trips.
+func (s *Server) arms(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
+	defer cancel()
+	var req armsRequest
+	if err := s.decode(w, r, &req); err != nil {
+		return 0, nil, err
+	}
+	model := req.Model
+	if model == "" {
+		model = s.cfg.Model
+	}
+	alpha, limit := s.cfg.Alpha, defaultArmsLimit
+	if req.Alpha != nil {
+		alpha = *req.Alpha
+	}
+	if !(alpha >= 0) || math.IsInf(alpha, 0) {
+		return 0, nil, badRequest("alpha must be a finite number >= 0")
+	}
+	if req.Limit != nil {
+		limit = *req.Limit
+	}
+	if limit < 1 || limit > maxArmsLimit {
+		return 0, nil, badRequest("limit must be in 1..%d, got %d", maxArmsLimit, limit)
+	}
+	info, err := s.modelInfo(ctx, model)
+	if err != nil {
+		return 0, nil, err
+	}
+	x, err := s.context(ctx, model, recommendRequest{Model: model, Context: req.Context, Attributes: req.Attributes})
+	if err != nil {
+		return 0, nil, err
+	}
+	d := info.meta.Dim
+	if len(x) != d {
+		return 0, nil, badRequest("context has %d values, the model %d", len(x), d)
+	}
+	meta, err := store.ReadMeta(ctx, s.cfg.Redis, model) // the arm count now, not as cached
+	if err != nil {
+		return 0, nil, err
+	}
+	ids, err := store.ReadProducts(ctx, s.cfg.Redis, model, meta.Arms)
+	if err != nil {
+		return 0, nil, err
+	}
+	c := s.cfg.Redis
+	cmds := make(rueidis.Commands, len(ids))
+	for i, id := range ids {
+		cmds[i] = c.B().Hmget().Key(store.ArmKey(model, id)).Field("n", "rewards").Build()
+	}
+	all := make([]ArmDetail, len(ids))
+	for i, res := range c.DoMulti(ctx, cmds...) {
+		vals, err := res.ToArray()
+		if err != nil {
+			return 0, nil, fmt.Errorf("read arm %s: %w", ids[i], err)
+		}
+		a := ArmDetail{ID: ids[i]}
+		a.Events, _ = vals[0].AsInt64()
+		if rs, err := vals[1].ToString(); err == nil && a.Events > 0 {
+			if sum, err := strconv.ParseFloat(rs, 64); err == nil {
+				m := sum / float64(a.Events)
+				a.MeanReward = &m
+			}
+		}
+		all[i] = a
+	}
+	slices.SortStableFunc(all, func(a, b ArmDetail) int { return cmpEvents(a, b) })
+	all = all[:min(limit, len(all))]
+	cmds = cmds[:len(all)]
+	for i, a := range all {
+		cmds[i] = c.B().Hmget().Key(store.ArmKey(model, a.ID)).Field("theta", "ainv").Build()
+	}
+	for i, res := range c.DoMulti(ctx, cmds...) {
+		vals, err := res.ToArray()
+		if err != nil {
+			return 0, nil, fmt.Errorf("read arm %s: %w", all[i].ID, err)
+		}
+		p, err := params(vals, d, info.meta.Lambda)
+		if err != nil {
+			return 0, nil, fmt.Errorf("%w: arm %s of %s: %v", store.ErrBadModel, all[i].ID, model, err)
+		}
+		mean, quad := linucb.MeanVar(x, p)
+		all[i].Estimate, all[i].Bonus = mean, alpha*math.Sqrt(quad)
+		all[i].Score = all[i].Estimate + all[i].Bonus
+	}
+	return http.StatusOK, ArmsResponse{Model: model, Alpha: alpha, Context: x, Products: len(ids), Arms: all}, nil
+}
+
+// cmpEvents orders arms by events, most first, then by id.
+func cmpEvents(a, b ArmDetail) int {
+	switch {
+	case a.Events != b.Events:
+		if a.Events > b.Events {
+			return -1
+		}
+		return 1
+	case a.ID < b.ID:
+		return -1
+	case a.ID > b.ID:
+		return 1
+	}
+	return 0
+}
+
+// uiHandler serves the page and its assets.
+func uiHandler() (index, assets http.Handler) {
+	sub, err := fs.Sub(uiFiles, "ui")
+	if err != nil {
+		panic(err) // the embedded tree is fixed at build time
+	}
+	page, err := fs.ReadFile(sub, "index.html")
+	if err != nil {
+		panic(err)
+	}
+	index = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-cache")
+		_, _ = w.Write(page)
+	})
+	return index, http.StripPrefix("/ui/", http.FileServerFS(sub))
+}
