@@ -18,7 +18,7 @@ test:
 # make demo ARGS="--cold --visits 20000" for the cold start.
 demo: build
 	bash scripts/deps.sh >/dev/null
-	./$(BIN) demo --redis-conf redis.conf --quiet $(ARGS)
+	./$(BIN) demo --redis-conf redis.conf --quiet --hold --open $(ARGS)
 
 # The published benchmark table (docs/BENCHMARKS.md), with redbandit loadtest.
 bench:

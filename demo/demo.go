@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -51,20 +52,25 @@ type Config struct {
 	Visits        int           // default 20,000
 	Cold          bool          // no history: the model starts empty
 	Alpha         float64       // default 0.1 warm, 1.0 cold
-	Via           string        // "redis" (default) or "http" (through the sidecar)
+	Via           string        // "http" (default: through the sidecar, so its dashboard shows the serving) or "redis" (EVALSHA)
 	Rate          float64       // visits per second; default DefaultRate; < 0: as fast as possible
 	Seed          uint64        // seed of the data and the visits; default 1
 	FlushInterval time.Duration // the trainer's; default 1s
 	Brokers       []string      // a real Kafka; default: an in-process broker
 	RedisConf     string        // redis.conf to start Redis with; default: equivalent flags
 	Dir           string        // working directory (data, Redis files); default a new temporary one, removed at the end
-	Listen        string        // the sidecar's address; default a free loopback port
+	Listen        string        // the sidecar's address; default DefaultListen, or a free loopback port if that is taken
 	Out           io.Writer     // progress lines; default discard
 	Quiet         bool          // no line per visit
 	Logger        *slog.Logger  // the components' logs; default discard
 	// OnReady, if set, is called once every component runs, with the
-	// sidecar's base URL.
+	// sidecar's base URL (its dashboard is at the root).
 	OnReady func(sidecarURL string)
+	// Hold keeps every component running after the visits, so the
+	// dashboard stays up, until ctx is done. OnSummary, if set, receives the
+	// summary when the visits end (before holding).
+	Hold      bool
+	OnSummary func(Summary)
 }
 
 // Summary is the outcome of a demo run.
@@ -92,7 +98,7 @@ func (c *Config) defaults() {
 		}
 	}
 	if c.Via == "" {
-		c.Via = "redis"
+		c.Via = "http"
 	}
 	if c.Seed == 0 {
 		c.Seed = 1
@@ -128,6 +134,10 @@ const (
 	DefaultFlushInterval = 200 * time.Millisecond
 	DefaultRate          = 500.0 // visits per second
 )
+
+// DefaultListen is the sidecar's (and its dashboard's) address when it is
+// free.
+const DefaultListen = "127.0.0.1:8080"
 
 // Run runs the demo; see the package comment.
 func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
@@ -241,15 +251,21 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 		return sum, fmt.Errorf("demo: kafka producer: %w", err)
 	}
 	defer prod.Close()
-	listen := cfg.Listen
-	if listen == "" {
-		listen = "127.0.0.1:0"
+	var ln net.Listener
+	if cfg.Listen != "" {
+		ln, err = net.Listen("tcp", cfg.Listen)
+	} else if ln, err = net.Listen("tcp", DefaultListen); err != nil {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
 	}
-	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return sum, fmt.Errorf("demo: sidecar: %w", err)
 	}
-	sc := sidecar.New(sidecar.Config{Redis: serve, Model: model, Producer: prod, Topic: topic, Logger: cfg.Logger})
+	var live simulate.Live
+	sc := sidecar.New(sidecar.Config{Redis: serve, Model: model, Producer: prod, Admin: kadm.NewClient(prod), Topic: topic, Logger: cfg.Logger,
+		Simulation: func() sidecar.SimulationStats {
+			visits, ctr := live.Snapshot()
+			return sidecar.SimulationStats{Visits: visits, CTR: ctr}
+		}})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -260,6 +276,7 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 	url := "http://" + ln.Addr().String()
 	sum.SidecarURL = url
 	say("trainer flushing every %v; sidecar on %s", cfg.FlushInterval, url)
+	say("dashboard: %s/", url)
 	if cfg.OnReady != nil {
 		cfg.OnReady(url)
 	}
@@ -279,7 +296,7 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 	go func() {
 		defer close(simDone)
 		sum.Summary, simErr = simulate.Run(run, simulate.Config{Visits: cfg.Visits, Rate: cfg.Rate, Seed: cfg.Seed, DataSeed: cfg.Seed,
-			Now: scenario.DefaultNow, Recommender: rec, Sink: sink, Out: cfg.Out, Verbose: !cfg.Quiet})
+			Now: scenario.DefaultNow, Recommender: rec, Sink: sink, Out: cfg.Out, Verbose: !cfg.Quiet, Live: &live})
 	}()
 	select {
 	case <-simDone:
@@ -310,6 +327,17 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 	sum.ServingP99MS = float64(simulate.Percentile(sum.Latency, .99)) / 1e6
 	if o := sum.CTRLast[simulate.Oracle]; o > 0 {
 		sum.OracleShare = sum.CTRLast[simulate.LinUCB] / o
+	}
+	if cfg.OnSummary != nil {
+		cfg.OnSummary(sum)
+	}
+	if cfg.Hold && !sum.Interrupted {
+		say("the visits are done; everything keeps running and the dashboard stays at %s/ — Ctrl-C to stop", url)
+		select {
+		case <-ctx.Done():
+		case err := <-errs:
+			return sum, err
+		}
 	}
 	return sum, nil
 }

@@ -28,7 +28,7 @@ func TestShortDemo(t *testing.T) {
 	}
 	dir := t.TempDir()
 	var out bytes.Buffer
-	cfg := demo.Config{Visits: 3000, FlushInterval: 200 * time.Millisecond, Dir: dir, Out: &out, Quiet: true, Via: "http",
+	cfg := demo.Config{Visits: 3000, FlushInterval: 200 * time.Millisecond, Dir: dir, Out: &out, Quiet: true, Via: "http", Listen: "127.0.0.1:0",
 		RedisConf: "../redis.conf"}
 	// With REDBANDIT_TEST_KAFKA=host:port (scripts/kafka.sh up), the loop
 	// runs through a real Apache Kafka broker instead of the in-process one.

@@ -75,6 +75,7 @@ type Config struct {
 	Out         io.Writer   // one line per visit and progress; nil: none
 	Every       int         // with Out, print a CTR line every this many visits (default 1,000); per-visit lines if Verbose
 	Verbose     bool        // print one line per visit
+	Live        *Live       // if set, updated after every visit
 	Logger      *slog.Logger
 }
 
@@ -229,6 +230,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			sum.Sent++
 		}
 		sum.Visits = n
+		if cfg.Live != nil {
+			cfg.Live.record(n, cfg.Window, clicked)
+		}
 		if n%max(1, cfg.Window/10) == 0 {
 			p := Point{Visit: n, CTR: map[string]float64{}}
 			for _, pol := range policies {

@@ -2,6 +2,7 @@ package simulate_test
 
 import (
 	"context"
+	"maps"
 	"math"
 	"net/http/httptest"
 	"path/filepath"
@@ -105,8 +106,9 @@ func TestLearningLoop(t *testing.T) {
 		"http":  &simulate.HTTP{URL: hs.URL, Model: "shop", Alpha: linucb.DefaultAlpha},
 	} {
 		sink := &folder{c: c, model: "shop", every: 100, arms: map[string]*store.StoredArm{}, dirty: map[string]bool{}}
+		var live simulate.Live
 		sum, err := simulate.Run(ctx, simulate.Config{Visits: 3000, Seed: 5, Now: scenario.DefaultNow.Add(24 * time.Hour),
-			Recommender: rec, Sink: sink, Window: 1000})
+			Recommender: rec, Sink: sink, Window: 1000, Live: &live})
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -114,6 +116,9 @@ func TestLearningLoop(t *testing.T) {
 			t.Fatalf("%s: %d visits, %d sent, %d folded", name, sum.Visits, sum.Sent, sink.events)
 		}
 		last := sum.Curve[len(sum.Curve)-1].CTR // rolling over the last 1,000 visits
+		if visits, ctr := live.Snapshot(); visits != 3000 || !maps.Equal(ctr, last) {
+			t.Fatalf("%s: live snapshot %d visits, %v; want 3000, %v", name, visits, ctr, last)
+		}
 		lin, rnd, orc := last[simulate.LinUCB], last[simulate.Random], last[simulate.Oracle]
 		// Two proportions over 1,000 visits each: require LinUCB above random
 		// by more than 4 standard errors of the difference.

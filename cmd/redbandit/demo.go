@@ -3,8 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
@@ -21,13 +23,15 @@ func demoCommand() *cli.Command {
 			&cli.IntFlag{Name: "visits", Value: 20000, Usage: "visits to simulate"},
 			&cli.BoolFlag{Name: "cold", Usage: "no history: start from an empty model (alpha defaults to 1.0)"},
 			&cli.Float64Flag{Name: "alpha", Usage: "exploration weight (default 0.1 warm, 1.0 cold)"},
-			&cli.StringFlag{Name: "via", Value: "redis", Usage: "recommend through redis (EVALSHA) or http (the sidecar)"},
+			&cli.StringFlag{Name: "via", Value: "http", Usage: "recommend through http (the sidecar, whose dashboard then shows the serving) or redis (EVALSHA)"},
 			&cli.Float64Flag{Name: "rate", Value: demo.DefaultRate, Usage: "visits per second (-1: as fast as possible; see README on batch size)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the data and the visits"},
 			&cli.DurationFlag{Name: "flush-interval", Value: demo.DefaultFlushInterval, Usage: "the trainer's flush interval"},
 			&cli.StringSliceFlag{Name: "brokers", Usage: "a real Kafka (default: an in-process broker)"},
 			&cli.StringFlag{Name: "redis-conf", Usage: "redis.conf to start Redis with (make demo passes the project's)"},
-			&cli.StringFlag{Name: "listen", Usage: "the sidecar's address (default a free loopback port)"},
+			&cli.StringFlag{Name: "listen", Usage: "the sidecar's and dashboard's address (default " + demo.DefaultListen + ", or a free loopback port if it is taken)"},
+			&cli.BoolFlag{Name: "hold", Usage: "keep everything running after the visits, with the dashboard, until Ctrl-C"},
+			&cli.BoolFlag{Name: "open", Usage: "open the dashboard in a browser (xdg-open, when there is a display)"},
 			&cli.StringFlag{Name: "dir", Usage: "working directory to keep (data, Redis AOF, ACL file); default a temporary one, removed at the end"},
 			&cli.StringFlag{Name: "svg", Value: "demo-learning-curve.svg", Usage: "where to write the learning curve (empty: nowhere)"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no line per visit"},
@@ -37,7 +41,17 @@ func demoCommand() *cli.Command {
 			w := c.App.Writer
 			cfg := demo.Config{Visits: c.Int("visits"), Cold: c.Bool("cold"), Alpha: c.Float64("alpha"), Via: c.String("via"),
 				Rate: c.Float64("rate"), Seed: c.Uint64("seed"), FlushInterval: c.Duration("flush-interval"), Brokers: c.StringSlice("brokers"),
-				RedisConf: c.String("redis-conf"), Listen: c.String("listen"), Dir: c.String("dir"), Out: w, Quiet: c.Bool("quiet")}
+				RedisConf: c.String("redis-conf"), Listen: c.String("listen"), Dir: c.String("dir"), Out: w, Quiet: c.Bool("quiet"), Hold: c.Bool("hold")}
+			if c.Bool("open") {
+				cfg.OnReady = func(url string) { openBrowser(w, url+"/") }
+			}
+			var reported bool
+			cfg.OnSummary = func(sum demo.Summary) {
+				reported = true
+				if err := report(c, sum); err != nil {
+					fmt.Fprintf(w, "demo: %v\n", err)
+				}
+			}
 			if c.String("log-level") == "debug" {
 				cfg.Logger = slog.Default()
 			}
@@ -48,39 +62,60 @@ func demoCommand() *cli.Command {
 			if sum.Interrupted {
 				fmt.Fprintf(w, "\ndemo: interrupted after %d visits; everything it started is stopped\n", sum.Visits)
 			}
-			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "\nvisits\t%d\t(alpha %v, %s start)\n", sum.Visits, sum.Alpha, map[bool]string{true: "cold", false: "warm"}[sum.Cold])
-			fmt.Fprintf(tw, "policy\tCTR\tCTR last quarter\n")
-			for _, pol := range []string{simulate.LinUCB, simulate.Random, simulate.Oracle} {
-				fmt.Fprintf(tw, "%s\t%.4f\t%.4f\n", pol, sum.CTR[pol], sum.CTRLast[pol])
-			}
-			fmt.Fprintf(tw, "linucb / oracle, last quarter\t%.1f%%\t\n", 100*sum.OracleShare)
-			fmt.Fprintf(tw, "events sent / trained\t%d / %d\t(%d flushes)\n", sum.Sent, sum.EventsTrained, sum.Flushes)
-			fmt.Fprintf(tw, "serving p50 / p99\t%.3f / %.3f ms\t\n", sum.ServingP50MS, sum.ServingP99MS)
-			tw.Flush()
-			if path := c.String("svg"); path != "" {
-				f, err := os.Create(path)
-				if err != nil {
-					return fmt.Errorf("svg: %w", err)
-				}
-				title := fmt.Sprintf("redbandit: rolling click rate, %s start, alpha %v", map[bool]string{true: "cold", false: "warm"}[sum.Cold], sum.Alpha)
-				if err := demo.WriteSVG(f, title, sum.Curve); err != nil {
-					f.Close()
-					return err
-				}
-				if err := f.Close(); err != nil {
-					return err
-				}
-				fmt.Fprintf(w, "learning curve: %s\n", path)
-			}
-			if c.Bool("json") {
-				b, err := json.Marshal(sum)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(w, string(b))
+			if !reported {
+				return report(c, sum)
 			}
 			return nil
 		},
+	}
+}
+
+// report prints the demo's summary, writes the learning curve and, with
+// --json, the summary as JSON.
+func report(c *cli.Context, sum demo.Summary) error {
+	w := c.App.Writer
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "\nvisits\t%d\t(alpha %v, %s start)\n", sum.Visits, sum.Alpha, map[bool]string{true: "cold", false: "warm"}[sum.Cold])
+	fmt.Fprintf(tw, "policy\tCTR\tCTR last quarter\n")
+	for _, pol := range []string{simulate.LinUCB, simulate.Random, simulate.Oracle} {
+		fmt.Fprintf(tw, "%s\t%.4f\t%.4f\n", pol, sum.CTR[pol], sum.CTRLast[pol])
+	}
+	fmt.Fprintf(tw, "linucb / oracle, last quarter\t%.1f%%\t\n", 100*sum.OracleShare)
+	fmt.Fprintf(tw, "events sent / trained\t%d / %d\t(%d flushes)\n", sum.Sent, sum.EventsTrained, sum.Flushes)
+	fmt.Fprintf(tw, "serving p50 / p99\t%.3f / %.3f ms\t\n", sum.ServingP50MS, sum.ServingP99MS)
+	tw.Flush()
+	if path := c.String("svg"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("svg: %w", err)
+		}
+		title := fmt.Sprintf("redbandit: rolling click rate, %s start, alpha %v", map[bool]string{true: "cold", false: "warm"}[sum.Cold], sum.Alpha)
+		if err := demo.WriteSVG(f, title, sum.Curve); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "learning curve: %s\n", path)
+	}
+	if c.Bool("json") {
+		b, err := json.Marshal(sum)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(w, string(b))
+	}
+	return nil
+}
+
+// openBrowser opens url with xdg-open when there is a display; otherwise, or
+// if that fails, the printed URL is all there is.
+func openBrowser(w io.Writer, url string) {
+	if os.Getenv("DISPLAY") == "" && os.Getenv("WAYLAND_DISPLAY") == "" {
+		return
+	}
+	if err := exec.Command("xdg-open", url).Start(); err != nil {
+		fmt.Fprintf(w, "demo: could not open a browser (%v); open %s\n", err, url)
 	}
 }

@@ -6,6 +6,7 @@
   // ---------------------------------------------------------------- config
   const POLL_MS = 1000;           // GET /v1/dashboard
   const CONTEXT_MS = 2000;        // POST /v1/explain + /v1/arms
+  const ARMS_LIMIT = 1000;        // the busiest products fetched for the table (sorted here)
   const MODEL_RETRY_MS = 5000;    // GET /v1/models/{model} after a failure
   const FETCH_TIMEOUT_MS = 5000;
   const TABLE_ROWS = 20;
@@ -501,7 +502,7 @@
     const c = readContext();
     if (c.error) { cardMessage('top5-msg', c.error); return; }
     const body = { model: S.model, attributes: c.attributes, alpha: c.alpha };
-    const [ex, ar] = await Promise.allSettled([api('/v1/explain', { ...body, k: 5 }), api('/v1/arms', body)]);
+    const [ex, ar] = await Promise.allSettled([api('/v1/explain', { ...body, k: 5 }), api('/v1/arms', { ...body, limit: ARMS_LIMIT })]);
     if (seq !== S.ctxSeq) return;                 // a newer request is on its way
     try {
       if (ex.status === 'fulfilled') { cardMessage('top5-msg', ''); renderTop5(ex.value.items || []); }
@@ -554,9 +555,10 @@
       `<td class="num">${fmt(a.mean_reward, 3)}</td><td class="num">${fmt(a.estimate, 3)}</td>` +
       `<td class="num">${fmt(a.bonus, 3)}</td><td class="num strong">${fmt(a.score, 3)}</td></tr>`).join('') ||
       '<tr class="empty"><td colspan="6">no products yet</td></tr>';
-    const more = arms.length - TABLE_ROWS;
+    const total = S.arms?.products ?? arms.length;
+    const more = total - Math.min(TABLE_ROWS, arms.length);
     show('products-more', more > 0 ? `… ${more} more` : '');
-    if (S.arms) show('products-sub', `scored for the visitor above · α = ${trim(S.arms.alpha ?? 0, 4)} · ${arms.length} products`);
+    if (S.arms) show('products-sub', `scored for the visitor above · α = ${trim(S.arms.alpha ?? 0, 4)} · ${arms.length < total ? `the ${arms.length} busiest of ${total}` : total} products`);
     for (const th of $('products').tHead.rows[0].cells) {
       const on = th.dataset.key === key;
       th.classList.toggle('sorted', on);
