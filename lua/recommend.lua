@@ -24,8 +24,9 @@ would be truncated to integers). Equal scores keep the model's arm order
 
 score = x.theta + alpha * sqrt(x' A^-1 x), computed over the non-zero
 entries of x only, from the columnar layout described in docs/FORMAT.md; if
-the model declares one-hot groups and x is one-hot in each, the groups'
-entries come folded from the per-pattern columns instead.
+the model declares one-hot groups and x is one-hot in each, from rows of
+per-arm values folded for x's pattern instead (and for a candidate list,
+from per-product rows).
 
 Errors (returned as Redis errors, never raised):
   NOMODEL  no model at KEYS[1]
@@ -34,7 +35,7 @@ Errors (returned as Redis errors, never raised):
            not a finite number, k < 1, alpha < 0, an unknown option.
 ]]
 
-local FORMAT = '1'
+local FORMAT = '2'
 local root = KEYS[1]
 local huge = math.huge
 local sqrt = math.sqrt
@@ -42,11 +43,15 @@ local tonumber, tostring = tonumber, tostring
 local fmt = string.format
 local unpack_values = struct.unpack
 
--- Decimal strings of 0..63, so that building field names formats no numbers
--- (Lua's number-to-string conversion is a sprintf).
-local DEC = {[0]='0','1','2','3','4','5','6','7','8','9','10','11','12','13','14','15','16','17','18','19','20','21','22','23','24','25','26','27','28','29','30','31','32','33','34','35','36','37','38','39','40','41','42','43','44','45','46','47','48','49','50','51','52','53','54','55','56','57','58','59','60','61','62','63'}
+-- Decimal strings of 0..63, so that building the general layout's many
+-- field names formats no numbers (Lua's number-to-string conversion is a
+-- sprintf); made only when that layout is read.
+local DEC
+local function decimals()
+  DEC = {[0]='0','1','2','3','4','5','6','7','8','9','10','11','12','13','14','15','16','17','18','19','20','21','22','23','24','25','26','27','28','29','30','31','32','33','34','35','36','37','38','39','40','41','42','43','44','45','46','47','48','49','50','51','52','53','54','55','56','57','58','59','60','61','62','63'}
+end
 local function dec(i)
-  return DEC[i] or tostring(i)
+  return DEC and DEC[i] or tostring(i)
 end
 
 local function err(code, msg, ...)
@@ -162,12 +167,83 @@ local function reply(ids)
   return out
 end
 
--- Quadratic-form coefficients over the non-zero entries: x_i^2 on the
--- diagonal, 2 x_i x_j above it.
 local ns = #S
 
+-- One-hot groups (docs/FORMAT.md): if the model declares them and x has
+-- exactly one 1 (and otherwise zeros) in every group (at most one in an
+-- optional group), x's pattern pid selects per-arm folded values, and the
+-- score needs only those and the continuous features' (the features in no
+-- group): per arm, nc + nc(nc+1)/2 continuous values (theta_c, then A^-1 over
+-- them, upper triangle row by row) and 2 + nc pattern values (theta_P, W_P,
+-- V_P,c), stored as rows.
+local fast, pid = false, 0
+local cont, nc, ntri = {}, 0, 0
+local npat = 0
+if meta[6] and meta[6] ~= '[]' then
+  local ok, groups = pcall(cjson.decode, meta[6])
+  if not ok or type(groups) ~= 'table' then
+    return err('BADMODEL', '%s has malformed groups', root)
+  end
+  local ingroup, stride = {}, 1
+  fast = true
+  for g = 1, #groups do
+    if type(groups[g]) ~= 'table' or type(groups[g].features) ~= 'table' then
+      return err('BADMODEL', '%s has malformed groups', root)
+    end
+    local grp, pos = groups[g].features, nil
+    local optional = groups[g].optional == true
+    for p = 1, #grp do
+      local v = x[grp[p] + 1]
+      ingroup[grp[p] + 1] = true
+      if v ~= 0 then
+        if v ~= 1 or pos then fast = false end
+        pos = p - 1
+      end
+    end
+    if not pos then
+      if optional then pos = #grp else fast = false end -- the "none" digit
+    end
+    pid = pid + (pos or 0) * stride
+    stride = stride * (#grp + (optional and 1 or 0))
+  end
+  npat = stride
+  for i = 1, d do
+    if not ingroup[i] then cont[#cont + 1] = i end
+  end
+  nc = #cont
+  ntri = nc * (nc + 1) / 2
+  -- Rows hold every continuous feature, columns only x's non-zero entries:
+  -- use the rows unless they are much longer (a value in a row costs about
+  -- half a column term).
+  fast = fast and 2 + 2 * nc + ntri <= 2 * (ns + ns * (ns + 1) / 2)
+end
+
+local xc, qc = {}, {} -- x over the continuous features; their quadratic coefficients
+local cfmt, pfmt, cbytes, pbytes
+if fast then
+  for i = 1, nc do xc[i] = x[cont[i]] end
+  for i = 1, nc do
+    for j = i, nc do qc[#qc + 1] = (i == j) and xc[i] * xc[i] or 2 * xc[i] * xc[j] end
+  end
+  cfmt, pfmt = '<' .. string.rep('d', nc + ntri), '<' .. string.rep('d', 2 + nc)
+  cbytes, pbytes = 8 * (nc + ntri), 8 * (2 + nc)
+end
+
+-- folded returns the mean and the quadratic form of the arm whose
+-- continuous values start at byte co of cb and pattern values at po of pb.
+local function folded(cb, co, pb, po)
+  local cv = { unpack_values(cfmt, cb, co) }
+  local pv = { unpack_values(pfmt, pb, po) }
+  local mean, quad = pv[1], pv[2]
+  for i = 1, nc do
+    mean = mean + xc[i] * cv[i]
+    quad = quad + 2 * xc[i] * pv[2 + i]
+  end
+  for t = 1, ntri do quad = quad + qc[t] * cv[nc + t] end
+  return mean, quad
+end
+
 if candidates then
-  -- Row layout: r:<id> = theta (d doubles) .. upper triangle of A^-1 (row-major).
   local ids, seen = {}, {}
   for i = 1, #candidates do
     local id = candidates[i]
@@ -177,52 +253,75 @@ if candidates then
     end
   end
   if #ids == 0 then return {} end
-  local fields = {}
-  for i = 1, #ids do fields[i] = 'r:' .. ids[i] end
-  local rows = redis.call('HMGET', root, unpack(fields))
-  local rowvals = d + d * (d + 1) / 2
-  local rowlen = 8 * rowvals
-  -- Positions (1-based, in doubles) of theta_i and A^-1_ij in a row.
-  local tpos, qpos, qcoef = {}, {}, {}
-  for p = 1, ns do
-    local i = S[p]
-    tpos[p] = i
-    for q = p, ns do
-      local j = S[q]
-      local tri = (i - 1) * d - (i - 1) * (i - 2) / 2 + (j - i) -- 0-based index in the upper triangle
-      qpos[#qpos + 1] = d + tri + 1
-      qcoef[#qcoef + 1] = (i == j) and x[i] * x[i] or 2 * x[i] * x[j]
-    end
-  end
-  -- Decode a whole row with one call when it is not much longer than what
-  -- is needed (one C call per value costs about ten values decoded in bulk).
-  local whole = rowvals <= 10 * (ns + #qpos)
-  local rowfmt = '<' .. string.rep('d', rowvals)
   local prior = 0
   for p = 1, ns do prior = prior + x[S[p]] * x[S[p]] end
   prior = alpha * sqrt(prior / lambda)
-  for c = 1, #ids do
-    local row = rows[c]
-    local sc
-    if not row then
-      sc = prior
-    else
-      if #row ~= rowlen then
-        return err('BADMODEL', 'row of %s has %d bytes, want %d', ids[c], #row, rowlen)
+  local fields = {}
+  if fast then
+    -- Folded rows f:<id> = the continuous values, then every pattern's.
+    for i = 1, #ids do fields[i] = 'f:' .. ids[i] end
+    local rows = redis.call('HMGET', root, unpack(fields))
+    local rowlen = cbytes + npat * pbytes
+    local po = cbytes + pid * pbytes + 1
+    for c = 1, #ids do
+      local row = rows[c]
+      local sc = prior
+      if row then
+        if #row ~= rowlen then
+          return err('BADMODEL', 'folded row of %s has %d bytes, want %d', ids[c], #row, rowlen)
+        end
+        local mean, quad = folded(row, 1, row, po)
+        if quad < 0 then quad = 0 end
+        sc = mean + alpha * quad ^ 0.5
       end
-      local mean, quad = 0, 0
-      if whole then
-        local v = { unpack_values(rowfmt, row) }
-        for p = 1, ns do mean = mean + x[tpos[p]] * v[tpos[p]] end
-        for p = 1, #qpos do quad = quad + qcoef[p] * v[qpos[p]] end
-      else
-        for p = 1, ns do mean = mean + x[tpos[p]] * unpack_values('<d', row, 8 * tpos[p] - 7) end
-        for p = 1, #qpos do quad = quad + qcoef[p] * unpack_values('<d', row, 8 * qpos[p] - 7) end
-      end
-      if quad < 0 then quad = 0 end
-      sc = mean + alpha * quad ^ 0.5
+      if sc > bar then offer(c, sc) end
     end
-    if sc > bar then offer(c, sc) end
+  else
+    -- Rows r:<id> = theta (d doubles) .. upper triangle of A^-1 (row-major).
+    for i = 1, #ids do fields[i] = 'r:' .. ids[i] end
+    local rows = redis.call('HMGET', root, unpack(fields))
+    local rowvals = d + d * (d + 1) / 2
+    local rowlen = 8 * rowvals
+    -- Positions (1-based, in doubles) of theta_i and A^-1_ij in a row, and
+    -- the quadratic-form coefficients: x_i^2 on the diagonal, 2 x_i x_j above.
+    local tpos, qpos, qcoef = {}, {}, {}
+    for p = 1, ns do
+      local i = S[p]
+      tpos[p] = i
+      for q = p, ns do
+        local j = S[q]
+        local tri = (i - 1) * d - (i - 1) * (i - 2) / 2 + (j - i) -- 0-based index in the upper triangle
+        qpos[#qpos + 1] = d + tri + 1
+        qcoef[#qcoef + 1] = (i == j) and x[i] * x[i] or 2 * x[i] * x[j]
+      end
+    end
+    -- Decode a whole row with one call when it is not much longer than what
+    -- is needed (one C call per value costs about ten values decoded in bulk).
+    local whole = rowvals <= 10 * (ns + #qpos)
+    local rowfmt = '<' .. string.rep('d', rowvals)
+    for c = 1, #ids do
+      local row = rows[c]
+      local sc
+      if not row then
+        sc = prior
+      else
+        if #row ~= rowlen then
+          return err('BADMODEL', 'row of %s has %d bytes, want %d', ids[c], #row, rowlen)
+        end
+        local mean, quad = 0, 0
+        if whole then
+          local v = { unpack_values(rowfmt, row) }
+          for p = 1, ns do mean = mean + x[tpos[p]] * v[tpos[p]] end
+          for p = 1, #qpos do quad = quad + qcoef[p] * v[qpos[p]] end
+        else
+          for p = 1, ns do mean = mean + x[tpos[p]] * unpack_values('<d', row, 8 * tpos[p] - 7) end
+          for p = 1, #qpos do quad = quad + qcoef[p] * unpack_values('<d', row, 8 * qpos[p] - 7) end
+        end
+        if quad < 0 then quad = 0 end
+        sc = mean + alpha * quad ^ 0.5
+      end
+      if sc > bar then offer(c, sc) end
+    end
   end
   local out = {}
   for i = 1, #best do out[i] = ids[best[i]] end
@@ -238,6 +337,38 @@ if exclude and #exclude > 0 then
   local idx = redis.call('HMGET', root, unpack(fields))
   for i = 1, #idx do
     if idx[i] then skip[tonumber(idx[i]) + 1] = true end
+  end
+end
+
+-- scan_rows offers each of the cnt arms of a block (arm indexes base+1..)
+-- scored from its rows: cb holds the continuous values, pb the pattern's.
+-- Three continuous features (the reference shop's) get a loop with every
+-- value in a local; other counts go through folded.
+local function scan_rows(cb, pb, cnt, base)
+  if nc == 3 then
+    local x1, x2, x3 = xc[1], xc[2], xc[3]
+    local y1, y2, y3 = 2 * x1, 2 * x2, 2 * x3
+    local q11, q12, q13, q22, q23, q33 = qc[1], qc[2], qc[3], qc[4], qc[5], qc[6]
+    local co, po = 1, 1
+    for a = 1, cnt do
+      local t1, t2, t3, a11, a12, a13, a22, a23, a33, cn = unpack_values(cfmt, cb, co)
+      local tp, wp, v1, v2, v3, pn = unpack_values(pfmt, pb, po)
+      co, po = cn, pn
+      local q = wp + y1 * v1 + y2 * v2 + y3 * v3 + q11 * a11 + q12 * a12 + q13 * a13 + q22 * a22 + q23 * a23 + q33 * a33
+      if q < 0 then q = 0 end
+      -- q ^ 0.5 is a VM operation; math.sqrt would be a function call per arm.
+      local s = tp + x1 * t1 + x2 * t2 + x3 * t3 + alpha * q ^ 0.5
+      if s > bar and not skip[base + a] then offer(base + a, s) end
+    end
+    return
+  end
+  local co, po = 1, 1
+  for a = 1, cnt do
+    local mean, q = folded(cb, co, pb, po)
+    co, po = co + cbytes, po + pbytes
+    if q < 0 then q = 0 end
+    local s = mean + alpha * q ^ 0.5
+    if s > bar and not skip[base + a] then offer(base + a, s) end
   end
 end
 
@@ -277,119 +408,63 @@ end
 -- Columnar layout (docs/FORMAT.md): t:<b>:<i> holds theta_i and
 -- q:<b>:<i>:<j> (i <= j) holds A^-1_ij for the arms of block b, one
 -- little-endian double per arm. The score needs, per arm, the terms
--- coef * column: kinds[f] .. <b> .. names[f] is the field of term f; terms
--- 1..nm make the mean x.theta, the rest the quadratic form x' A^-1 x.
+-- coef * column over the non-zero entries of x: names[f] is the field suffix
+-- of term f; terms 1..ns make the mean x.theta, the rest x' A^-1 x.
 local kinds, names, coef = {}, {}, {}
-local nm = 0
-local function term(kind, name, c)
-  kinds[#kinds + 1] = kind
-  names[#names + 1] = name
-  coef[#coef + 1] = c
-end
--- The mean terms x_i theta_i, and the quadratic terms of A^-1_ij (i <= j),
--- of the features F (1-based indexes of non-zero entries).
-local function theta_terms(F)
-  for p = 1, #F do term('t:', ':' .. dec(F[p] - 1), x[F[p]]) end
-end
-local function pair_terms(F)
-  for p = 1, #F do
-    local i = F[p]
-    for q = p, #F do
-      local j = F[q]
-      term('q:', ':' .. dec(i - 1) .. ':' .. dec(j - 1), (i == j) and x[i] * x[i] or 2 * x[i] * x[j])
-    end
-  end
-end
-
--- One-hot fast path: if the model declares one-hot groups and x has exactly
--- one 1 (and otherwise zeros) in every group (at most one in an optional
--- group), the groups' entries fold into
--- three per-pattern columns p:<b>:<pattern>:t|w|<c>, so only the
--- continuous features' entries are read one by one.
-local fast = false
-if meta[6] and meta[6] ~= '[]' then
-  local ok, groups = pcall(cjson.decode, meta[6])
-  if not ok or type(groups) ~= 'table' then
-    return err('BADMODEL', '%s has malformed groups', root)
-  end
-  local ingroup, pid, stride = {}, 0, 1
-  fast = true
-  for g = 1, #groups do
-    if type(groups[g]) ~= 'table' or type(groups[g].features) ~= 'table' then
-      return err('BADMODEL', '%s has malformed groups', root)
-    end
-    local grp, pos = groups[g].features, nil
-    local optional = groups[g].optional == true
-    for p = 1, #grp do
-      local v = x[grp[p] + 1]
-      ingroup[grp[p] + 1] = true
-      if v ~= 0 then
-        if v ~= 1 or pos then fast = false end
-        pos = p - 1
-      end
-    end
-    if not pos then
-      if optional then pos = #grp else fast = false end -- the "none" digit
-    end
-    if not fast then break end
-    pid = pid + pos * stride
-    stride = stride * (#grp + (optional and 1 or 0))
-  end
-  if fast then
-    local C = {}
-    for p = 1, ns do
-      if not ingroup[S[p]] then C[#C + 1] = S[p] end
-    end
-    local nc = #C
-    -- Use it only if it reads fewer columns than the general layout.
-    fast = 2 * nc + 2 + nc * (nc + 1) / 2 < ns + ns * (ns + 1) / 2
-    if fast then
-      local pt = ':' .. dec(pid) .. ':'
-      theta_terms(C)
-      term('p:', pt .. 't', 1)
-      nm = nc + 1
-      pair_terms(C)
-      for p = 1, nc do term('p:', pt .. dec(C[p] - 1), 2 * x[C[p]]) end
-      term('p:', pt .. 'w', 1)
-    end
-  end
-end
 if not fast then
-  theta_terms(S)
-  nm = ns
-  pair_terms(S)
+  decimals()
+  for p = 1, ns do
+    kinds[p], names[p], coef[p] = 't:', ':' .. dec(S[p] - 1), x[S[p]]
+  end
+  for p = 1, ns do
+    local i = S[p]
+    for q = p, ns do
+      local j = S[q]
+      local f = #names + 1
+      kinds[f], names[f] = 'q:', ':' .. dec(i - 1) .. ':' .. dec(j - 1)
+      coef[f] = (i == j) and x[i] * x[i] or 2 * x[i] * x[j]
+    end
+  end
 end
 local nf = #names
 
 local nblocks = math.ceil(n / B)
 for blk = 0, nblocks - 1 do
   local cnt = math.min(B, n - blk * B)
-  local mean, quad = {}, {}
-  for a = 1, cnt do mean[a] = 0; quad[a] = 0 end
-  if nf > 0 then
-    local fields = {}
-    local b = dec(blk)
-    for f = 1, nf do fields[f] = kinds[f] .. b .. names[f] end
-    local raw = redis.call('HMGET', root, unpack(fields))
-    local vfmt = '<' .. string.rep('d', cnt)
-    local cols = {}
-    for f = 1, nf do
-      local v = raw[f]
-      if not v or #v ~= 8 * cnt then
-        return err('BADMODEL', 'column %s of %s is missing or has the wrong length', fields[f], root)
-      end
-      cols[f] = { unpack_values(vfmt, v) }
-    end
-    accumulate(mean, cnt, cols, coef, 1, nm)
-    accumulate(quad, cnt, cols, coef, nm + 1, nf)
-  end
+  local b = dec(blk)
   local base = blk * B
-  for a = 1, cnt do
-    local q = quad[a]
-    if q < 0 then q = 0 end
-    -- q ^ 0.5 is a VM operation; math.sqrt would be a function call per arm.
-    local sc = mean[a] + alpha * q ^ 0.5
-    if sc > bar and not skip[base + a] then offer(base + a, sc) end
+  if fast then
+    local cf, pf = 'c:' .. b, 'p:' .. b .. ':' .. dec(pid)
+    local raw = redis.call('HMGET', root, cf, pf)
+    if not raw[1] or #raw[1] ~= cbytes * cnt or not raw[2] or #raw[2] ~= pbytes * cnt then
+      return err('BADMODEL', 'rows %s and %s of %s are missing or have the wrong length', cf, pf, root)
+    end
+    scan_rows(raw[1], raw[2], cnt, base)
+  else
+    local mean, quad = {}, {}
+    for a = 1, cnt do mean[a] = 0; quad[a] = 0 end
+    if nf > 0 then
+      local fields = {}
+      for f = 1, nf do fields[f] = kinds[f] .. b .. names[f] end
+      local raw = redis.call('HMGET', root, unpack(fields))
+      local vfmt = '<' .. string.rep('d', cnt)
+      local cols = {}
+      for f = 1, nf do
+        local v = raw[f]
+        if not v or #v ~= 8 * cnt then
+          return err('BADMODEL', 'column %s of %s is missing or has the wrong length', fields[f], root)
+        end
+        cols[f] = { unpack_values(vfmt, v) }
+      end
+      accumulate(mean, cnt, cols, coef, 1, ns)
+      accumulate(quad, cnt, cols, coef, ns + 1, nf)
+    end
+    for a = 1, cnt do
+      local q = quad[a]
+      if q < 0 then q = 0 end
+      local s = mean[a] + alpha * q ^ 0.5
+      if s > bar and not skip[base + a] then offer(base + a, s) end
+    end
   end
 end
 

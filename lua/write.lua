@@ -49,7 +49,7 @@ Errors:
   CONFLICT a guard or an arm version did not match
 ]]
 
-local FORMAT = '1'
+local FORMAT = '2'
 local root = KEYS[1]
 local fmt = string.format
 local upack, pack = struct.unpack, struct.pack
@@ -189,22 +189,56 @@ for i = 1, m do
 end
 
 -- Columnar layout: t:<b>:<i> holds theta_i and q:<b>:<i>:<j> (i <= j) holds
--- A^-1_ij for the arms of block b, one double per arm in index order;
--- p:<b>:<pattern>:t|w|<c> hold the pattern values. Each column is
--- {prefix, suffix, source, i, j}: source 1 is theta[i], 2 is A^-1[i][j],
--- 3 is the i-th pattern value.
+-- A^-1_ij for the arms of block b, one double per arm in index order. Each
+-- column is {prefix, suffix, source, i, j}: source 1 is theta[i], 2 is
+-- A^-1[i][j].
 local cols = {}
 for i = 0, d - 1 do cols[#cols + 1] = { 't:', ':' .. i, 1, i } end
 for i = 0, d - 1 do
   for j = i, d - 1 do cols[#cols + 1] = { 'q:', ':' .. i .. ':' .. j, 2, i, j } end
 end
-for pid = 0, npat - 1 do
-  local base = pid * (2 + #cont)
-  cols[#cols + 1] = { 'p:', ':' .. pid .. ':t', 3, base + 1 }
-  cols[#cols + 1] = { 'p:', ':' .. pid .. ':w', 3, base + 2 }
-  for ci, c in ipairs(cont) do cols[#cols + 1] = { 'p:', ':' .. pid .. ':' .. c, 3, base + 2 + ci } end
-end
 local dfmt = '<' .. string.rep('d', d)
+
+-- Row layout of models with one-hot groups: per arm, the continuous values
+-- (theta_c for each feature c in no group, then A^-1_cc' for c <= c', row by
+-- row) and each pattern's values (theta_P, W_P, V_P,c: 2 + #cont doubles).
+-- c:<b> and p:<b>:<pattern> hold them for the arms of block b in index
+-- order; f:<id> holds one arm's continuous values and all its patterns'.
+local ncv = #cont + #cont * (#cont + 1) / 2
+local prowb = 8 * (2 + #cont)
+local function controw(theta, ainv)
+  local v = {}
+  for _, c in ipairs(cont) do v[#v + 1] = theta[c + 1] end
+  for a = 1, #cont do
+    for b = a, #cont do v[#v + 1] = ainv[cont[a]][cont[b] + 1] end
+  end
+  if #v == 0 then return '' end
+  return pack('<' .. string.rep('d', #v), unpack(v))
+end
+local zero8 = pack('<d', 0)
+-- splice returns the rows of a block's blob old (width bytes each, or nil)
+-- with the rows at slots (ascending, 1-based) replaced by rows, cnt rows in
+-- all (zeros for rows neither stored nor given), or nil if old is malformed.
+local function splice(old, cnt, width, slots, rows)
+  local have = 0
+  if old then
+    have = #old / width
+    if have ~= math.floor(have) or have > cnt then return nil end
+  end
+  local parts, pos = {}, 1
+  local function keep(from, to) -- rows from..to as they were
+    if from > to then return end
+    if from <= have then parts[#parts + 1] = string.sub(old, (from - 1) * width + 1, math.min(to, have) * width) end
+    if to > have then parts[#parts + 1] = string.rep(zero8, (to - math.max(from, have + 1) + 1) * width / 8) end
+  end
+  for t = 1, #slots do
+    keep(pos, slots[t] - 1)
+    parts[#parts + 1] = rows[t]
+    pos = slots[t] + 1
+  end
+  keep(pos, cnt)
+  return table.concat(parts)
+end
 local colwrites = {}
 for _, blk in ipairs(blocks) do
   local cnt = math.min(B, narms - blk * B)
@@ -212,14 +246,14 @@ for _, blk in ipairs(blocks) do
   for c = 1, #cols do fields[c] = cols[c][1] .. blk .. cols[c][2] end
   local old = redis.call('HMGET', root, unpack(fields))
   local touched = byblock[blk]
-  local slots, thetas, ainvs, pats = {}, {}, {}, {}
+  local slots, thetas, ainvs = {}, {}, {}
   for t = 1, #touched do
     slots[t] = touched[t].idx - blk * B + 1
     thetas[t] = { upack(dfmt, touched[t].theta) }
     local rows = {}
     for r = 0, d - 1 do rows[r] = { upack(dfmt, touched[t].ainv, 8 * r * d + 1) } end
     ainvs[t] = rows
-    pats[t] = patvals > 0 and { upack('<' .. string.rep('d', patvals), touched[t].pat) } or {}
+    if npat > 0 then touched[t].crow = controw(thetas[t], rows) end
   end
   local vfmt = '<' .. string.rep('d', cnt)
   local out = {}
@@ -239,14 +273,41 @@ for _, blk in ipairs(blocks) do
     for t = 1, #touched do
       if src == 1 then
         v[slots[t]] = thetas[t][i + 1]
-      elseif src == 2 then
-        v[slots[t]] = ainvs[t][i][j + 1]
       else
-        v[slots[t]] = pats[t][i]
+        v[slots[t]] = ainvs[t][i][j + 1]
       end
     end
     out[#out + 1] = fields[c]
     out[#out + 1] = pack(vfmt, unpack(v, 1, cnt))
+  end
+  if npat > 0 then
+    -- The rows of the touched arms, in slot order.
+    local order = {}
+    for t = 1, #touched do order[t] = t end
+    table.sort(order, function(a, b) return slots[a] < slots[b] end)
+    local sorted, crows = {}, {}
+    for r = 1, #order do
+      local t = order[r]
+      sorted[r] = slots[t]
+      crows[r] = touched[t].crow
+    end
+    local rfields = { 'c:' .. blk }
+    for pid = 0, npat - 1 do rfields[#rfields + 1] = 'p:' .. blk .. ':' .. pid end
+    local oldrows = redis.call('HMGET', root, unpack(rfields))
+    for f = 1, #rfields do
+      local width, rows = 8 * ncv, crows
+      if f > 1 then
+        width, rows = prowb, {}
+        local from = (f - 2) * prowb + 1
+        for r = 1, #order do rows[r] = string.sub(touched[order[r]].pat, from, from + prowb - 1) end
+      end
+      local blob = width > 0 and splice(oldrows[f] or nil, cnt, width, sorted, rows) or ''
+      if not blob then
+        return err('BADMODEL', 'row blob %s of %s has the wrong length', rfields[f], root)
+      end
+      out[#out + 1] = rfields[f]
+      out[#out + 1] = blob
+    end
   end
   colwrites[#colwrites + 1] = out
 end
@@ -269,6 +330,7 @@ for i = 1, m do
   local row = { arm.theta }
   for r = 0, d - 1 do row[#row + 1] = string.sub(arm.ainv, 8 * (r * d + r) + 1, 8 * (r * d + d)) end
   redis.call('HSET', root, 'r:' .. arm.id, table.concat(row))
+  if npat > 0 then redis.call('HSET', root, 'f:' .. arm.id, arm.crow .. arm.pat) end
 end
 for _, out in ipairs(colwrites) do
   -- HSET in slices: unpack() of more than a few thousand values would

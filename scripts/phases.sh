@@ -9,6 +9,8 @@
 #
 # The cuts inside the scan return during the first block of 1,024 products,
 # so the phase rows are exact for catalogues of up to 1,024 products only.
+# The contexts are one-hot in every group: the phases are those of the rows
+# of one-hot groups (docs/FORMAT.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
@@ -27,11 +29,10 @@ src = open("lua/recommend.lua").read()
 cuts = [
     ("set-up", "local meta = redis.call('HMGET'"),
     ("+ metadata, arguments", "local excluded = {}"),
-    ("+ choose the columns", "local nblocks = math.ceil(n / B)"),
-    ("+ HMGET of the columns", "    local vfmt = '<' .. string.rep('d', cnt)"),
-    ("+ struct.unpack", "    accumulate(mean, cnt, cols, coef, 1, nm)"),
-    ("+ multiply-adds", "  local base = blk * B\n"),
-    ("+ scores, top-k", "if #best == 0 then return {} end\nlocal fields = {}"),
+    ("+ one-hot groups, pattern", "local xc, qc = {}, {}"),
+    ("+ coefficients", "if n == 0 then return {} end"),
+    ("+ HMGET of the rows", "    scan_rows(raw[1], raw[2], cnt, base)"),
+    ("+ decode, score, top-k", "  else\n    local mean, quad = {}, {}"),
 ]
 with open(f"{work}/phases.txt", "w") as out:
     for i, (name, marker) in enumerate(cuts):

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/redbandit/redbandit/internal/redistest"
@@ -141,5 +142,146 @@ func TestOneHotFastPath(t *testing.T) {
 		if _, err := bad.Apply(ctx, c); !errors.Is(err, store.ErrBadArg) {
 			t.Fatalf("groups %v: %v, want ErrBadArg", groups, err)
 		}
+	}
+}
+
+// TestFoldedRows exercises the row layout of models with one-hot groups
+// (c:<b>, p:<b>:<pattern>, f:<id>) for several counts of continuous features
+// (the specialised loop for three, the general one for others), over two
+// column blocks, through writes that append arms and rewrite some in place:
+// after each write, full scans and candidate lists of one-hot contexts equal
+// the Go reference. Then the general layout's columns and rows are deleted:
+// the same queries still work, so they ran on the folded rows.
+func TestFoldedRows(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client()
+	ctx := context.Background()
+	layouts := []struct {
+		name   string
+		d      int
+		groups []store.Group
+	}{
+		{"3 continuous", shopDim, shopGroups},
+		{"none continuous", 7, []store.Group{{Features: []int{0, 1}}, {Features: []int{2, 3, 4}}, {Features: []int{5, 6}, Optional: true}}},
+		{"1 continuous", 6, []store.Group{{Features: []int{1, 2, 3}, Optional: true}, {Features: []int{4, 5}}}},
+		{"5 continuous", 9, []store.Group{{Features: []int{5, 6}}, {Features: []int{7, 8}, Optional: true}}},
+	}
+	for li, l := range layouts {
+		t.Run(l.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(li), 99))
+			ingroup := map[int]bool{}
+			for _, g := range l.groups {
+				for _, f := range g.Features {
+					ingroup[f] = true
+				}
+			}
+			context := func() []float64 {
+				x := make([]float64, l.d)
+				for i := range x {
+					if !ingroup[i] && rng.IntN(5) > 0 {
+						x[i] = 1 - rng.Float64()
+					}
+				}
+				for _, g := range l.groups {
+					if !g.Optional || rng.IntN(4) > 0 {
+						x[g.Features[rng.IntN(len(g.Features))]] = 1
+					}
+				}
+				return x
+			}
+			name := fmt.Sprintf("rows%d", li)
+			m := &testModel{name: name, d: l.d, lambda: 1, byID: map[string]linucb.Params{}}
+			arms := map[string]*linucb.Arm{}
+			versions := map[string]int64{}
+			write := func(ids []string) {
+				t.Helper()
+				w := store.Write{Model: name, Features: featureNames(l.d), Groups: l.groups, Lambda: 1}
+				for _, id := range ids {
+					arm := arms[id]
+					if arm == nil {
+						arm = linucb.NewArm(l.d, 1)
+						arms[id] = arm
+						m.ids = append(m.ids, id)
+					}
+					for e := 0; e < 1+rng.IntN(20); e++ {
+						if err := arm.Update(context(), float64(rng.IntN(2))); err != nil {
+							t.Fatal(err)
+						}
+					}
+					p, err := arm.Solve()
+					if err != nil {
+						t.Fatal(err)
+					}
+					m.byID[id] = p
+					w.Arms = append(w.Arms, store.ArmWrite{ID: id, Version: versions[id], Arm: arm, Params: p})
+				}
+				vers, err := w.Apply(ctx, c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i, id := range ids {
+					versions[id] = vers[i]
+				}
+				m.params = m.params[:0]
+				for _, id := range m.ids {
+					m.params = append(m.params, m.byID[id])
+				}
+			}
+			check := func(what string) {
+				t.Helper()
+				for i := 0; i < 12; i++ {
+					q := store.Query{K: 1 + rng.IntN(8), Alpha: []float64{0, 0.1, 1}[i%3], Context: context()}
+					if i%2 == 1 {
+						for j := 0; j < 40; j++ {
+							q.Candidates = append(q.Candidates, m.ids[rng.IntN(len(m.ids))])
+						}
+						q.Candidates = append(q.Candidates, "never-seen", q.Candidates[0])
+					}
+					if i%4 == 3 {
+						ref := m.reference(q)
+						q.Exclude = []string{ref[0].ID, "never-seen"}
+					}
+					got, err := store.Recommend(ctx, c, name, q)
+					if err != nil {
+						t.Fatalf("%s, query %d: %v", what, i, err)
+					}
+					sameItems(t, fmt.Sprintf("%s, query %d", what, i), got, m.reference(q))
+				}
+			}
+			var first []string
+			for a := 0; a < 700; a++ {
+				first = append(first, fmt.Sprintf("p%d", a))
+			}
+			write(first)
+			check("700 arms")
+			var more []string
+			for a := 700; a < store.DefaultBlock+76; a++ {
+				more = append(more, fmt.Sprintf("p%d", a))
+			}
+			write(more)
+			check("two blocks")
+			var some []string
+			for _, a := range rng.Perm(len(m.ids))[:60] {
+				some = append(some, m.ids[a])
+			}
+			write(some)
+			check("60 arms rewritten")
+
+			// Without the general layout, one-hot contexts still score.
+			fields, err := c.Do(ctx, c.B().Hkeys().Key(store.RootKey(name)).Build()).AsStrSlice()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var general []string
+			for _, f := range fields {
+				if strings.HasPrefix(f, "q:") || strings.HasPrefix(f, "t:") || strings.HasPrefix(f, "r:") {
+					general = append(general, f)
+				}
+			}
+			if err := c.Do(ctx, c.B().Hdel().Key(store.RootKey(name)).Field(general...).Build()).Error(); err != nil {
+				t.Fatal(err)
+			}
+			check("folded rows only")
+		})
 	}
 }

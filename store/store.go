@@ -20,7 +20,7 @@ import (
 )
 
 // FormatVersion is the model format this package reads and writes.
-const FormatVersion = 1
+const FormatVersion = 2
 
 // DefaultBlock is the number of arms per column block of a new model.
 const DefaultBlock = 1024
