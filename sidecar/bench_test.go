@@ -23,9 +23,11 @@ import (
 // BenchmarkSidecar compares POST /v1/recommend with the direct EVALSHA it
 // wraps, against one redis-server, for a 200-product reference-shop model:
 //
-//	clients=1: p50/p99 of sequential calls, the two paths interleaved so
-//	           both see the same machine conditions; overhead-us is the
-//	           difference of the p50s
+//	clients=1: p50/p99 of sequential calls, the paths interleaved so all
+//	           see the same machine conditions; overhead-us is the
+//	           difference of the p50s of http and direct; noop is an HTTP
+//	           handler that only answers a constant body: its p50 is the
+//	           floor of any HTTP hop on this machine
 //	clients=16: throughput of each path on its own
 func BenchmarkSidecar(b *testing.B) {
 	srv := redistest.Start(b)
@@ -56,6 +58,12 @@ func BenchmarkSidecar(b *testing.B) {
 	}
 	hs := httptest.NewServer(s.Handler())
 	defer hs.Close()
+	noop := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"items":[]}`))
+	}))
+	defer noop.Close()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 
 	xs := make([][]float64, 1000)
@@ -85,13 +93,22 @@ func BenchmarkSidecar(b *testing.B) {
 		return nil
 	}
 
+	viaNoop := func(i int) error {
+		resp, err := client.Post(noop.URL, "application/json", strings.NewReader(bodies[i%len(bodies)]))
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.Body.Close()
+	}
+
 	b.Run("clients=1", func(b *testing.B) {
 		lat := map[string][]time.Duration{}
 		for i := 0; i < b.N; i++ {
 			for _, p := range []struct {
 				name string
 				f    func(int) error
-			}{{"direct", direct}, {"http", viaHTTP}} {
+			}{{"direct", direct}, {"http", viaHTTP}, {"noop", viaNoop}} {
 				t0 := time.Now()
 				if err := p.f(i); err != nil {
 					b.Fatal(err)

@@ -76,7 +76,15 @@ func statusOf(err error) int {
 }
 
 func writeJSON(w http.ResponseWriter, status int, body any) {
-	w.Header().Set("Content-Type", "application/json")
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	if r, ok := body.(RecommendResponse); ok { // the hot path, without reflection
+		b := appendRecommendResponse(make([]byte, 0, 512), r)
+		h.Set("Content-Length", strconv.Itoa(len(b)))
+		w.WriteHeader(status)
+		_, _ = w.Write(b)
+		return
+	}
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(body)
 }
@@ -284,6 +292,9 @@ func (s *Server) context(ctx context.Context, model string, req recommendRequest
 		}
 		return info.spec.Encode(numbersToFloats(req.Attributes))
 	case raw[0] == '[':
+		if x, ok := denseContext(raw); ok {
+			return x, nil
+		}
 		var nums []json.Number
 		if err := json.Unmarshal(raw, &nums); err != nil {
 			return nil, badRequest("context must be an array of numbers: %v", err)
