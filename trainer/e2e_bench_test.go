@@ -112,7 +112,7 @@ func BenchmarkTrainerEndToEnd(b *testing.B) {
 		})
 		return ok
 	}
-	cfg := Config{Brokers: brokers, Topic: name, Group: name, Model: testModel, Redis: c, FlushInterval: time.Second,
+	cfg := Config{Brokers: brokers, Topic: name, Group: name, Model: testModel, Redis: c, FlushInterval: 100 * time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler)}
 	run, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
