@@ -183,7 +183,9 @@ func New(cfg Config) *Server {
 	return s
 }
 
-// Handler returns the HTTP handler of all endpoints.
+// Handler returns the HTTP handler of all endpoints. Serve also runs the
+// dashboard's sampler; with Handler alone, GET /v1/dashboard samples a
+// model once, when it first asks for it, and has no history beyond that.
 func (s *Server) Handler() http.Handler { return s.mux }
 
 // Registry returns the Prometheus registry of the server's metrics.
