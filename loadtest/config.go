@@ -29,6 +29,7 @@ const (
 	TargetClientSide = "client-side" // fetch the arms, score in Go
 	TargetPing       = "ping"        // PING
 	TargetHTTP       = "http"        // the sidecar's POST /v1/recommend
+	TargetHTTPPing   = "http-ping"   // the sidecar's GET /healthz: the HTTP floor
 )
 
 // Output formats.
@@ -172,12 +173,12 @@ func (c Config) Validate() error {
 	for _, t := range c.Targets {
 		switch t {
 		case TargetRedis, TargetFCall, TargetClientSide, TargetPing:
-		case TargetHTTP:
+		case TargetHTTP, TargetHTTPPing:
 			if c.Pipeline > 1 {
-				return bad("the http target sends one request per round trip: no pipeline")
+				return bad("the %s target sends one request per round trip: no pipeline", t)
 			}
 		default:
-			return bad("unknown target %q (want redis, fcall, http, client-side or ping)", t)
+			return bad("unknown target %q (want redis, fcall, http, http-ping, client-side or ping)", t)
 		}
 	}
 	switch {

@@ -12,6 +12,7 @@
 //	             pipelined round trip and score in Go
 //	ping         PING, the round-trip floor
 //	http         the sidecar's POST /v1/recommend (at Config.SidecarURL)
+//	http-ping    the sidecar's GET /healthz, the floor of an HTTP round trip
 //
 // Run either tests an existing model (Config.Model) or, with
 // Config.Products > 0, creates a synthetic model of that size under a unique

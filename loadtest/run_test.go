@@ -182,7 +182,7 @@ func TestRunHTTP(t *testing.T) {
 	hs := httptest.NewServer(sc.Handler())
 	defer hs.Close()
 	for _, cands := range []int{0, 7} {
-		rep, err := Run(ctx, Config{RedisURL: srv.URL(), SidecarURL: hs.URL, Targets: []string{TargetRedis, TargetHTTP},
+		rep, err := Run(ctx, Config{RedisURL: srv.URL(), SidecarURL: hs.URL, Targets: []string{TargetRedis, TargetHTTP, TargetHTTPPing},
 			Products: 40, Clients: 3, Requests: 150, Candidates: cands})
 		if err != nil {
 			t.Fatal(err)

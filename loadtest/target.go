@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -194,6 +195,9 @@ func newTarget(name string, cat *Catalog, k int, alpha float64, fetch []rueidis.
 		return &clientTarget{cat: cat, k: k, alpha: alpha, fetch: fetch, ch: ch}
 	case TargetPing:
 		return pingTarget{}
+	case TargetHTTPPing:
+		return &httpPingTarget{url: strings.TrimRight(sidecarURL, "/") + "/healthz",
+			client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}}
 	}
 	panic("loadtest: unknown target " + name) // Validate rejects it first
 }
@@ -413,6 +417,39 @@ func (t *httpTarget) one(ctx context.Context, r *request) error {
 		items[i] = store.Item{ID: it.ID, Score: it.Score}
 	}
 	return t.ch.check(r, items)
+}
+
+// httpPingTarget sends GET /healthz to the sidecar: one round trip through
+// the same HTTP client and server as the http target with nothing behind
+// it, the floor of any HTTP hop (as ping is Redis's).
+type httpPingTarget struct {
+	url    string
+	client *http.Client
+}
+
+func (t *httpPingTarget) do(ctx context.Context, _ rueidis.Client, batch []*request, errs []error) {
+	for i := range batch {
+		errs[i] = t.one(ctx)
+	}
+}
+
+func (t *httpPingTarget) one(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := t.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return &HTTPError{Status: resp.StatusCode, Msg: "healthz"}
+	}
+	return nil
 }
 
 // HTTPError is a non-200 answer of the sidecar; its kind in the report is

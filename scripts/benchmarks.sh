@@ -4,7 +4,7 @@
 # persistence) and one sidecar, both on loopback:
 #
 #   for 200, 2,000 and 20,000 products (d = 15, the reference shop's layout):
-#     one client   loadtest --compare ping,redis,fcall,http,client-side -c 1
+#     one client   loadtest --compare ping,redis,fcall,http-ping,http,client-side -c 1
 #     saturation   the same with -c 16 for a fixed duration
 #   throughput against clients: redis target, 200 products, 1..32 clients
 #
@@ -49,7 +49,7 @@ lt() { # label, then loadtest arguments
 	"$rb" --log-level warn loadtest --url "$url" --json -q "$@" | sed "s|^{|{\"label\":\"$label\",|" | tee -a "$out/raw.jsonl" >/dev/null
 }
 
-all=ping,redis,fcall,http,client-side
+all=ping,redis,fcall,http-ping,http,client-side
 for run in $(seq 1 "$runs"); do
 	echo "run $run/$runs" >&2
 	lt "200/1" --products 200 --compare "$all" -c 1 -n 2000 --warmup 300ms
@@ -82,7 +82,7 @@ lines = [open(f"{out}/header.txt").read().strip(), "",
          "| products | target | 1 client: p50 ms | p99 ms | rps | Redis µs/request | 16 clients: rps | p99 ms | errors |",
          "|---|---|---|---|---|---|---|---|---|"]
 for n in ("200", "2000", "20000"):
-    for t in ("ping", "redis", "fcall", "http", "client-side"):
+    for t in ("ping", "redis", "fcall", "http-ping", "http", "client-side"):
         one, sat = rows.get((f"{n}/1", t), []), rows.get((f"{n}/16", t), [])
         if not one and not sat:
             continue
