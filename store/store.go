@@ -95,26 +95,14 @@ func Floats(b []byte) ([]float64, error) {
 // shortest decimal that parses back to f.
 func FormatFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
 
-// Dedicated makes a client send each command on a connection of its own
-// from a pool (rueidis's DisableAutoPipelining) instead of auto-pipelining
-// concurrent commands over a few shared connections: no hand-off to the
-// pipeline's writer and reader goroutines, so less latency per call for a
-// server that makes one call per request, such as the sidecar (measured:
-// 0.1 ms less p50 through the sidecar; docs/BENCHMARKS.md).
-func Dedicated(opt *rueidis.ClientOption) { opt.DisableAutoPipelining = true }
-
 // Dial connects to Redis at a redis:// or rediss:// URL
-// (redis://user:pass@host:port/db). Client-side caching is off; tune, if
-// given, adjusts the other rueidis options (e.g. Dedicated).
-func Dial(url string, tune ...func(*rueidis.ClientOption)) (rueidis.Client, error) {
+// (redis://user:pass@host:port/db). Client-side caching is off.
+func Dial(url string) (rueidis.Client, error) {
 	opt, err := rueidis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse redis url: %w", err)
 	}
 	opt.DisableCache = true
-	for _, t := range tune {
-		t(&opt)
-	}
 	c, err := rueidis.NewClient(opt)
 	if err != nil {
 		return nil, fmt.Errorf("connect to redis: %w", err)

@@ -71,8 +71,8 @@ func newApp() *cli.App {
 }
 
 // withRedis connects to --redis for the length of one command.
-func withRedis(c *cli.Context, f func(rueidis.Client) error, tune ...func(*rueidis.ClientOption)) error {
-	client, err := store.Dial(c.String("redis"), tune...)
+func withRedis(c *cli.Context, f func(rueidis.Client) error) error {
+	client, err := store.Dial(c.String("redis"))
 	if err != nil {
 		return err
 	}

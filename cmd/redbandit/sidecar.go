@@ -8,7 +8,6 @@ import (
 
 	"github.com/redbandit/redbandit/linucb"
 	"github.com/redbandit/redbandit/sidecar"
-	"github.com/redbandit/redbandit/store"
 )
 
 func sidecarCommand() *cli.Command {
@@ -32,7 +31,7 @@ func sidecarCommand() *cli.Command {
 					K: c.Int("k"), Alpha: c.Float64("alpha"), Timeout: c.Duration("timeout"), MaxBody: c.Int64("max-body"),
 					Logger: slog.Default(), Brokers: c.StringSlice("brokers"), Topic: c.String("topic"),
 				})
-			}, store.Dedicated)
+			})
 		},
 	}
 }
