@@ -55,7 +55,7 @@ type Config struct {
 	Via           string        // "http" (default: through the sidecar, so its dashboard shows the serving) or "redis" (EVALSHA)
 	Rate          float64       // visits per second; default DefaultRate; < 0: as fast as possible
 	Seed          uint64        // seed of the data and the visits; default 1
-	FlushInterval time.Duration // the trainer's; default 1s
+	FlushInterval time.Duration // the trainer's; default DefaultFlushInterval (200 ms)
 	Brokers       []string      // a real Kafka; default: an in-process broker
 	RedisConf     string        // redis.conf to start Redis with; default: equivalent flags
 	Dir           string        // working directory (data, Redis files); default a new temporary one, removed at the end
