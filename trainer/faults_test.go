@@ -1,7 +1,9 @@
 package trainer
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -132,6 +134,10 @@ func TestTrainerSIGSTOP(t *testing.T) {
 	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	// Count A's writes once it is stopped and the lines it printed before
+	// have been read from its stdout.
+	waitStopped(t, a.cmd.Process.Pid)
+	time.Sleep(200 * time.Millisecond)
 	stoppedAt := a.applies.Load()
 	b := e.startChild(url)
 	e.produceStream(203, 10000, d, 100, want)
@@ -243,4 +249,25 @@ func TestBrokerRestart(t *testing.T) {
 		t.Fatalf("p1 has %d events, want %d or one more", got[0].Arm.N(), want.arms["p1"].n)
 	}
 	e.check(want)
+}
+
+// waitStopped waits until process pid is in the stopped state (T in
+// /proc/<pid>/stat).
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The state follows the command name, which is in parentheses.
+		if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) && stat[i+2] == 'T' {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d not stopped: %s", pid, stat)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
