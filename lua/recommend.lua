@@ -256,32 +256,18 @@ if candidates then
   local prior = 0
   for p = 1, ns do prior = prior + x[S[p]] * x[S[p]] end
   prior = alpha * sqrt(prior / lambda)
-  local fields = {}
+  -- Each candidate's row: prefix .. id, rowlen bytes, and rowquad(row)
+  -- its mean and quadratic form.
+  local prefix, rowlen, rowquad
   if fast then
     -- Folded rows f:<id> = the continuous values, then every pattern's.
-    for i = 1, #ids do fields[i] = 'f:' .. ids[i] end
-    local rows = redis.call('HMGET', root, unpack(fields))
-    local rowlen = cbytes + npat * pbytes
     local po = cbytes + pid * pbytes + 1
-    for c = 1, #ids do
-      local row = rows[c]
-      local sc = prior
-      if row then
-        if #row ~= rowlen then
-          return err('BADMODEL', 'folded row of %s has %d bytes, want %d', ids[c], #row, rowlen)
-        end
-        local mean, quad = folded(row, 1, row, po)
-        if quad < 0 then quad = 0 end
-        sc = mean + alpha * quad ^ 0.5
-      end
-      if sc > bar then offer(c, sc) end
-    end
+    prefix, rowlen = 'f:', cbytes + npat * pbytes
+    rowquad = function(row) return folded(row, 1, row, po) end
   else
     -- Rows r:<id> = theta (d doubles) .. upper triangle of A^-1 (row-major).
-    for i = 1, #ids do fields[i] = 'r:' .. ids[i] end
-    local rows = redis.call('HMGET', root, unpack(fields))
     local rowvals = d + d * (d + 1) / 2
-    local rowlen = 8 * rowvals
+    prefix, rowlen = 'r:', 8 * rowvals
     -- Positions (1-based, in doubles) of theta_i and A^-1_ij in a row, and
     -- the quadratic-form coefficients: x_i^2 on the diagonal, 2 x_i x_j above.
     local tpos, qpos, qcoef = {}, {}, {}
@@ -299,29 +285,34 @@ if candidates then
     -- is needed (one C call per value costs about ten values decoded in bulk).
     local whole = rowvals <= 10 * (ns + #qpos)
     local rowfmt = '<' .. string.rep('d', rowvals)
-    for c = 1, #ids do
-      local row = rows[c]
-      local sc
-      if not row then
-        sc = prior
+    rowquad = function(row)
+      local mean, quad = 0, 0
+      if whole then
+        local v = { unpack_values(rowfmt, row) }
+        for p = 1, ns do mean = mean + x[tpos[p]] * v[tpos[p]] end
+        for p = 1, #qpos do quad = quad + qcoef[p] * v[qpos[p]] end
       else
-        if #row ~= rowlen then
-          return err('BADMODEL', 'row of %s has %d bytes, want %d', ids[c], #row, rowlen)
-        end
-        local mean, quad = 0, 0
-        if whole then
-          local v = { unpack_values(rowfmt, row) }
-          for p = 1, ns do mean = mean + x[tpos[p]] * v[tpos[p]] end
-          for p = 1, #qpos do quad = quad + qcoef[p] * v[qpos[p]] end
-        else
-          for p = 1, ns do mean = mean + x[tpos[p]] * unpack_values('<d', row, 8 * tpos[p] - 7) end
-          for p = 1, #qpos do quad = quad + qcoef[p] * unpack_values('<d', row, 8 * qpos[p] - 7) end
-        end
-        if quad < 0 then quad = 0 end
-        sc = mean + alpha * quad ^ 0.5
+        for p = 1, ns do mean = mean + x[tpos[p]] * unpack_values('<d', row, 8 * tpos[p] - 7) end
+        for p = 1, #qpos do quad = quad + qcoef[p] * unpack_values('<d', row, 8 * qpos[p] - 7) end
       end
-      if sc > bar then offer(c, sc) end
+      return mean, quad
     end
+  end
+  local fields = {}
+  for i = 1, #ids do fields[i] = prefix .. ids[i] end
+  local rows = redis.call('HMGET', root, unpack(fields))
+  for c = 1, #ids do
+    local row = rows[c]
+    local sc = prior -- a product the model has never seen: a fresh arm
+    if row then
+      if #row ~= rowlen then
+        return err('BADMODEL', 'row %s of %s has %d bytes, want %d', fields[c], root, #row, rowlen)
+      end
+      local mean, quad = rowquad(row)
+      if quad < 0 then quad = 0 end
+      sc = mean + alpha * quad ^ 0.5
+    end
+    if sc > bar then offer(c, sc) end
   end
   local out = {}
   for i = 1, #best do out[i] = ids[best[i]] end

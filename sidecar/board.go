@@ -534,9 +534,9 @@ const (
 	maxArmsLimit     = 5000
 )
 
-// arms serves POST /v1/arms. It reads the product index and every arm's
-// event count, then θ and A⁻¹ of the Limit products with the most events:
-// three pipelined round trips.
+// arms serves POST /v1/arms. It reads the model's metadata, the product
+// index and every arm's event count, then θ and A⁻¹ of the Limit products
+// with the most events: four round trips, the last two pipelined.
 func (s *Server) arms(w http.ResponseWriter, r *http.Request) (int, any, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
 	defer cancel()
@@ -561,7 +561,7 @@ func (s *Server) arms(w http.ResponseWriter, r *http.Request) (int, any, error) 
 	if limit < 1 || limit > maxArmsLimit {
 		return 0, nil, badRequest("limit must be in 1..%d, got %d", maxArmsLimit, limit)
 	}
-	info, err := s.modelInfo(ctx, model)
+	meta, err := store.ReadMeta(ctx, s.cfg.Redis, model) // the arm count now, not as cached
 	if err != nil {
 		return 0, nil, err
 	}
@@ -569,13 +569,9 @@ func (s *Server) arms(w http.ResponseWriter, r *http.Request) (int, any, error) 
 	if err != nil {
 		return 0, nil, err
 	}
-	d := info.meta.Dim
+	d := meta.Dim
 	if len(x) != d {
 		return 0, nil, badRequest("context has %d values, the model %d", len(x), d)
-	}
-	meta, err := store.ReadMeta(ctx, s.cfg.Redis, model) // the arm count now, not as cached
-	if err != nil {
-		return 0, nil, err
 	}
 	ids, err := store.ReadProducts(ctx, s.cfg.Redis, model, meta.Arms)
 	if err != nil {
@@ -613,7 +609,7 @@ func (s *Server) arms(w http.ResponseWriter, r *http.Request) (int, any, error) 
 		if err != nil {
 			return 0, nil, fmt.Errorf("read arm %s: %w", all[i].ID, err)
 		}
-		p, err := params(vals, d, info.meta.Lambda)
+		p, err := params(vals, d, meta.Lambda)
 		if err != nil {
 			return 0, nil, fmt.Errorf("%w: arm %s of %s: %v", store.ErrBadModel, all[i].ID, model, err)
 		}

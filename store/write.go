@@ -149,10 +149,6 @@ func ReadArms(ctx context.Context, c rueidis.Client, model string, d int, lambda
 func decodeArm(d int, vals []rueidis.RedisMessage) (*linucb.Arm, int64, error) {
 	var s [5]string
 	for i := range s {
-		if i == 4 && vals[i].IsNil() {
-			s[i] = "0" // written before the format stored the reward sum
-			continue
-		}
 		var err error
 		if s[i], err = vals[i].ToString(); err != nil {
 			return nil, 0, fmt.Errorf("%w: field %d: %v", ErrBadModel, i, err)
