@@ -251,20 +251,60 @@ func (c *Codec) DecodeContext(ctx context.Context, b []byte) (Event, error) {
 // Validate checks ev against the codec's dimension: a non-empty product id,
 // d finite context values and a reward in [0, 1]. Errors are *Error.
 func (c *Codec) Validate(ev Event) error {
+	return c.check(len(ev.ProductID), ev.ContextVector, ev.Reward)
+}
+
+// check is Validate on an event's parts.
+func (c *Codec) check(productIDLen int, x []float64, reward float64) error {
 	switch {
-	case ev.ProductID == "":
+	case productIDLen == 0:
 		return reject(ErrProductID, "product_id is empty")
-	case len(ev.ContextVector) != c.dim:
-		return reject(ErrDimension, "context_vector has %d values, the model has dimension %d", len(ev.ContextVector), c.dim)
-	case math.IsNaN(ev.Reward) || ev.Reward < 0 || ev.Reward > 1:
-		return reject(ErrReward, "reward %v is outside [0, 1]", ev.Reward)
+	case len(x) != c.dim:
+		return reject(ErrDimension, "context_vector has %d values, the model has dimension %d", len(x), c.dim)
+	case math.IsNaN(reward) || reward < 0 || reward > 1:
+		return reject(ErrReward, "reward %v is outside [0, 1]", reward)
 	}
-	for i, v := range ev.ContextVector {
+	for i, v := range x {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			return reject(ErrNonFinite, "context_vector[%d] is %v", i, v)
 		}
 	}
 	return nil
+}
+
+// View is an event decoded for folding into a model: ProductID aliases the
+// record given to DecodeView and ContextVector reuses the View's buffer, so
+// both stay valid only until the next DecodeView into the same View (or a
+// change to the record). The event id and timestamp are checked but not
+// kept.
+type View struct {
+	ProductID     []byte
+	Reward        float64
+	ContextVector []float64
+}
+
+// DecodeView is DecodeContext for callers that only fold the event: the
+// same detection, validation and errors, without allocating for Avro
+// records read with the codec's own schema (a codec without a schema
+// registry), which is the trainer's per-event path.
+func (c *Codec) DecodeView(ctx context.Context, b []byte, v *View) error {
+	if c.fetch != nil || len(b) == 0 || b[0] != Magic {
+		ev, err := c.DecodeContext(ctx, b)
+		if err != nil {
+			return err
+		}
+		v.ProductID = []byte(ev.ProductID) // not into v.ProductID: it may alias an earlier record
+		v.ContextVector = append(v.ContextVector[:0], ev.ContextVector...)
+		v.Reward = ev.Reward
+		return nil
+	}
+	raw := rawEvent{context: v.ContextVector[:0]}
+	err := c.decodeOwn(b, &raw)
+	v.ProductID, v.Reward, v.ContextVector = raw.productID, float64(raw.reward), raw.context
+	if err != nil {
+		return err
+	}
+	return c.check(len(raw.productID), raw.context, v.Reward)
 }
 
 func decodeJSON(b []byte) (Event, error) {
@@ -289,36 +329,65 @@ func decodeJSON(b []byte) (Event, error) {
 }
 
 func (c *Codec) decodeAvro(ctx context.Context, b []byte) (Event, error) {
-	if len(b) < 5 {
-		return Event{}, reject(ErrUndecodable, "avro: %d bytes, shorter than the 5-byte wire header", len(b))
-	}
-	id := binary.BigEndian.Uint32(b[1:5])
-	schema := c.schema
-	if c.fetch != nil {
-		var err error
-		if schema, err = c.writerSchema(ctx, id); err != nil {
-			return Event{}, err
-		}
-	}
-	var a avroEvent
 	if c.fetch == nil {
 		// Our own schema: the specialised decoder, which is faster and also
 		// rejects truncated bodies that the generic one reads past the end.
-		var err error
-		if a, err = decodeFast(b[5:]); err != nil {
-			return Event{}, reject(ErrUndecodable, "avro (schema id %d): %v", id, err)
+		var raw rawEvent
+		if err := c.decodeOwn(b, &raw); err != nil {
+			return Event{}, err
 		}
-	} else if err := c.api.Unmarshal(schema, b[5:], &a); err != nil {
+		x := raw.context
+		if x == nil {
+			x = []float64{}
+		}
+		return Event{EventID: string(raw.eventID), ProductID: string(raw.productID), Reward: float64(raw.reward),
+			ContextVector: x, Timestamp: raw.timestamp}, nil
+	}
+	if len(b) < 5 {
+		return Event{}, errShortAvro(b)
+	}
+	id := binary.BigEndian.Uint32(b[1:5])
+	schema, err := c.writerSchema(ctx, id)
+	if err != nil {
+		return Event{}, err
+	}
+	var a avroEvent
+	if err := c.api.Unmarshal(schema, b[5:], &a); err != nil {
 		return Event{}, reject(ErrUndecodable, "avro (schema id %d): %v", id, err)
 	}
-	if !utf8.ValidString(a.EventID) || !utf8.ValidString(a.ProductID) {
-		return Event{}, reject(ErrUndecodable, "avro: event_id or product_id is not valid UTF-8")
-	}
-	if a.Reward != 0 && a.Reward != 1 {
-		return Event{}, reject(ErrReward, "reward %d is not 0 or 1", a.Reward)
+	if err := checkAvro(utf8.ValidString(a.EventID) && utf8.ValidString(a.ProductID), a.Reward); err != nil {
+		return Event{}, err
 	}
 	return Event{EventID: a.EventID, ProductID: a.ProductID, Reward: float64(a.Reward),
 		ContextVector: a.ContextVector, Timestamp: a.Timestamp}, nil
+}
+
+// decodeOwn decodes a record in the Confluent wire format whose body is
+// written with Schema, in place (see decodeRaw).
+func (c *Codec) decodeOwn(b []byte, raw *rawEvent) error {
+	if len(b) < 5 {
+		return errShortAvro(b)
+	}
+	if err := decodeRaw(b[5:], raw); err != nil {
+		return reject(ErrUndecodable, "avro (schema id %d): %v", binary.BigEndian.Uint32(b[1:5]), err)
+	}
+	return checkAvro(utf8.Valid(raw.eventID) && utf8.Valid(raw.productID), raw.reward)
+}
+
+func errShortAvro(b []byte) error {
+	return reject(ErrUndecodable, "avro: %d bytes, shorter than the 5-byte wire header", len(b))
+}
+
+// checkAvro checks what the Avro schema's types allow and the event does
+// not: ids must be UTF-8 and the int reward 0 or 1.
+func checkAvro(validUTF8 bool, reward int32) error {
+	if !validUTF8 {
+		return reject(ErrUndecodable, "avro: event_id or product_id is not valid UTF-8")
+	}
+	if reward != 0 && reward != 1 {
+		return reject(ErrReward, "reward %d is not 0 or 1", reward)
+	}
+	return nil
 }
 
 // writerSchema returns the writer schema with the given id resolved against

@@ -122,8 +122,10 @@ func TestRejections(t *testing.T) {
 		kind   error
 		reason string
 	}{"avro reward 2", r2, ErrReward, "bad-reward"})
+	var v View
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			sameAsView(t, c, &v, tc.rec)
 			_, err := c.Decode(tc.rec)
 			if !errors.Is(err, tc.kind) {
 				t.Fatalf("err %v, want %v", err, tc.kind)
@@ -136,6 +138,49 @@ func TestRejections(t *testing.T) {
 	}
 	if _, err := c.AppendAvro(nil, 1, with(func(e *Event) { e.Reward = 0.5 })); !errors.Is(err, ErrReward) {
 		t.Fatalf("avro fractional reward: %v", err)
+	}
+}
+
+// sameAsView requires DecodeView into v to give what Decode gives: the same
+// error text, or the same product id, reward and context.
+func sameAsView(t *testing.T, c *Codec, v *View, b []byte) {
+	t.Helper()
+	ev, err := c.Decode(b)
+	verr := c.DecodeView(context.Background(), b, v)
+	if fmt.Sprint(err) != fmt.Sprint(verr) {
+		t.Fatalf("Decode: %v; DecodeView: %v", err, verr)
+	}
+	if err == nil && (string(v.ProductID) != ev.ProductID || v.Reward != ev.Reward ||
+		fmt.Sprint(v.ContextVector) != fmt.Sprint(ev.ContextVector)) {
+		t.Fatalf("Decode: %+v; DecodeView: %q %v %v", ev, v.ProductID, v.Reward, v.ContextVector)
+	}
+}
+
+// TestDecodeViewAllocations requires the trainer's per-event decoding of an
+// Avro record to allocate nothing once the View's buffer has grown.
+func TestDecodeViewAllocations(t *testing.T) {
+	c := newCodec(t, 15)
+	rec, err := c.AppendAvro(nil, DefaultSchemaID, Event{EventID: "e-1", ProductID: "p-7", Reward: 1,
+		ContextVector: make([]float64, 15), Timestamp: 1764000000000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v View
+	ctx := context.Background()
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := c.DecodeView(ctx, rec, &v); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 || string(v.ProductID) != "p-7" || len(v.ContextVector) != 15 {
+		t.Fatalf("%v allocations per event; decoded %q with %d values", allocs, v.ProductID, len(v.ContextVector))
+	}
+	// v.ProductID aliases rec: decoding a JSON record next must not write
+	// into it (the trainer may still be dead-lettering rec).
+	before := bytes.Clone(rec)
+	js := []byte(`{"event_id":"e","product_id":"q","reward":1,"context_vector":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0],"timestamp":1}`)
+	if err := c.DecodeView(ctx, js, &v); err != nil || string(v.ProductID) != "q" || !bytes.Equal(rec, before) {
+		t.Fatalf("json after avro: %v, %q; avro record %x, was %x", err, v.ProductID, rec, before)
 	}
 }
 
@@ -153,7 +198,9 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Add([]byte{0, 0, 0, 0, 1, 2, 'e', 2, 'p', 2, 0x81, 0x80, 0x80, 0x80, 0x08})
 	f.Add([]byte{})
+	var v View // reused, as the trainer does
 	f.Fuzz(func(t *testing.T, b []byte) {
+		sameAsView(t, c, &v, b)
 		got, err := c.Decode(b)
 		if err != nil {
 			var e *Error
@@ -232,6 +279,8 @@ func TestRegistryCodec(t *testing.T) {
 			t.Fatalf("decode with writer schema: %+v, %v", got, err)
 		}
 	}
+	var v View
+	sameAsView(t, c, &v, rec(7))
 	if fetches != 1 {
 		t.Errorf("%d fetches of schema 7, want 1 (cached)", fetches)
 	}

@@ -14,7 +14,19 @@ func (c *Codec) generic(body []byte) (avroEvent, error) {
 	return a, err
 }
 
-// TestFastDecoder checks decodeFast against the generic decoder
+// decodeFast is decodeRaw with the result in the generic decoder's type.
+func decodeFast(b []byte) (avroEvent, error) {
+	var raw rawEvent
+	err := decodeRaw(b, &raw)
+	a := avroEvent{EventID: string(raw.eventID), ProductID: string(raw.productID), Reward: raw.reward,
+		ContextVector: raw.context, Timestamp: raw.timestamp}
+	if err == nil && a.ContextVector == nil {
+		a.ContextVector = []float64{}
+	}
+	return a, err
+}
+
+// TestFastDecoder checks decodeRaw (through decodeFast) against the generic decoder
 // (hamba/avro) and the encoder: valid bodies decode to the event and to what
 // the generic decoder reads, also with trailing bytes and with arrays split
 // into blocks; every strict prefix of a valid body is rejected (the generic

@@ -147,6 +147,7 @@ func TestShapeMisusePanics(t *testing.T) {
 	mustPanic("NewArm(0)", func() { NewArm(0, 1) })
 	mustPanic("NewArm λ=0", func() { NewArm(2, 0) })
 	mustPanic("Update short x", func() { _ = NewArm(2, 1).Update([]float64{1}, 1) })
+	mustPanic("Add other dimension", func() { NewArm(2, 1).Add(NewArm(3, 1)) })
 	mustPanic("Score short x", func() { Score([]float64{1}, Params{Theta: []float64{0, 0}, AInv: make([]float64, 4)}, 1) })
 }
 
@@ -158,6 +159,64 @@ func TestUpdateAllocatesNothing(t *testing.T) {
 	}
 	if allocs := testing.AllocsPerRun(100, func() { _ = arm.Update(x, 1) }); allocs != 0 {
 		t.Fatalf("Update allocates %v times per call", allocs)
+	}
+}
+
+// TestUpdateMatchesOuterProducts checks the sparse update against
+// A = λI + Σ x xᵀ and b = Σ r x summed densely, for sparse and dense
+// contexts, with d on both sides of the update's stack buffer (64); and Add
+// against folding the same events into one arm.
+func TestUpdateMatchesOuterProducts(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, d := range []int{1, 15, 64, 70} {
+		arm := NewArm(d, 2)
+		halves := [2]*Arm{}
+		for h := range halves {
+			halves[h], _ = Restore(d, make([]float64, d*d), make([]float64, d), 0, 0)
+		}
+		wantA, wantB := make([]float64, d*d), make([]float64, d)
+		for i := 0; i < d; i++ {
+			wantA[i*d+i] = 2
+		}
+		var wantR float64
+		for ev := 0; ev < 300; ev++ {
+			x := make([]float64, d)
+			for i := range x {
+				if ev%3 == 0 || rng.IntN(4) == 0 { // a third dense, the rest ~25% non-zero
+					x[i] = rng.NormFloat64()
+				}
+			}
+			r := float64(rng.IntN(2))
+			if err := arm.Update(x, r); err != nil {
+				t.Fatal(err)
+			}
+			_ = halves[ev%2].Update(x, r)
+			for i := range x {
+				for j := range x {
+					wantA[i*d+j] += x[i] * x[j]
+				}
+				wantB[i] += r * x[i]
+			}
+			wantR += r
+		}
+		sum := NewArm(d, 2)
+		sum.Add(halves[0])
+		sum.Add(halves[1])
+		for name, got := range map[string]*Arm{"updated": arm, "added": sum} {
+			if got.N() != 300 || got.Rewards() != wantR {
+				t.Fatalf("d=%d %s: n=%d r=%v, want 300 and %v", d, name, got.N(), got.Rewards(), wantR)
+			}
+			for i, v := range got.A() {
+				if !relClose(v, wantA[i], 1e-12) {
+					t.Fatalf("d=%d %s: A[%d] = %v, want %v", d, name, i, v, wantA[i])
+				}
+			}
+			for i, v := range got.B() {
+				if !relClose(v, wantB[i], 1e-12) {
+					t.Fatalf("d=%d %s: b[%d] = %v, want %v", d, name, i, v, wantB[i])
+				}
+			}
+		}
 	}
 }
 

@@ -32,7 +32,7 @@ import (
 //
 //	raw-ev/s      a franz-go consumer-group member that does nothing with
 //	              the records (group join included, as for the trainer)
-//	trainer-ev/s  the trainer folding them all (1 s flush interval) until its
+//	trainer-ev/s  the trainer folding them all (100 ms flush interval) until its
 //	              stored offsets reach the end of every partition
 //	trainer/raw   the ratio of the two (target: ≥ 0.7)
 //	ev/s/core     events per second of the trainer's own CPU time

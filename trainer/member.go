@@ -53,6 +53,7 @@ type member struct {
 	log     *slog.Logger
 	meta    store.Meta
 	codec   *event.Codec
+	view    event.View  // the record being folded; reused
 	cl      *kgo.Client // consumer
 	dlq     *kgo.Client // dead-letter producer
 	baseCtx context.Context
@@ -62,6 +63,7 @@ type member struct {
 	bases       map[string]store.StoredArm // stored state of arms, as last read or written
 	dirty       int                        // number of (partition, product) deltas
 	dlqPending  bool                       // dead letters produced since the last flush
+	inflight    *flushing                  // the write in flight, if any
 	lastFailure time.Time                  // of the last failed flush
 	fatal       error
 	total       struct{ events, invalid, flushes, conflicts int64 }
@@ -122,7 +124,9 @@ func (m *member) run(ctx context.Context) error {
 			break
 		}
 		pctx, cancel := context.WithDeadline(ctx, nextFlush)
-		fetches := m.cl.PollRecords(pctx, maxPollRecords)
+		// Everything buffered (at most one fetch response per broker), so
+		// that the client fetches the next while this one is folded.
+		fetches := m.cl.PollFetches(pctx)
 		cancel()
 		if fetches.IsClientClosed() {
 			break
@@ -131,6 +135,9 @@ func (m *member) run(ctx context.Context) error {
 		runErr = m.fetchErrors(ctx, fetches)
 		if runErr == nil {
 			fetches.EachRecord(func(r *kgo.Record) { m.process(ctx, r) })
+			if err := m.settle(ctx, false); err != nil {
+				m.note(err)
+			}
 			if !time.Now().Before(nextFlush) {
 				m.flushOrNote(ctx)
 				nextFlush = time.Now().Add(m.cfg.FlushInterval)
@@ -180,6 +187,7 @@ func (m *member) fetchErrors(ctx context.Context, fetches kgo.Fetches) error {
 			}
 			m.log.Warn("trainer: stored offset out of range, restarting the partition from its first available offset",
 				"partition", p, "offset", st.next)
+			m.drainOrNote(ctx)
 			m.dropDeltas(st)
 			st.next, st.resync = -1, true
 		default:
@@ -195,9 +203,9 @@ func (m *member) process(ctx context.Context, r *kgo.Record) {
 	if m.fatal != nil || r.Topic != m.cfg.Topic || st == nil || st.resync || (st.next >= 0 && r.Offset < st.next) {
 		return // stopping, not owned, awaiting a seek, or already folded
 	}
-	ev, err := m.codec.DecodeContext(ctx, r.Value)
-	var rejected *event.Error
-	if err != nil && !errors.As(err, &rejected) {
+	ev := &m.view
+	err := m.codec.DecodeView(ctx, r.Value, ev)
+	if err != nil && !rejected(err) {
 		// The schema registry failed: stop before this record, so the
 		// offsets written never pass it.
 		m.fatal = fmt.Errorf("trainer: partition %d offset %d: %w", r.Partition, r.Offset, err)
@@ -208,11 +216,11 @@ func (m *member) process(ctx context.Context, r *kgo.Record) {
 		st.invalid++
 		m.total.invalid++
 	} else {
-		delta := st.deltas[ev.ProductID]
+		delta := st.deltas[string(ev.ProductID)] // no copy for a lookup
 		if delta == nil {
 			d := m.meta.Dim
 			delta, _ = linucb.Restore(d, make([]float64, d*d), make([]float64, d), 0, 0)
-			st.deltas[ev.ProductID] = delta
+			st.deltas[string(ev.ProductID)] = delta
 			m.dirty++
 		}
 		_ = delta.Update(ev.ContextVector, ev.Reward) // Decode validated the values
@@ -223,6 +231,13 @@ func (m *member) process(ctx context.Context, r *kgo.Record) {
 	if m.dirty >= m.cfg.MaxDirty && time.Since(m.lastFailure) > time.Second {
 		m.flushOrNote(ctx)
 	}
+}
+
+// rejected reports whether err is an event's fault (an *event.Error)
+// rather than the schema registry's.
+func rejected(err error) bool {
+	var e *event.Error
+	return errors.As(err, &e)
 }
 
 func (m *member) deadLetter(r *kgo.Record, err error) {
@@ -249,17 +264,65 @@ func (m *member) deadLetter(r *kgo.Record, err error) {
 	m.log.Debug("trainer: dead letter", "partition", r.Partition, "offset", r.Offset, "reason", event.Reason(err), "err", detail)
 }
 
-// flushOrNote flushes and records a failure: fatal ones stop the trainer,
-// others are retried at the next flush.
+// Flushing. A flush seals the unflushed state of every owned partition (its
+// deltas, counters and next offset), adds the deltas to the arms' stored
+// state and writes the result with the offsets in one atomic script call.
+// The Cholesky solves and the write run on a goroutine of their own, so the
+// poll loop goes on folding new events into fresh deltas while Redis works.
+// At most one write is in flight; whatever else changes the partitions or
+// the arm cache (a flush, a rebalance, a fenced or reset partition) first
+// waits for it and applies its outcome (settle). A write that fails gives
+// its sealed deltas back to the partitions, so the next flush retries them;
+// the offset guards make a write that failed on the client side after
+// Redis applied it harmless: the retry is refused, and the partition is
+// fenced and re-read from the stored offsets.
+
+// sealedPart is the state of one partition taken by a flush.
+type sealedPart struct {
+	deltas          map[string]*linucb.Arm
+	events, invalid int64
+	next            int64
+}
+
+// flushing is the write in flight.
+type flushing struct {
+	attempt int
+	parts   map[int32]sealedPart
+	arms    []store.ArmWrite
+	vers    []int64 // set by the writer on success
+	stats   FlushStats
+	start   time.Time
+	done    chan error // receives the writer's outcome, once
+}
+
+// flushOrNote starts a flush from the poll loop, after the previous one has
+// landed; failures are noted.
 func (m *member) flushOrNote(ctx context.Context) {
-	if err := m.flush(ctx); err != nil {
-		m.lastFailure = time.Now()
-		if errors.Is(err, ErrDeadLetter) || errors.Is(err, store.ErrBadModel) || errors.Is(err, store.ErrBadArg) {
-			m.fatal = err
-			return
-		}
-		m.log.Warn("trainer: flush failed, will retry", "err", err)
+	err := m.drain(ctx)
+	if err == nil {
+		err = m.start(ctx, nil)
 	}
+	if err != nil {
+		m.note(err)
+	}
+}
+
+// drainOrNote waits for the write in flight, noting a failure.
+func (m *member) drainOrNote(ctx context.Context) {
+	if err := m.drain(ctx); err != nil {
+		m.note(err)
+	}
+}
+
+// note records a flush failure: fatal ones stop the trainer, others are
+// retried at the next flush.
+func (m *member) note(err error) {
+	m.lastFailure = time.Now()
+	if errors.Is(err, ErrDeadLetter) || errors.Is(err, store.ErrBadModel) || errors.Is(err, store.ErrBadArg) {
+		m.fatal = err
+		return
+	}
+	m.log.Warn("trainer: flush failed, will retry", "err", err)
 }
 
 // changed reports whether a flush has anything to write.
@@ -272,12 +335,39 @@ func (m *member) changed() bool {
 	return false
 }
 
-// flush writes the unflushed state of every owned partition; mu is held.
+// flush writes everything unflushed and waits for it; mu is held. A
+// failure of the write that was in flight is only logged: its state is
+// part of this flush.
 func (m *member) flush(ctx context.Context) error {
+	if err := m.drain(ctx); err != nil {
+		m.log.Warn("trainer: flush failed, writing again", "err", err)
+	}
+	if err := m.start(ctx, nil); err != nil {
+		return err
+	}
+	return m.drain(ctx)
+}
+
+// drain waits until no write is in flight (retries after conflicts
+// included) and returns the last outcome; mu is held.
+func (m *member) drain(ctx context.Context) error {
+	var err error
+	for m.inflight != nil {
+		err = m.settle(ctx, true)
+	}
+	return err
+}
+
+// start seals the unflushed state and starts writing it, if anything
+// changed; mu is held and no write is in flight. prev is the failed attempt
+// this one retries, nil for a new flush.
+func (m *member) start(ctx context.Context, prev *flushing) error {
 	if !m.changed() {
 		return nil
 	}
-	start := time.Now()
+	if m.inflight != nil {
+		panic("trainer: flush started with a write in flight")
+	}
 	if m.dlqPending {
 		if err := m.dlq.Flush(ctx); err != nil {
 			return fmt.Errorf("wait for dead letters: %w", err)
@@ -290,87 +380,54 @@ func (m *member) flush(ctx context.Context) error {
 		}
 		m.dlqPending = false
 	}
-	var stats FlushStats
-	for attempt := 1; ; attempt++ {
-		stats.Attempts = attempt
-		err := m.write(ctx, attempt, &stats)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, store.ErrConflict) || attempt == maxWriteAttempts {
-			return fmt.Errorf("flush: %w", err)
-		}
-		m.total.conflicts++
-		fenced, rerr := m.refence(ctx)
-		if rerr != nil {
-			return fmt.Errorf("flush: %w", errors.Join(err, rerr))
-		}
-		stats.Fenced = append(stats.Fenced, fenced...)
-		m.log.Warn("trainer: write conflict", "attempt", attempt, "fenced_partitions", fenced, "err", err)
-		if !m.changed() {
-			break
-		}
+	f := &flushing{attempt: 1, parts: map[int32]sealedPart{}, stats: FlushStats{Offsets: map[int32]int64{}},
+		start: time.Now(), done: make(chan error, 1)}
+	if prev != nil {
+		f.attempt, f.stats, f.start = prev.attempt+1, prev.stats, prev.start
 	}
-	stats.Duration = time.Since(start)
-	m.total.flushes++
-	m.log.Info("trainer: flush", "products", stats.Products, "events", stats.Events, "invalid", stats.Invalid,
-		"partitions", len(stats.Offsets), "attempts", stats.Attempts, "duration", stats.Duration)
-	m.recordFlush(ctx, stats)
-	if m.cfg.OnFlush != nil {
-		m.cfg.OnFlush(stats)
+	for pid, st := range m.parts {
+		f.parts[pid] = sealedPart{deltas: st.deltas, events: st.events, invalid: st.invalid, next: st.next}
+		st.deltas, st.events, st.invalid = map[string]*linucb.Arm{}, 0, 0
 	}
+	m.dirty = 0
+	w, err := m.prepare(ctx, f)
+	if err != nil {
+		m.giveBack(f)
+		return fmt.Errorf("flush: %w", err)
+	}
+	if m.cfg.beforeApply != nil {
+		m.cfg.beforeApply(f.attempt)
+	}
+	m.inflight = f
+	go func() {
+		// The write outlives a cancelled poll loop: shutdown waits for it
+		// (drain) rather than abandoning it half-way.
+		wctx, cancel := context.WithTimeout(m.baseCtx, DefaultFlushTimeout)
+		defer cancel()
+		f.done <- m.write(wctx, f, w)
+	}()
 	return nil
 }
 
-// recordFlush stores the flush's statistics in the model root for
-// dashboards (docs/FORMAT.md, flush:* fields). They are informational, so
-// they are written after the atomic write and a failure is only logged.
-func (m *member) recordFlush(ctx context.Context, st FlushStats) {
-	c := m.cfg.Redis
-	err := c.Do(ctx, c.B().Hset().Key(store.RootKey(m.cfg.Model)).FieldValue().
-		FieldValue("flush:at_ms", strconv.FormatInt(time.Now().UnixMilli(), 10)).
-		FieldValue("flush:ms", strconv.FormatFloat(float64(st.Duration.Microseconds())/1000, 'f', 3, 64)).
-		FieldValue("flush:arms", strconv.Itoa(st.Products)).
-		FieldValue("flush:events", strconv.FormatInt(st.Events, 10)).Build()).Error()
-	if err != nil {
-		m.log.Warn("trainer: record flush statistics", "err", err)
-	}
-}
-
-// write makes one write attempt; on success it marks everything flushed.
-func (m *member) write(ctx context.Context, attempt int, stats *FlushStats) error {
+// prepare adds the sealed deltas to the arms' stored state (reading the
+// arms not cached) and builds the write with the offsets and their guards;
+// mu is held.
+func (m *member) prepare(ctx context.Context, f *flushing) (*store.Write, error) {
 	d, lambda := m.meta.Dim, m.meta.Lambda
-	pids := slices.Sorted(maps.Keys(m.parts))
-
-	// Sum each product's deltas (usually from one partition).
-	type sum struct {
-		a, b []float64
-		n    int64
-		r    float64
-	}
-	sums := map[string]*sum{}
+	pids := slices.Sorted(maps.Keys(f.parts))
 	var ids []string
+	seen := map[string]bool{}
 	var events, invalid int64
 	var rewards float64
 	for _, pid := range pids {
-		st := m.parts[pid]
-		events += st.events
-		invalid += st.invalid
-		for id, delta := range st.deltas {
-			s := sums[id]
-			if s == nil {
-				s = &sum{a: make([]float64, d*d), b: make([]float64, d)}
-				sums[id] = s
+		sp := f.parts[pid]
+		events += sp.events
+		invalid += sp.invalid
+		for id, delta := range sp.deltas {
+			if !seen[id] {
+				seen[id] = true
 				ids = append(ids, id)
 			}
-			for i, v := range delta.A() {
-				s.a[i] += v
-			}
-			for i, v := range delta.B() {
-				s.b[i] += v
-			}
-			s.n += delta.N()
-			s.r += delta.Rewards()
 			rewards += delta.Rewards()
 		}
 	}
@@ -384,69 +441,172 @@ func (m *member) write(ctx context.Context, attempt int, stats *FlushStats) erro
 	if len(missing) > 0 {
 		stored, err := store.ReadArms(ctx, m.cfg.Redis, m.cfg.Model, d, lambda, missing)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, s := range stored {
 			m.bases[s.ID] = s
 		}
 	}
-	arms := make([]store.ArmWrite, len(ids))
+	f.arms = make([]store.ArmWrite, len(ids))
 	for i, id := range ids {
-		base, s := m.bases[id], sums[id]
-		for j, v := range base.Arm.A() {
-			s.a[j] += v
-		}
-		for j, v := range base.Arm.B() {
-			s.b[j] += v
-		}
-		arm, err := linucb.Restore(d, s.a, s.b, base.Arm.N()+s.n, base.Arm.Rewards()+s.r)
+		base := m.bases[id]
+		arm, err := linucb.Restore(d, base.Arm.A(), base.Arm.B(), base.Arm.N(), base.Arm.Rewards())
 		if err != nil {
-			return fmt.Errorf("arm %s: %w", id, err)
+			return nil, fmt.Errorf("arm %s: %w", id, err)
 		}
-		params, err := arm.Solve()
-		if err != nil {
-			return fmt.Errorf("solve arm %s: %w", id, err)
-		}
-		arms[i] = store.ArmWrite{ID: id, Version: base.Version, Arm: arm, Params: params}
-	}
-
-	offsets := map[int32]int64{}
-	w := store.Write{Model: m.cfg.Model, Features: m.meta.Features, Groups: m.meta.Groups, Lambda: lambda,
-		Events: events, Rewards: rewards, Invalid: invalid, Arms: arms}
-	for _, pid := range pids {
-		st := m.parts[pid]
-		field := OffsetField(m.cfg.Topic, pid)
-		w.Guards = append(w.Guards, store.Guard{Field: field, Want: st.guard})
-		if st.next >= 0 {
-			offsets[pid] = st.next
-			if st.next != st.written {
-				w.Set = append(w.Set, store.Field{Name: field, Value: strconv.FormatInt(st.next, 10)})
+		for _, pid := range pids {
+			if delta := f.parts[pid].deltas[id]; delta != nil {
+				arm.Add(delta)
 			}
 		}
+		f.arms[i] = store.ArmWrite{ID: id, Version: base.Version, Arm: arm}
 	}
-	if m.cfg.beforeApply != nil {
-		m.cfg.beforeApply(attempt)
+	w := &store.Write{Model: m.cfg.Model, Features: m.meta.Features, Groups: m.meta.Groups, Lambda: lambda,
+		Events: events, Rewards: rewards, Invalid: invalid, Arms: f.arms}
+	for _, pid := range pids {
+		st, sp := m.parts[pid], f.parts[pid]
+		field := OffsetField(m.cfg.Topic, pid)
+		w.Guards = append(w.Guards, store.Guard{Field: field, Want: st.guard})
+		if sp.next >= 0 && sp.next != st.written {
+			w.Set = append(w.Set, store.Field{Name: field, Value: strconv.FormatInt(sp.next, 10)})
+		}
+	}
+	return w, nil
+}
+
+// write solves the arms and applies w; it runs on the flush's goroutine and
+// touches nothing but f and w.
+func (m *member) write(ctx context.Context, f *flushing, w *store.Write) error {
+	for i := range f.arms {
+		a := &f.arms[i]
+		params, err := a.Arm.Solve()
+		if err != nil {
+			return fmt.Errorf("solve arm %s: %w", a.ID, err)
+		}
+		a.Params = params
 	}
 	vers, err := w.Apply(ctx, m.cfg.Redis)
 	if err != nil {
-		return fmt.Errorf("write %d arms and %d offsets: %w", len(arms), len(w.Set), err)
+		return fmt.Errorf("write %d arms and %d offsets: %w", len(f.arms), len(w.Set), err)
 	}
-	for i, a := range arms {
-		m.bases[a.ID] = store.StoredArm{ID: a.ID, Version: vers[i], Arm: a.Arm}
+	f.vers = vers
+	f.stats.Duration = time.Since(f.start)
+	m.recordFlush(ctx, f.stats.Duration, len(f.arms), w.Events)
+	return nil
+}
+
+// settle applies the outcome of the write in flight, waiting for it if
+// block; mu is held. After a conflict it re-reads the offsets (fencing
+// partitions another member wrote) and, as the same flush, starts another
+// attempt at once if anything is left to write.
+func (m *member) settle(ctx context.Context, block bool) error {
+	f := m.inflight
+	if f == nil {
+		return nil
 	}
-	for _, st := range m.parts {
-		clear(st.deltas)
-		st.events, st.invalid = 0, 0
-		if st.next >= 0 {
-			st.written, st.guard = st.next, strconv.FormatInt(st.next, 10)
+	var err error
+	if block {
+		err = <-f.done
+	} else {
+		select {
+		case err = <-f.done:
+		default:
+			return nil
 		}
 	}
-	m.dirty = 0
-	stats.Products += len(arms)
-	stats.Events += events
-	stats.Invalid += invalid
-	stats.Offsets = offsets
-	return nil
+	m.inflight = nil
+	if err == nil {
+		m.landed(f)
+		return nil
+	}
+	m.giveBack(f)
+	if !errors.Is(err, store.ErrConflict) {
+		return fmt.Errorf("flush: %w", err)
+	}
+	m.total.conflicts++
+	fenced, rerr := m.refence(ctx)
+	if rerr != nil {
+		return fmt.Errorf("flush: %w", errors.Join(err, rerr))
+	}
+	f.stats.Fenced = append(f.stats.Fenced, fenced...)
+	m.log.Warn("trainer: write conflict", "attempt", f.attempt, "fenced_partitions", fenced, "err", err)
+	if f.attempt == maxWriteAttempts {
+		return fmt.Errorf("flush: %w", err)
+	}
+	if !m.changed() {
+		f.stats.Attempts, f.stats.Duration = f.attempt, time.Since(f.start)
+		m.report(f.stats)
+		return nil
+	}
+	return m.start(ctx, f)
+}
+
+// landed marks a successful write's state as stored; mu is held.
+func (m *member) landed(f *flushing) {
+	for i, a := range f.arms {
+		m.bases[a.ID] = store.StoredArm{ID: a.ID, Version: f.vers[i], Arm: a.Arm}
+	}
+	st := f.stats
+	st.Attempts = f.attempt
+	st.Products += len(f.arms)
+	for pid, sp := range f.parts {
+		st.Events += sp.events
+		st.Invalid += sp.invalid
+		if sp.next < 0 {
+			continue
+		}
+		st.Offsets[pid] = sp.next
+		if p := m.parts[pid]; p != nil {
+			p.written, p.guard = sp.next, strconv.FormatInt(sp.next, 10)
+		}
+	}
+	m.report(st)
+}
+
+// giveBack returns a failed write's sealed state to its partitions, to be
+// written by the next flush; mu is held.
+func (m *member) giveBack(f *flushing) {
+	for pid, sp := range f.parts {
+		st := m.parts[pid]
+		if st == nil {
+			continue // cannot happen: partitions are forgotten only after a drain
+		}
+		for id, delta := range sp.deltas {
+			if cur := st.deltas[id]; cur != nil {
+				cur.Add(delta)
+			} else {
+				st.deltas[id] = delta
+				m.dirty++
+			}
+		}
+		st.events += sp.events
+		st.invalid += sp.invalid
+	}
+}
+
+// report logs a completed flush and hands it to Config.OnFlush.
+func (m *member) report(st FlushStats) {
+	m.total.flushes++
+	m.log.Info("trainer: flush", "products", st.Products, "events", st.Events, "invalid", st.Invalid,
+		"partitions", len(st.Offsets), "attempts", st.Attempts, "duration", st.Duration)
+	if m.cfg.OnFlush != nil {
+		m.cfg.OnFlush(st)
+	}
+}
+
+// recordFlush stores a flush's statistics in the model root for dashboards
+// (docs/FORMAT.md, flush:* fields). They are informational, so they are
+// written after the atomic write and a failure is only logged.
+func (m *member) recordFlush(ctx context.Context, took time.Duration, arms int, events int64) {
+	c := m.cfg.Redis
+	err := c.Do(ctx, c.B().Hset().Key(store.RootKey(m.cfg.Model)).FieldValue().
+		FieldValue("flush:at_ms", strconv.FormatInt(time.Now().UnixMilli(), 10)).
+		FieldValue("flush:ms", strconv.FormatFloat(float64(took.Microseconds())/1000, 'f', 3, 64)).
+		FieldValue("flush:arms", strconv.Itoa(arms)).
+		FieldValue("flush:events", strconv.FormatInt(events, 10)).Build()).Error()
+	if err != nil {
+		m.log.Warn("trainer: record flush statistics", "err", err)
+	}
 }
 
 // refence re-reads the stored offsets of the owned partitions after a
@@ -587,6 +747,7 @@ func (m *member) assigned(ctx context.Context, offsets map[string]map[int32]kgo.
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.drainOrNote(ctx)
 	clear(m.bases)
 	start := map[int32]int64{}
 	for _, pid := range pids {
@@ -629,9 +790,10 @@ func (m *member) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]
 
 // lost forgets partitions that may already belong to another member,
 // without flushing.
-func (m *member) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+func (m *member) lost(ctx context.Context, _ *kgo.Client, lost map[string][]int32) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.drainOrNote(ctx)
 	m.forget(lost[m.cfg.Topic], "lost")
 }
 

@@ -77,9 +77,6 @@ const maxWriteAttempts = 5
 // assignAttempts bounds the reads of the stored offsets on assignment.
 const assignAttempts = 4
 
-// maxPollRecords bounds the records handled between two rebalance points.
-const maxPollRecords = 10000
-
 // Errors of this package, for errors.Is.
 var (
 	// ErrBadConfig reports an invalid Config.
