@@ -109,15 +109,19 @@ type refArm struct {
 type refModel struct {
 	d       int
 	lambda  float64
-	order   []string // products in arm-index order (first appearance)
+	order   []string // products in arm-index order: by log, then product id
 	arms    map[string]*refArm
 	events  int64
 	rewards float64
 }
 
+// reference computes the model after bootstrapping logs one after the
+// other. The products a log adds get their arm indexes, which order equal
+// scores, in product-id order.
 func reference(d int, lambda float64, logs ...[]row) *refModel {
 	m := &refModel{d: d, lambda: lambda, arms: map[string]*refArm{}}
 	for _, rows := range logs {
+		added := len(m.order)
 		for _, r := range rows {
 			arm := m.arms[r.product]
 			if arm == nil {
@@ -139,6 +143,7 @@ func reference(d int, lambda float64, logs ...[]row) *refModel {
 			m.events++
 			m.rewards += r.r
 		}
+		slices.Sort(m.order[added:])
 	}
 	return m
 }

@@ -34,11 +34,22 @@ ARGV, in order:
     r        the sum of their rewards, decimal
     a        A, d*d little-endian doubles, row-major
     b        b, d doubles
-    theta    theta = A^-1 b, d doubles
+    row      theta = A^-1 b (d doubles), then the upper triangle of A^-1
+             row by row: the arm's row r:<id>, and its values in the order
+             of the columns t:/q: (docs/FORMAT.md)
     ainv     A^-1, d*d doubles, row-major
-    pat      the pattern values (docs/FORMAT.md, "One-hot groups"): for each
-             pattern in order, theta_P, W_P and V_P,c for each continuous
-             feature c; empty without groups
+    frow     the arm's row f:<id> (docs/FORMAT.md, "One-hot groups"): its
+             continuous values, then for each pattern theta_P, W_P and V_P,c
+             for each continuous feature c; empty without groups
+  then the same values transposed, so that the script copies runs of arms
+  instead of moving single numbers (Lua is slow at that):
+    colsT    for each column in order, its value for each arm in record order
+    contT    the continuous values of each arm in record order (the start of
+             its frow); empty without groups
+    patT     for each pattern in order, the pattern's values of each arm in
+             record order; empty without groups
+  A block whose arms are written in index order, all of them (as a trainer
+  does when every product changed), becomes one copy per column and row.
 
 Reply: an array of the m new arm versions (integers), in ARGV order.
 
@@ -52,7 +63,7 @@ Errors:
 local FORMAT = '2'
 local root = KEYS[1]
 local fmt = string.format
-local upack, pack = struct.unpack, struct.pack
+local pack = struct.pack
 
 local function err(code, msg, ...)
   return redis.error_reply(code .. ' ' .. fmt(msg, ...))
@@ -111,10 +122,18 @@ p = p + 2 * s + 1
 
 local m = #KEYS - 1
 local R = 9 -- values per arm record
-if #ARGV ~= p - 1 + R * m then
-  return err('BADARG', 'expected %d arm records of %d values for %d arm keys', m, R, m)
+if #ARGV ~= p - 1 + R * m + 3 then
+  return err('BADARG', 'expected %d arm records of %d values for %d arm keys, then 3 blobs', m, R, m)
 end
 local vecb, matb = 8 * d, 8 * d * d
+local ncol = d + d * (d + 1) / 2 -- values per row r:<id>
+local ncv = #cont + #cont * (#cont + 1) / 2 -- continuous values per arm
+local pw = 2 + #cont -- values per arm and pattern
+local frowb = npat > 0 and 8 * (ncv + patvals) or 0
+local colsT, contT, patT = ARGV[p + R * m], ARGV[p + R * m + 1], ARGV[p + R * m + 2]
+if #colsT ~= 8 * ncol * m or #contT ~= (npat > 0 and 8 * ncv * m or 0) or #patT ~= 8 * patvals * m then
+  return err('BADARG', 'the transposed blobs have the wrong lengths')
+end
 
 -- Checks: the model's identity, the guards, every arm's version and blobs.
 local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'features', 'block', 'arms', 'groups', 'rewards')
@@ -147,11 +166,11 @@ for i = 1, m do
   local o = p - 1 + R * (i - 1)
   local arm = {
     key = KEYS[1 + i], id = ARGV[o + 1], ver = ARGV[o + 2], n = ARGV[o + 3], r = ARGV[o + 4],
-    a = ARGV[o + 5], b = ARGV[o + 6], theta = ARGV[o + 7], ainv = ARGV[o + 8], pat = ARGV[o + 9],
+    a = ARGV[o + 5], b = ARGV[o + 6], row = ARGV[o + 7], ainv = ARGV[o + 8], frow = ARGV[o + 9], q = i,
   }
   local rsum = tonumber(arm.r)
-  if arm.id == '' or not int(arm.n) or not rsum or rsum ~= rsum or rsum < 0 or rsum == math.huge or #arm.a ~= matb or #arm.b ~= vecb or #arm.theta ~= vecb or #arm.ainv ~= matb
-      or #arm.pat ~= 8 * patvals then
+  if arm.id == '' or not int(arm.n) or not rsum or rsum ~= rsum or rsum < 0 or rsum == math.huge or #arm.a ~= matb or #arm.b ~= vecb or #arm.row ~= 8 * ncol or #arm.ainv ~= matb
+      or #arm.frow ~= frowb then
     return err('BADARG', 'arm record %d (%s) is malformed', i, arm.id)
   end
   if arm.key ~= root .. ':arm:' .. arm.id then
@@ -189,52 +208,46 @@ for i = 1, m do
 end
 
 -- Columnar layout: t:<b>:<i> holds theta_i and q:<b>:<i>:<j> (i <= j) holds
--- A^-1_ij for the arms of block b, one double per arm in index order. Each
--- column is {prefix, suffix, source, i, j}: source 1 is theta[i], 2 is
--- A^-1[i][j].
+-- A^-1_ij for the arms of block b, one double per arm in index order: the
+-- values of the arms' rows r:<id>, transposed. Models with one-hot groups
+-- also have rows (docs/FORMAT.md): c:<b> and p:<b>:<pattern> hold the
+-- continuous values and each pattern's values of the arms of block b, one
+-- arm after the other in index order; f:<id> holds one arm's continuous
+-- values and all its patterns'.
 local cols = {}
-for i = 0, d - 1 do cols[#cols + 1] = { 't:', ':' .. i, 1, i } end
+for i = 0, d - 1 do cols[#cols + 1] = 't:%d:' .. i end
 for i = 0, d - 1 do
-  for j = i, d - 1 do cols[#cols + 1] = { 'q:', ':' .. i .. ':' .. j, 2, i, j } end
-end
-local dfmt = '<' .. string.rep('d', d)
-
--- Row layout of models with one-hot groups: per arm, the continuous values
--- (theta_c for each feature c in no group, then A^-1_cc' for c <= c', row by
--- row) and each pattern's values (theta_P, W_P, V_P,c: 2 + #cont doubles).
--- c:<b> and p:<b>:<pattern> hold them for the arms of block b in index
--- order; f:<id> holds one arm's continuous values and all its patterns'.
-local ncv = #cont + #cont * (#cont + 1) / 2
-local prowb = 8 * (2 + #cont)
-local function controw(theta, ainv)
-  local v = {}
-  for _, c in ipairs(cont) do v[#v + 1] = theta[c + 1] end
-  for a = 1, #cont do
-    for b = a, #cont do v[#v + 1] = ainv[cont[a]][cont[b] + 1] end
-  end
-  if #v == 0 then return '' end
-  return pack('<' .. string.rep('d', #v), unpack(v))
+  for j = i, d - 1 do cols[#cols + 1] = 'q:%d:' .. i .. ':' .. j end
 end
 local zero8 = pack('<d', 0)
--- splice returns the rows of a block's blob old (width bytes each, or nil)
--- with the rows at slots (ascending, 1-based) replaced by rows, cnt rows in
--- all (zeros for rows neither stored nor given), or nil if old is malformed.
-local function splice(old, cnt, width, slots, rows)
+-- build returns a block's blob of cnt slots of width bytes: the touched
+-- arms' slots (touched is in slot order) from src, where the arm of record
+-- q has bytes base + (q-1)*width + 1 .. base + q*width, the other slots as
+-- in old (zeros past its end). It copies whole runs of arms that are
+-- consecutive both in slots and in records. nil if old is malformed.
+local function build(old, cnt, width, touched, src, base)
+  if width == 0 then return '' end
   local have = 0
   if old then
     have = #old / width
     if have ~= math.floor(have) or have > cnt then return nil end
   end
   local parts, pos = {}, 1
-  local function keep(from, to) -- rows from..to as they were
+  local function keep(from, to) -- slots from..to as they were
     if from > to then return end
     if from <= have then parts[#parts + 1] = string.sub(old, (from - 1) * width + 1, math.min(to, have) * width) end
     if to > have then parts[#parts + 1] = string.rep(zero8, (to - math.max(from, have + 1) + 1) * width / 8) end
   end
-  for t = 1, #slots do
-    keep(pos, slots[t] - 1)
-    parts[#parts + 1] = rows[t]
-    pos = slots[t] + 1
+  local t = 1
+  while t <= #touched do
+    local e = t
+    while e < #touched and touched[e + 1].slot == touched[e].slot + 1 and touched[e + 1].q == touched[e].q + 1 do
+      e = e + 1
+    end
+    keep(pos, touched[t].slot - 1)
+    parts[#parts + 1] = string.sub(src, base + (touched[t].q - 1) * width + 1, base + touched[e].q * width)
+    pos = touched[e].slot + 1
+    t = e + 1
   end
   keep(pos, cnt)
   return table.concat(parts)
@@ -242,72 +255,29 @@ end
 local colwrites = {}
 for _, blk in ipairs(blocks) do
   local cnt = math.min(B, narms - blk * B)
-  local fields = {}
-  for c = 1, #cols do fields[c] = cols[c][1] .. blk .. cols[c][2] end
-  local old = redis.call('HMGET', root, unpack(fields))
   local touched = byblock[blk]
-  local slots, thetas, ainvs = {}, {}, {}
-  for t = 1, #touched do
-    slots[t] = touched[t].idx - blk * B + 1
-    thetas[t] = { upack(dfmt, touched[t].theta) }
-    local rows = {}
-    for r = 0, d - 1 do rows[r] = { upack(dfmt, touched[t].ainv, 8 * r * d + 1) } end
-    ainvs[t] = rows
-    if npat > 0 then touched[t].crow = controw(thetas[t], rows) end
-  end
-  local vfmt = '<' .. string.rep('d', cnt)
-  local out = {}
-  for c = 1, #cols do
-    local v = {}
-    local o = old[c]
-    if o then
-      local have = #o / 8
-      if have > cnt or have ~= math.floor(have) then
-        return err('BADMODEL', 'column %s of %s has the wrong length', fields[c], root)
-      end
-      if have > 0 then v = { upack('<' .. string.rep('d', have), o) } end
-      v[have + 1] = nil
-    end
-    for a = #v + 1, cnt do v[a] = 0 end
-    local src, i, j = cols[c][3], cols[c][4], cols[c][5]
-    for t = 1, #touched do
-      if src == 1 then
-        v[slots[t]] = thetas[t][i + 1]
-      else
-        v[slots[t]] = ainvs[t][i][j + 1]
-      end
-    end
-    out[#out + 1] = fields[c]
-    out[#out + 1] = pack(vfmt, unpack(v, 1, cnt))
-  end
+  table.sort(touched, function(a, b) return a.idx < b.idx end)
+  for t = 1, #touched do touched[t].slot = touched[t].idx - blk * B + 1 end
+  local fields = {}
+  for c = 1, ncol do fields[c] = fmt(cols[c], blk) end
   if npat > 0 then
-    -- The rows of the touched arms, in slot order.
-    local order = {}
-    for t = 1, #touched do order[t] = t end
-    table.sort(order, function(a, b) return slots[a] < slots[b] end)
-    local sorted, crows = {}, {}
-    for r = 1, #order do
-      local t = order[r]
-      sorted[r] = slots[t]
-      crows[r] = touched[t].crow
+    fields[ncol + 1] = 'c:' .. blk
+    for pid = 0, npat - 1 do fields[ncol + 2 + pid] = 'p:' .. blk .. ':' .. pid end
+  end
+  -- A block whose every slot is rewritten needs none of its old values.
+  local old = #touched == cnt and {} or redis.call('HMGET', root, unpack(fields))
+  local out = {}
+  for k = 1, #fields do
+    local width, src, base = 8, colsT, (k - 1) * 8 * m
+    if k == ncol + 1 then
+      width, src, base = 8 * ncv, contT, 0
+    elseif k > ncol + 1 then
+      width, src, base = 8 * pw, patT, (k - ncol - 2) * 8 * pw * m
     end
-    local rfields = { 'c:' .. blk }
-    for pid = 0, npat - 1 do rfields[#rfields + 1] = 'p:' .. blk .. ':' .. pid end
-    local oldrows = redis.call('HMGET', root, unpack(rfields))
-    for f = 1, #rfields do
-      local width, rows = 8 * ncv, crows
-      if f > 1 then
-        width, rows = prowb, {}
-        local from = (f - 2) * prowb + 1
-        for r = 1, #order do rows[r] = string.sub(touched[order[r]].pat, from, from + prowb - 1) end
-      end
-      local blob = width > 0 and splice(oldrows[f] or nil, cnt, width, sorted, rows) or ''
-      if not blob then
-        return err('BADMODEL', 'row blob %s of %s has the wrong length', rfields[f], root)
-      end
-      out[#out + 1] = rfields[f]
-      out[#out + 1] = blob
-    end
+    local blob = build(old[k] or nil, cnt, width, touched, src, base)
+    if not blob then return err('BADMODEL', 'field %s of %s has the wrong length', fields[k], root) end
+    out[#out + 1] = fields[k]
+    out[#out + 1] = blob
   end
   colwrites[#colwrites + 1] = out
 end
@@ -319,19 +289,21 @@ end
 for _, arm in ipairs(newarms) do
   redis.call('HSET', root, 'id:' .. arm.idx, arm.id, 'ix:' .. arm.id, arm.idx)
 end
-local versions = {}
+local versions, rows = {}, {}
 for i = 1, m do
   local arm = arms[i]
   local ver = tonumber(arm.ver) + 1
   versions[i] = ver
   redis.call('HSET', arm.key, 'idx', arm.idx, 'ver', ver, 'n', arm.n, 'rewards', arm.r, 'a', arm.a, 'b', arm.b,
-    'theta', arm.theta, 'ainv', arm.ainv, 'updated_ms', now)
-  -- Row layout: theta, then the upper triangle of A^-1 row by row.
-  local row = { arm.theta }
-  for r = 0, d - 1 do row[#row + 1] = string.sub(arm.ainv, 8 * (r * d + r) + 1, 8 * (r * d + d)) end
-  redis.call('HSET', root, 'r:' .. arm.id, table.concat(row))
-  if npat > 0 then redis.call('HSET', root, 'f:' .. arm.id, arm.crow .. arm.pat) end
+    'theta', string.sub(arm.row, 1, vecb), 'ainv', arm.ainv, 'updated_ms', now)
+  rows[#rows + 1] = 'r:' .. arm.id
+  rows[#rows + 1] = arm.row
+  if npat > 0 then
+    rows[#rows + 1] = 'f:' .. arm.id
+    rows[#rows + 1] = arm.frow
+  end
 end
+colwrites[#colwrites + 1] = rows
 for _, out in ipairs(colwrites) do
   -- HSET in slices: unpack() of more than a few thousand values would
   -- overflow the Lua C stack.

@@ -126,6 +126,25 @@ func (p *patterns) values(params linucb.Params) []float64 {
 	return out
 }
 
+// continuous returns the continuous values of an arm (the start of its
+// f:<id> row): θ_c for each continuous c, then A⁻¹[c][c'] for c ≤ c', row
+// by row; none without groups.
+func (p *patterns) continuous(params linucb.Params) []float64 {
+	if p.count == 0 {
+		return nil
+	}
+	out := make([]float64, 0, len(p.cont)*(len(p.cont)+3)/2)
+	for _, c := range p.cont {
+		out = append(out, params.Theta[c])
+	}
+	for a, c := range p.cont {
+		for _, c2 := range p.cont[a:] {
+			out = append(out, params.AInv[c*p.d+c2])
+		}
+	}
+	return out
+}
+
 // digits is the number of choices of the group in a pattern: one per
 // feature, plus "none" if the group is optional.
 func (g Group) digits() int {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -175,15 +176,16 @@ func TestFoldedRows(t *testing.T) {
 					ingroup[f] = true
 				}
 			}
+			allSet := false // every continuous feature non-zero, every group set
 			context := func() []float64 {
 				x := make([]float64, l.d)
 				for i := range x {
-					if !ingroup[i] && rng.IntN(5) > 0 {
+					if !ingroup[i] && (allSet || rng.IntN(5) > 0) {
 						x[i] = 1 - rng.Float64()
 					}
 				}
 				for _, g := range l.groups {
-					if !g.Optional || rng.IntN(4) > 0 {
+					if !g.Optional || allSet || rng.IntN(4) > 0 {
 						x[g.Features[rng.IntN(len(g.Features))]] = 1
 					}
 				}
@@ -196,12 +198,13 @@ func TestFoldedRows(t *testing.T) {
 			write := func(ids []string) {
 				t.Helper()
 				w := store.Write{Model: name, Features: featureNames(l.d), Groups: l.groups, Lambda: 1}
+				var added []string // new arms take their indexes in id order
 				for _, id := range ids {
 					arm := arms[id]
 					if arm == nil {
 						arm = linucb.NewArm(l.d, 1)
 						arms[id] = arm
-						m.ids = append(m.ids, id)
+						added = append(added, id)
 					}
 					for e := 0; e < 1+rng.IntN(20); e++ {
 						if err := arm.Update(context(), float64(rng.IntN(2))); err != nil {
@@ -222,6 +225,8 @@ func TestFoldedRows(t *testing.T) {
 				for i, id := range ids {
 					versions[id] = vers[i]
 				}
+				slices.Sort(added)
+				m.ids = append(m.ids, added...)
 				m.params = m.params[:0]
 				for _, id := range m.ids {
 					m.params = append(m.params, m.byID[id])
@@ -266,8 +271,14 @@ func TestFoldedRows(t *testing.T) {
 			}
 			write(some)
 			check("60 arms rewritten")
+			// Every arm, as a trainer flushes when all products changed,
+			// plus a new one whose id sorts first but whose index is last.
+			write(append(slices.Clone(m.ids), "a-new"))
+			check("every arm rewritten")
 
-			// Without the general layout, one-hot contexts still score.
+			// Without the general layout, one-hot contexts still score (those
+			// with few non-zero entries may take the columns, being cheaper
+			// there: not these).
 			fields, err := c.Do(ctx, c.B().Hkeys().Key(store.RootKey(name)).Build()).AsStrSlice()
 			if err != nil {
 				t.Fatal(err)
@@ -281,6 +292,7 @@ func TestFoldedRows(t *testing.T) {
 			if err := c.Do(ctx, c.B().Hdel().Key(store.RootKey(name)).Field(general...).Build()).Error(); err != nil {
 				t.Fatal(err)
 			}
+			allSet = true
 			check("folded rows only")
 		})
 	}

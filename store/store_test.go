@@ -52,6 +52,13 @@ func writeRandomModel(t testing.TB, c rueidis.Client, name string, d, n int, see
 		if _, err := w.Apply(ctx, c); err != nil {
 			t.Fatalf("write %d arms: %v", len(batch), err)
 		}
+		// The arms a write creates take their indexes, which order equal
+		// scores, in product-id order.
+		slices.SortFunc(batch, func(a, b store.ArmWrite) int { return strings.Compare(a.ID, b.ID) })
+		for _, a := range batch {
+			m.ids = append(m.ids, a.ID)
+			m.params = append(m.params, a.Params)
+		}
 		batch = batch[:0]
 	}
 	for a := 0; a < n; a++ {
@@ -76,8 +83,6 @@ func writeRandomModel(t testing.TB, c rueidis.Client, name string, d, n int, see
 			t.Fatal(err)
 		}
 		id := fmt.Sprintf("p%d", a)
-		m.ids = append(m.ids, id)
-		m.params = append(m.params, p)
 		m.byID[id] = p
 		batch = append(batch, store.ArmWrite{ID: id, Arm: arm, Params: p})
 		if len(batch) == store.DefaultBlock {

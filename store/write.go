@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -79,7 +81,7 @@ func (w *Write) Apply(ctx context.Context, c rueidis.Client) ([]int64, error) {
 	}
 	keys := make([]string, 0, 1+len(w.Arms))
 	keys = append(keys, RootKey(w.Model))
-	args := make([]string, 0, 12+2*len(w.Guards)+2*len(w.Set)+9*len(w.Arms))
+	args := make([]string, 0, 15+2*len(w.Guards)+2*len(w.Set)+9*len(w.Arms))
 	args = append(args,
 		strconv.Itoa(FormatVersion), strconv.Itoa(d), FormatFloat(w.Lambda), string(features),
 		pats.json, strconv.Itoa(DefaultBlock), strconv.FormatInt(now.UnixMilli(), 10), strconv.FormatInt(w.Events, 10),
@@ -96,19 +98,61 @@ func (w *Write) Apply(ctx context.Context, c rueidis.Client) ([]int64, error) {
 		buf = AppendFloats(buf[:0], v)
 		return string(buf)
 	}
-	for _, a := range w.Arms {
+	// The arms go in product-id order. An arm gets its index (its slot in
+	// the columns and rows) from the write that creates it, in this order,
+	// so a later write of the same arms finds them in slot order, and the
+	// script copies the transposed values below as runs of arms instead of
+	// one by one.
+	order := make([]int, len(w.Arms))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(i, j int) int { return strings.Compare(w.Arms[i].ID, w.Arms[j].ID) })
+	m, ncol, pw := len(w.Arms), d+d*(d+1)/2, 2+len(pats.cont)
+	colsT := make([]float64, ncol*m)
+	var contT, patT, row []float64
+	if pats.count > 0 {
+		patT = make([]float64, pats.count*pw*m)
+	}
+	for q, i := range order {
+		a := w.Arms[i]
 		if a.Arm.Dim() != d {
 			panic(fmt.Sprintf("store: arm %s has dimension %d, write has %d", a.ID, a.Arm.Dim(), d))
 		}
+		row = append(row[:0], a.Params.Theta...)
+		for r := 0; r < d; r++ {
+			row = append(row, a.Params.AInv[r*d+r:(r+1)*d]...)
+		}
+		for c, v := range row {
+			colsT[c*m+q] = v
+		}
+		var frow []float64
+		if pats.count > 0 {
+			frow = pats.continuous(a.Params)
+			contT = append(contT, frow...)
+			pv := pats.values(a.Params)
+			for pid := 0; pid < pats.count; pid++ {
+				copy(patT[(pid*m+q)*pw:(pid*m+q+1)*pw], pv[pid*pw:(pid+1)*pw])
+			}
+			frow = append(frow, pv...)
+		}
 		keys = append(keys, ArmKey(w.Model, a.ID))
 		args = append(args, a.ID, strconv.FormatInt(a.Version, 10), strconv.FormatInt(a.Arm.N(), 10), FormatFloat(a.Arm.Rewards()),
-			blob(a.Arm.A()), blob(a.Arm.B()), blob(a.Params.Theta), blob(a.Params.AInv), blob(pats.values(a.Params)))
+			blob(a.Arm.A()), blob(a.Arm.B()), blob(row), blob(a.Params.AInv), blob(frow))
 	}
+	args = append(args, blob(colsT), blob(contT), blob(patT))
 	res, err := lua.Write.Exec(ctx, c, keys, args).AsIntSlice()
 	if err != nil {
 		return nil, fmt.Errorf("write model %s: %w", w.Model, ScriptError(err))
 	}
-	return res, nil
+	if len(res) != len(order) {
+		return nil, fmt.Errorf("write model %s: %d versions for %d arms", w.Model, len(res), len(order))
+	}
+	vers := make([]int64, len(res))
+	for q, i := range order {
+		vers[i] = res[q]
+	}
+	return vers, nil
 }
 
 // StoredArm is an arm's state as stored in Redis.
