@@ -161,7 +161,7 @@ func Run(ctx context.Context, c rueidis.Client, path string, cfg Config) (Result
 // is in the model, and the Result holds what was known when the run stopped
 // (the SHA-256 once the input was hashed, the counts once it was read).
 //
-// Memory holds the file's event ids and one d×d sum per product; the single
+// Memory holds the file's event ids and one d(d+1)/2 + d sum per product; the single
 // write carries A, b, θ and A⁻¹ of every product in the file, and Redis
 // serves no other command while the write script runs.
 func RunReader(ctx context.Context, c rueidis.Client, r io.Reader, name string, cfg Config) (Result, error) {
@@ -347,11 +347,11 @@ func checkModel(ctx context.Context, c rueidis.Client, model string, features []
 }
 
 // folded is the sum of a file's events per product, before the stored state
-// is added: delta arms with A = Σxxᵀ, b = Σrx (no λI).
+// is added: Σxxᵀ, Σrx (no λI) per product.
 type folded struct {
 	rows, events, skipped int64
 	ids                   []string // products in order of first event
-	deltas                []*linucb.Arm
+	deltas                []*linucb.Delta
 }
 
 // rewards returns the sum of the rewards of every folded event.
@@ -400,14 +400,10 @@ func fold(ctx context.Context, lr *csvlog.Reader, skipBad bool, log *slog.Logger
 		f.rows++
 		i, ok := index[ev.ProductID]
 		if !ok {
-			delta, err := linucb.Restore(d, make([]float64, d*d), make([]float64, d), 0, 0)
-			if err != nil {
-				return nil, err
-			}
 			i = len(f.ids)
 			index[ev.ProductID] = i
 			f.ids = append(f.ids, ev.ProductID)
-			f.deltas = append(f.deltas, delta)
+			f.deltas = append(f.deltas, linucb.NewDelta(d))
 		}
 		if err := f.deltas[i].Update(ev.Context, ev.Reward); err != nil { // csvlog guarantees finite values
 			return nil, fmt.Errorf("line %d: %w", ev.Line, err)
@@ -483,14 +479,11 @@ func write(ctx context.Context, c rueidis.Client, cfg Config, features []string,
 }
 
 // combine returns the arm with the stored state plus the file's sums.
-func combine(stored, delta *linucb.Arm) (*linucb.Arm, error) {
-	a := slices.Clone(stored.A())
-	for i, v := range delta.A() {
-		a[i] += v
+func combine(stored *linucb.Arm, delta *linucb.Delta) (*linucb.Arm, error) {
+	arm, err := linucb.Restore(stored.Dim(), stored.A(), stored.B(), stored.N(), stored.Rewards())
+	if err != nil {
+		return nil, err
 	}
-	b := slices.Clone(stored.B())
-	for i, v := range delta.B() {
-		b[i] += v
-	}
-	return linucb.Restore(stored.Dim(), a, b, stored.N()+delta.N(), stored.Rewards()+delta.Rewards())
+	arm.Add(delta)
+	return arm, nil
 }

@@ -147,33 +147,39 @@ func TestShapeMisusePanics(t *testing.T) {
 	mustPanic("NewArm(0)", func() { NewArm(0, 1) })
 	mustPanic("NewArm λ=0", func() { NewArm(2, 0) })
 	mustPanic("Update short x", func() { _ = NewArm(2, 1).Update([]float64{1}, 1) })
-	mustPanic("Add other dimension", func() { NewArm(2, 1).Add(NewArm(3, 1)) })
+	mustPanic("Add other dimension", func() { NewArm(2, 1).Add(NewDelta(3)) })
+	mustPanic("Merge other dimension", func() { NewDelta(2).Merge(NewDelta(3)) })
+	mustPanic("NewDelta(0)", func() { NewDelta(0) })
+	mustPanic("Delta.Update short x", func() { _ = NewDelta(2).Update([]float64{1}, 1) })
 	mustPanic("Score short x", func() { Score([]float64{1}, Params{Theta: []float64{0, 0}, AInv: make([]float64, 4)}, 1) })
 }
 
 func TestUpdateAllocatesNothing(t *testing.T) {
-	arm := NewArm(15, 1)
+	arm, delta := NewArm(15, 1), NewDelta(15)
 	x := make([]float64, 15)
 	for i := range x {
 		x[i] = float64(i%3) * 0.5
 	}
 	if allocs := testing.AllocsPerRun(100, func() { _ = arm.Update(x, 1) }); allocs != 0 {
-		t.Fatalf("Update allocates %v times per call", allocs)
+		t.Fatalf("Arm.Update allocates %v times per call", allocs)
+	}
+	if allocs := testing.AllocsPerRun(100, func() { _ = delta.Update(x, 1) }); allocs != 0 {
+		t.Fatalf("Delta.Update allocates %v times per call", allocs)
+	}
+	if err := delta.Update([]float64{0, math.NaN(), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 1); !errors.Is(err, ErrNonFinite) || delta.N() != 101 {
+		t.Fatalf("Delta.Update(NaN) = %v with %d events, want ErrNonFinite and 101", err, delta.N())
 	}
 }
 
 // TestUpdateMatchesOuterProducts checks the sparse update against
 // A = λI + Σ x xᵀ and b = Σ r x summed densely, for sparse and dense
-// contexts, with d on both sides of the update's stack buffer (64); and Add
-// against folding the same events into one arm.
+// contexts, with d on both sides of the update's stack buffer (64); and an
+// arm with two deltas added (one of them merged from two) likewise.
 func TestUpdateMatchesOuterProducts(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	for _, d := range []int{1, 15, 64, 70} {
 		arm := NewArm(d, 2)
-		halves := [2]*Arm{}
-		for h := range halves {
-			halves[h], _ = Restore(d, make([]float64, d*d), make([]float64, d), 0, 0)
-		}
+		halves := [3]*Delta{NewDelta(d), NewDelta(d), NewDelta(d)}
 		wantA, wantB := make([]float64, d*d), make([]float64, d)
 		for i := 0; i < d; i++ {
 			wantA[i*d+i] = 2
@@ -190,7 +196,7 @@ func TestUpdateMatchesOuterProducts(t *testing.T) {
 			if err := arm.Update(x, r); err != nil {
 				t.Fatal(err)
 			}
-			_ = halves[ev%2].Update(x, r)
+			_ = halves[ev%3].Update(x, r)
 			for i := range x {
 				for j := range x {
 					wantA[i*d+j] += x[i] * x[j]
@@ -200,8 +206,12 @@ func TestUpdateMatchesOuterProducts(t *testing.T) {
 			wantR += r
 		}
 		sum := NewArm(d, 2)
+		halves[1].Merge(halves[2])
 		sum.Add(halves[0])
 		sum.Add(halves[1])
+		if halves[1].N() != 200 || halves[0].N()+halves[1].N() != 300 {
+			t.Fatalf("d=%d: deltas of %d and %d events", d, halves[0].N(), halves[1].N())
+		}
 		for name, got := range map[string]*Arm{"updated": arm, "added": sum} {
 			if got.N() != 300 || got.Rewards() != wantR {
 				t.Fatalf("d=%d %s: n=%d r=%v, want 300 and %v", d, name, got.N(), got.Rewards(), wantR)
@@ -237,6 +247,14 @@ func BenchmarkUpdate(b *testing.B) {
 	x := []float64{0.3, 0.5, 0.7, 1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0}
 	for b.Loop() {
 		_ = arm.Update(x, 1)
+	}
+}
+
+func BenchmarkDeltaUpdate(b *testing.B) {
+	delta := NewDelta(15)
+	x := []float64{0.3, 0.5, 0.7, 1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0}
+	for b.Loop() {
+		_ = delta.Update(x, 1)
 	}
 }
 

@@ -25,17 +25,17 @@ import (
 
 // partition is the state of one owned partition.
 type partition struct {
-	guard   string                 // value of its offset field last read or written ("" = absent)
-	written int64                  // the offset in guard; -1 if none
-	next    int64                  // next offset to consume; -1 if unknown (nothing stored or consumed)
-	deltas  map[string]*linucb.Arm // per product: Σxxᵀ, Σrx and n of the unflushed events
-	events  int64                  // unflushed valid events
-	invalid int64                  // unflushed dead letters
-	resync  bool                   // fenced: seek to next before consuming again
+	guard   string                   // value of its offset field last read or written ("" = absent)
+	written int64                    // the offset in guard; -1 if none
+	next    int64                    // next offset to consume; -1 if unknown (nothing stored or consumed)
+	deltas  map[string]*linucb.Delta // per product: the unflushed events
+	events  int64                    // unflushed valid events
+	invalid int64                    // unflushed dead letters
+	resync  bool                     // fenced: seek to next before consuming again
 }
 
 func newPartition(stored string) (*partition, error) {
-	p := &partition{guard: stored, written: -1, next: -1, deltas: map[string]*linucb.Arm{}}
+	p := &partition{guard: stored, written: -1, next: -1, deltas: map[string]*linucb.Delta{}}
 	if stored != "" {
 		v, err := strconv.ParseInt(stored, 10, 64)
 		if err != nil || v < 0 {
@@ -218,8 +218,7 @@ func (m *member) process(ctx context.Context, r *kgo.Record) {
 	} else {
 		delta := st.deltas[string(ev.ProductID)] // no copy for a lookup
 		if delta == nil {
-			d := m.meta.Dim
-			delta, _ = linucb.Restore(d, make([]float64, d*d), make([]float64, d), 0, 0)
+			delta = linucb.NewDelta(m.meta.Dim)
 			st.deltas[string(ev.ProductID)] = delta
 			m.dirty++
 		}
@@ -279,7 +278,7 @@ func (m *member) deadLetter(r *kgo.Record, err error) {
 
 // sealedPart is the state of one partition taken by a flush.
 type sealedPart struct {
-	deltas          map[string]*linucb.Arm
+	deltas          map[string]*linucb.Delta
 	events, invalid int64
 	next            int64
 }
@@ -387,7 +386,7 @@ func (m *member) start(ctx context.Context, prev *flushing) error {
 	}
 	for pid, st := range m.parts {
 		f.parts[pid] = sealedPart{deltas: st.deltas, events: st.events, invalid: st.invalid, next: st.next}
-		st.deltas, st.events, st.invalid = map[string]*linucb.Arm{}, 0, 0
+		st.deltas, st.events, st.invalid = map[string]*linucb.Delta{}, 0, 0
 	}
 	m.dirty = 0
 	w, err := m.prepare(ctx, f)
@@ -573,7 +572,7 @@ func (m *member) giveBack(f *flushing) {
 		}
 		for id, delta := range sp.deltas {
 			if cur := st.deltas[id]; cur != nil {
-				cur.Add(delta)
+				cur.Merge(delta)
 			} else {
 				st.deltas[id] = delta
 				m.dirty++
