@@ -114,20 +114,12 @@ func (arm *Arm) B() []float64 { return arm.b }
 // returns ErrNonFinite, leaving the arm unchanged, if x or r is not finite.
 func (arm *Arm) Update(x []float64, r float64) error {
 	d := arm.d
-	if len(x) != d {
-		panic(fmt.Sprintf("linucb: context of length %d for dimension %d", len(x), d))
-	}
-	if !finite(x) || math.IsNaN(r) || math.IsInf(r, 0) {
-		return ErrNonFinite
-	}
 	// Only the rows and columns of the non-zero entries change: with k of
 	// them the update costs O(k²) (the reference contexts have k ≈ 7 of 15).
 	var buf [64]int
-	nz := buf[:0]
-	for i, xi := range x {
-		if xi != 0 {
-			nz = append(nz, i) // on the stack for d ≤ 64
-		}
+	nz, err := nonZero(x, r, d, &buf)
+	if err != nil {
+		return err
 	}
 	for _, i := range nz {
 		xi := x[i]
@@ -200,18 +192,10 @@ func (e *Delta) Rewards() float64 { return e.r }
 // ErrNonFinite, leaving the delta unchanged, if x or r is not finite.
 func (e *Delta) Update(x []float64, r float64) error {
 	d := e.d
-	if len(x) != d {
-		panic(fmt.Sprintf("linucb: context of length %d for dimension %d", len(x), d))
-	}
-	if !finite(x) || math.IsNaN(r) || math.IsInf(r, 0) {
-		return ErrNonFinite
-	}
 	var buf [64]int
-	nz := buf[:0]
-	for i, xi := range x {
-		if xi != 0 {
-			nz = append(nz, i)
-		}
+	nz, err := nonZero(x, r, d, &buf)
+	if err != nil {
+		return err
 	}
 	for p, i := range nz {
 		xi := x[i]
@@ -240,6 +224,24 @@ func (e *Delta) Merge(o *Delta) {
 	}
 	e.n += o.n
 	e.r += o.r
+}
+
+// nonZero checks an event (x of length d, finite values) and returns the
+// indexes of x's non-zero entries, ascending, in buf when they fit.
+func nonZero(x []float64, r float64, d int, buf *[64]int) ([]int, error) {
+	if len(x) != d {
+		panic(fmt.Sprintf("linucb: context of length %d for dimension %d", len(x), d))
+	}
+	if !finite(x) || math.IsNaN(r) || math.IsInf(r, 0) {
+		return nil, ErrNonFinite
+	}
+	nz := buf[:0]
+	for i, xi := range x {
+		if xi != 0 {
+			nz = append(nz, i)
+		}
+	}
+	return nz, nil
 }
 
 // Params are the serving parameters of an arm: θ = A⁻¹b and A⁻¹
