@@ -1,13 +1,17 @@
 package sidecar_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,6 +19,7 @@ import (
 
 	"github.com/redbandit/redbandit/internal/redistest"
 	"github.com/redbandit/redbandit/linucb"
+	"github.com/redbandit/redbandit/lua"
 	"github.com/redbandit/redbandit/sidecar"
 	"github.com/redbandit/redbandit/spec"
 	"github.com/redbandit/redbandit/store"
@@ -27,7 +32,12 @@ import (
 //	           see the same machine conditions; overhead-us is the
 //	           difference of the p50s of http and direct; noop is an HTTP
 //	           handler that only answers a constant body: its p50 is the
-//	           floor of any HTTP hop on this machine
+//	           floor of any HTTP hop on this machine. The lean-* paths do
+//	           the same with minimal clients written on a socket (HTTP/1.1
+//	           and RESP, one goroutine, no pipelining, as wrk and
+//	           redis-benchmark are), so that the clients' own costs (Go's
+//	           HTTP client hands each request between goroutines) do not
+//	           count: lean-overhead-us is what the sidecar itself adds
 //	clients=16: throughput of each path on its own
 func BenchmarkSidecar(b *testing.B) {
 	srv := redistest.Start(b)
@@ -102,13 +112,28 @@ func BenchmarkSidecar(b *testing.B) {
 		return resp.Body.Close()
 	}
 
+	sha, err := c.Do(ctx, c.B().ScriptLoad().Script(lua.RecommendSource()).Build()).ToString()
+	if err != nil {
+		b.Fatal(err)
+	}
+	leanDirect := leanRESP(b, srv.Addr, func(i int) []string {
+		args := []string{"EVALSHA", sha, "1", store.RootKey("bench"), "5", "0.1"}
+		for _, v := range xs[i%len(xs)] {
+			args = append(args, strconv.FormatFloat(v, 'g', -1, 64))
+		}
+		return args
+	})
+	leanHTTP := leanPost(b, hs.URL, "/v1/recommend", bodies)
+	leanNoop := leanPost(b, noop.URL, "/", bodies)
+
 	b.Run("clients=1", func(b *testing.B) {
 		lat := map[string][]time.Duration{}
 		for i := 0; i < b.N; i++ {
 			for _, p := range []struct {
 				name string
 				f    func(int) error
-			}{{"direct", direct}, {"http", viaHTTP}, {"noop", viaNoop}} {
+			}{{"direct", direct}, {"http", viaHTTP}, {"noop", viaNoop},
+				{"lean-direct", leanDirect}, {"lean-http", leanHTTP}, {"lean-noop", leanNoop}} {
 				t0 := time.Now()
 				if err := p.f(i); err != nil {
 					b.Fatal(err)
@@ -124,6 +149,7 @@ func BenchmarkSidecar(b *testing.B) {
 			b.ReportMetric(float64(l[len(l)*99/100])/1e3, name+"-p99-us")
 		}
 		b.ReportMetric(p50["http"]-p50["direct"], "overhead-us")
+		b.ReportMetric(p50["lean-http"]-p50["lean-direct"], "lean-overhead-us")
 	})
 	for _, p := range []struct {
 		name string
@@ -145,5 +171,90 @@ func BenchmarkSidecar(b *testing.B) {
 			})
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "ops/s")
 		})
+	}
+}
+
+// leanPost returns a minimal HTTP/1.1 client of one keep-alive connection:
+// call i posts bodies[i] to path and reads the reply (Content-Length
+// framing only, which the servers here use), all on the calling goroutine.
+func leanPost(b *testing.B, url, path string, bodies []string) func(int) error {
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	br := bufio.NewReader(conn)
+	var req []byte
+	return func(i int) error {
+		body := bodies[i%len(bodies)]
+		req = append(req[:0], "POST "+path+" HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: "...)
+		req = strconv.AppendInt(req, int64(len(body)), 10)
+		req = append(append(req, "\r\n\r\n"...), body...)
+		if _, err := conn.Write(req); err != nil {
+			return err
+		}
+		status, n := "", -1
+		for {
+			line, err := br.ReadSlice('\n')
+			if err != nil {
+				return err
+			}
+			if status == "" {
+				status = string(line)
+			}
+			if len(line) <= 2 {
+				break
+			}
+			if v, ok := strings.CutPrefix(strings.ToLower(string(line)), "content-length:"); ok {
+				n, _ = strconv.Atoi(strings.TrimSpace(v))
+			}
+		}
+		if !strings.HasPrefix(status, "HTTP/1.1 200") || n < 0 {
+			return fmt.Errorf("lean post: %q, content-length %d", status, n)
+		}
+		_, err := br.Discard(n)
+		return err
+	}
+}
+
+// leanRESP returns a minimal Redis client of one connection: call i sends
+// the command args(i) and reads an array reply of bulk strings, all on the
+// calling goroutine.
+func leanRESP(b *testing.B, addr string, args func(int) []string) func(int) error {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	br := bufio.NewReader(conn)
+	var req []byte
+	return func(i int) error {
+		a := args(i)
+		req = strconv.AppendInt(append(req[:0], '*'), int64(len(a)), 10)
+		for _, s := range a {
+			req = strconv.AppendInt(append(req, "\r\n$"...), int64(len(s)), 10)
+			req = append(append(req, "\r\n"...), s...)
+		}
+		if _, err := conn.Write(append(req, "\r\n"...)); err != nil {
+			return err
+		}
+		line, err := br.ReadSlice('\n')
+		if err != nil || len(line) < 2 || line[0] != '*' {
+			return fmt.Errorf("lean resp: %q, %v", line, err)
+		}
+		n, _ := strconv.Atoi(strings.TrimSpace(string(line[1:])))
+		for k := 0; k < n; k++ {
+			if line, err = br.ReadSlice('\n'); err != nil || line[0] != '$' {
+				return fmt.Errorf("lean resp item: %q, %v", line, err)
+			}
+			l, _ := strconv.Atoi(strings.TrimSpace(string(line[1:])))
+			if _, err := br.Discard(l + 2); err != nil {
+				return err
+			}
+		}
+		if n != 10 {
+			return fmt.Errorf("lean resp: %d values, want 10", n)
+		}
+		return nil
 	}
 }
