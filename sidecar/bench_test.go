@@ -116,13 +116,14 @@ func BenchmarkSidecar(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	leanDirect := leanRESP(b, srv.Addr, func(i int) []string {
+	evalsha := func(i int) []string {
 		args := []string{"EVALSHA", sha, "1", store.RootKey("bench"), "5", "0.1"}
 		for _, v := range xs[i%len(xs)] {
 			args = append(args, strconv.FormatFloat(v, 'g', -1, 64))
 		}
 		return args
-	})
+	}
+	leanDirect := leanRESP(b, srv.Addr, evalsha)
 	leanHTTP := leanPost(b, hs.URL, "/v1/recommend", bodies)
 	leanNoop := leanPost(b, noop.URL, "/", bodies)
 
@@ -151,18 +152,26 @@ func BenchmarkSidecar(b *testing.B) {
 		b.ReportMetric(p50["http"]-p50["direct"], "overhead-us")
 		b.ReportMetric(p50["lean-http"]-p50["lean-direct"], "lean-overhead-us")
 	})
+	// Sixteen lean connections of each kind, one per parallel goroutine.
+	var leanDirects, leanHTTPs []func(int) error
+	for range 16 {
+		leanDirects = append(leanDirects, leanRESP(b, srv.Addr, evalsha))
+		leanHTTPs = append(leanHTTPs, leanPost(b, hs.URL, "/v1/recommend", bodies))
+	}
+	shared := func(f func(int) error) []func(int) error { return slices.Repeat([]func(int) error{f}, 16) }
 	for _, p := range []struct {
 		name string
-		f    func(int) error
-	}{{"direct", direct}, {"http", viaHTTP}} {
+		fs   []func(int) error // one per goroutine
+	}{{"direct", shared(direct)}, {"http", shared(viaHTTP)}, {"lean-direct", leanDirects}, {"lean-http", leanHTTPs}} {
 		b.Run("clients=16/"+p.name, func(b *testing.B) {
-			b.SetParallelism(8)
+			b.SetParallelism(8) // × GOMAXPROCS (2 here): 16 goroutines
 			var n atomic.Int64
 			start := time.Now()
 			b.RunParallel(func(pb *testing.PB) {
-				i := int(n.Add(1)) * 97
+				g := int(n.Add(1))
+				f, i := p.fs[(g-1)%len(p.fs)], g*97
 				for pb.Next() {
-					if err := p.f(i); err != nil {
+					if err := f(i); err != nil {
 						b.Error(err)
 						return
 					}
