@@ -1,13 +1,15 @@
 package sidecar
 
 import (
+	"bytes"
 	"encoding/json"
 	"math"
 	"strconv"
 )
 
 // The hot path of POST /v1/recommend avoids encoding/json's reflection for
-// the two things every request has: a dense context array and the reply.
+// the request body of the common form (a dense context array and the
+// scalar options) and for the reply.
 // Anything unusual falls back to encoding/json, so errors and escaping stay
 // exactly encoding/json's.
 
@@ -53,6 +55,119 @@ func denseContext(raw []byte) (x []float64, ok bool) {
 		}
 		i++
 	}
+}
+
+// fastRecommend parses the common recommendation body — an object with
+// "context", a dense array of finite numbers, and optionally "model" (a
+// string without escapes), "k" (an integer) and "alpha" (a number), each
+// at most once, in any order — into req without reflection, the context
+// already parsed into req.dense. It returns false for anything else, valid
+// or not: the caller then decodes the body with encoding/json, which gives
+// the same request or words the error.
+func fastRecommend(b []byte, req *recommendRequest) bool {
+	i, n := 0, len(b)
+	ws := func() {
+		for i < n && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+			i++
+		}
+	}
+	// str reads a string of printable ASCII without escapes; number reads
+	// a JSON number. Both return its bytes.
+	str := func() ([]byte, bool) {
+		if i >= n || b[i] != '"' {
+			return nil, false
+		}
+		start := i + 1
+		for i = start; i < n && b[i] != '"'; i++ {
+			if b[i] == '\\' || b[i] < 0x20 || b[i] >= 0x80 { // escapes, control bytes, non-ASCII: encoding/json's business
+				return nil, false
+			}
+		}
+		if i >= n {
+			return nil, false
+		}
+		i++
+		return b[start : i-1], true
+	}
+	number := func() ([]byte, bool) {
+		start := i
+		for i < n && isNumberByte(b[i]) {
+			i++
+		}
+		return b[start:i], jsonNumber(b[start:i])
+	}
+	var seen struct{ context, model, k, alpha bool }
+	ws()
+	if i >= n || b[i] != '{' {
+		return false
+	}
+	i++
+	for {
+		ws()
+		key, ok := str()
+		if !ok {
+			return false
+		}
+		ws()
+		if i >= n || b[i] != ':' {
+			return false
+		}
+		i++
+		ws()
+		switch string(key) {
+		case "context":
+			end := bytes.IndexByte(b[i:], ']')
+			if seen.context || end < 0 {
+				return false
+			}
+			x, ok := denseContext(b[i : i+end+1])
+			if !ok {
+				return false
+			}
+			req.Context, req.dense, seen.context = b[i:i+end+1], x, true
+			i += end + 1
+		case "model":
+			v, ok := str()
+			if seen.model || !ok {
+				return false
+			}
+			req.Model, seen.model = string(v), true
+		case "k":
+			v, ok := number()
+			if seen.k || !ok || bytes.ContainsAny(v, ".eE") {
+				return false
+			}
+			k, err := strconv.Atoi(string(v))
+			if err != nil {
+				return false
+			}
+			req.K, seen.k = &k, true
+		case "alpha":
+			v, ok := number()
+			if seen.alpha || !ok {
+				return false
+			}
+			a, err := strconv.ParseFloat(string(v), 64)
+			if err != nil {
+				return false
+			}
+			req.Alpha, seen.alpha = &a, true
+		default:
+			return false
+		}
+		ws()
+		if i < n && b[i] == ',' {
+			i++
+			continue
+		}
+		if i < n && b[i] == '}' {
+			i++
+			break
+		}
+		return false
+	}
+	ws()
+	return i == n && seen.context
 }
 
 func isNumberByte(c byte) bool {

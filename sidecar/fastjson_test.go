@@ -76,3 +76,68 @@ func TestAppendRecommendResponse(t *testing.T) {
 		}
 	}
 }
+
+// sameAsDecoder requires fastRecommend, where it accepts body, to give the
+// request encoding/json gives (and the context encoding/json reads), and
+// reports whether it accepted.
+func sameAsDecoder(t *testing.T, body string) bool {
+	t.Helper()
+	var fast recommendRequest
+	if !fastRecommend([]byte(body), &fast) {
+		return false
+	}
+	var slow recommendRequest
+	if err := decodeJSON(strings.NewReader(body), &slow); err != nil {
+		t.Fatalf("%q: fast path accepted, encoding/json: %v", body, err)
+	}
+	var x []float64
+	if err := json.Unmarshal(slow.Context, &x); err != nil || !slices.Equal(x, fast.dense) ||
+		!bytes.Equal(bytes.TrimSpace(slow.Context), fast.Context) || fast.Model != slow.Model ||
+		(fast.K != nil) != (slow.K != nil) || fast.K != nil && *fast.K != *slow.K || (fast.Alpha != nil) != (slow.Alpha != nil) || fast.Alpha != nil && *fast.Alpha != *slow.Alpha ||
+		slow.Candidates != nil || slow.Exclude != nil || slow.Attributes != nil {
+		t.Fatalf("%q: fast %+v, encoding/json %+v (context %v, %v)", body, fast, slow, x, err)
+	}
+	return true
+}
+
+// TestFastRecommend: the fast path takes the common bodies and gives what
+// encoding/json gives; everything else (escapes, other fields, repeated
+// keys, nulls, non-integer k, malformed JSON) goes to encoding/json.
+func TestFastRecommend(t *testing.T) {
+	accepted := []string{
+		`{"context": [0.5, 1, 0]}`,
+		` { "model" : "shop" , "context":[1,2,3], "k": 5, "alpha": 0.25 } `,
+		`{"alpha":1e-3,"k":-2,"context":[],"model":""}`,
+		"{\n\t\"context\": [1e3, -0.5],\r\n\t\"k\": 0\n}",
+	}
+	refused := []string{
+		``, `{}`, `[]`, `{"context": [1, 2]`, `{"context": [1, 2]} x`, `{"context": [1, 2]}{}`,
+		`{"context": [1, 2], "context": [3]}`, `{"k": 5, "k": 6, "context": [1]}`, `{"Context": [1]}`,
+		`{"context": {"age": 1}}`, `{"context": [1, "2"]}`, `{"context": [[1]]}`, `{"context": [1,]}`,
+		`{"context": [1], "model": "sh\u006fp"}`, `{"context": [1], "model": "é"}`, `{"context": [1], "model": null}`,
+		`{"context": [1], "k": 5.0}`, `{"context": [1], "k": 5e0}`, `{"context": [1], "k": 99999999999999999999}`,
+		`{"context": [1], "alpha": 1e999}`, `{"context": [1], "alpha": .5}`, `{"context": [1], "candidates": ["a"]}`,
+		`{"context": [1], "exclude": []}`, `{"attributes": {"age": 3}}`, `{"context": [1], "other": 1}`,
+		`{"context": [1],}`, `{"context" [1]}`, `{context: [1]}`, `{"context": [1e999]}`,
+	}
+	for _, b := range accepted {
+		if !sameAsDecoder(t, b) {
+			t.Errorf("%q: refused", b)
+		}
+	}
+	for _, b := range refused {
+		if sameAsDecoder(t, b) {
+			t.Errorf("%q: accepted", b)
+		}
+	}
+}
+
+// FuzzFastRecommend: whatever the fast path accepts, encoding/json reads
+// the same way.
+func FuzzFastRecommend(f *testing.F) {
+	for _, b := range []string{`{"context": [0.5, 1, 0]}`, `{"model":"m","context":[1,2],"k":3,"alpha":0.1}`,
+		`{"context": [1], "k": 5.0}`, `{"context":[-0,1e5],"alpha":2E-3}`} {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, body string) { sameAsDecoder(t, body) })
+}

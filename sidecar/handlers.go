@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -97,7 +98,33 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 // errors, and the body is limited to MaxBody bytes.
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
-	dec := json.NewDecoder(r.Body)
+	return decodeJSON(r.Body, v)
+}
+
+// decodeRecommend is decode for a recommendation request, through
+// fastRecommend when the body has the common form.
+func (s *Server) decodeRecommend(w http.ResponseWriter, r *http.Request, req *recommendRequest) error {
+	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return err
+		}
+		return badRequest("malformed JSON body: %v", err)
+	}
+	if fastRecommend(body, req) {
+		return nil
+	}
+	*req = recommendRequest{}
+	return decodeJSON(bytes.NewReader(body), req)
+}
+
+// decodeJSON reads one JSON object into v: unknown fields, trailing data
+// and malformed JSON are 400s; a body over the size limit is returned as
+// the *http.MaxBytesError.
+func decodeJSON(body io.Reader, v any) error {
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	dec.UseNumber()
 	if err := dec.Decode(v); err != nil {
@@ -122,6 +149,8 @@ type recommendRequest struct {
 	Alpha      *float64        `json:"alpha"`
 	Candidates []string        `json:"candidates"`
 	Exclude    []string        `json:"exclude"`
+
+	dense []float64 // Context parsed by fastRecommend; nil otherwise
 }
 
 // Item is one recommended product.
@@ -154,7 +183,7 @@ func (s *Server) recommend(w http.ResponseWriter, r *http.Request) (int, any, er
 // score decodes a recommendation request and runs the scoring script once.
 func (s *Server) score(ctx context.Context, w http.ResponseWriter, r *http.Request) (string, store.Query, []store.Item, error) {
 	var req recommendRequest
-	if err := s.decode(w, r, &req); err != nil {
+	if err := s.decodeRecommend(w, r, &req); err != nil {
 		return "", store.Query{}, nil, err
 	}
 	model := req.Model
@@ -292,6 +321,9 @@ func (s *Server) context(ctx context.Context, model string, req recommendRequest
 		}
 		return info.spec.Encode(numbersToFloats(req.Attributes))
 	case raw[0] == '[':
+		if req.dense != nil {
+			return req.dense, nil
+		}
 		if x, ok := denseContext(raw); ok {
 			return x, nil
 		}
