@@ -41,13 +41,12 @@ ARGV, in order:
     frow     the arm's row f:<id> (docs/FORMAT.md, "One-hot groups"): its
              continuous values, then for each pattern theta_P, W_P and V_P,c
              for each continuous feature c; empty without groups
-  then the same values transposed, so that the script copies runs of arms
-  instead of moving single numbers (Lua is slow at that):
-    colsT    for each column in order, its value for each arm in record order
-    contT    the continuous values of each arm in record order (the start of
-             its frow); empty without groups
-    patT     for each pattern in order, the pattern's values of each arm in
-             record order; empty without groups
+  then the same values transposed, one blob per field of a block, so that
+  the script copies runs of arms instead of moving single numbers (Lua is
+  slow at that), each holding the arms' values in record order:
+    for each column t:/q: in order, its value (8 bytes per arm);
+    with groups, then: the continuous values (the start of each frow), and
+    for each pattern in order its values (theta_P, W_P, V_P,c).
   A block whose arms are written in index order, all of them (as a trainer
   does when every product changed), becomes one copy per column and row.
 
@@ -122,17 +121,26 @@ p = p + 2 * s + 1
 
 local m = #KEYS - 1
 local R = 9 -- values per arm record
-if #ARGV ~= p - 1 + R * m + 3 then
-  return err('BADARG', 'expected %d arm records of %d values for %d arm keys, then 3 blobs', m, R, m)
-end
 local vecb, matb = 8 * d, 8 * d * d
 local ncol = d + d * (d + 1) / 2 -- values per row r:<id>
 local ncv = #cont + #cont * (#cont + 1) / 2 -- continuous values per arm
 local pw = 2 + #cont -- values per arm and pattern
 local frowb = npat > 0 and 8 * (ncv + patvals) or 0
-local colsT, contT, patT = ARGV[p + R * m], ARGV[p + R * m + 1], ARGV[p + R * m + 2]
-if #colsT ~= 8 * ncol * m or #contT ~= (npat > 0 and 8 * ncv * m or 0) or #patT ~= 8 * patvals * m then
-  return err('BADARG', 'the transposed blobs have the wrong lengths')
+-- widths[k]: bytes per arm of the k-th field of a block, and of the k-th
+-- transposed blob.
+local widths = {}
+for k = 1, ncol do widths[k] = 8 end
+if npat > 0 then
+  widths[ncol + 1] = 8 * ncv
+  for k = 1, npat do widths[ncol + 1 + k] = 8 * pw end
+end
+if #ARGV ~= p - 1 + R * m + #widths then
+  return err('BADARG', 'expected %d arm records of %d values for %d arm keys, then %d blobs', m, R, m, #widths)
+end
+local T = {}
+for k = 1, #widths do
+  T[k] = ARGV[p - 1 + R * m + k]
+  if #T[k] ~= widths[k] * m then return err('BADARG', 'transposed blob %d has the wrong length', k) end
 end
 
 -- Checks: the model's identity, the guards, every arm's version and blobs.
@@ -222,10 +230,10 @@ end
 local zero8 = pack('<d', 0)
 -- build returns a block's blob of cnt slots of width bytes: the touched
 -- arms' slots (touched is in slot order) from src, where the arm of record
--- q has bytes base + (q-1)*width + 1 .. base + q*width, the other slots as
--- in old (zeros past its end). It copies whole runs of arms that are
--- consecutive both in slots and in records. nil if old is malformed.
-local function build(old, cnt, width, touched, src, base)
+-- q has bytes (q-1)*width + 1 .. q*width, the other slots as in old (zeros
+-- past its end). It copies whole runs of arms that are consecutive both in
+-- slots and in records. nil if old is malformed.
+local function build(old, cnt, width, touched, src)
   if width == 0 then return '' end
   local have = 0
   if old then
@@ -245,7 +253,7 @@ local function build(old, cnt, width, touched, src, base)
       e = e + 1
     end
     keep(pos, touched[t].slot - 1)
-    parts[#parts + 1] = string.sub(src, base + (touched[t].q - 1) * width + 1, base + touched[e].q * width)
+    parts[#parts + 1] = string.sub(src, (touched[t].q - 1) * width + 1, touched[e].q * width)
     pos = touched[e].slot + 1
     t = e + 1
   end
@@ -268,13 +276,7 @@ for _, blk in ipairs(blocks) do
   local old = #touched == cnt and {} or redis.call('HMGET', root, unpack(fields))
   local out = {}
   for k = 1, #fields do
-    local width, src, base = 8, colsT, (k - 1) * 8 * m
-    if k == ncol + 1 then
-      width, src, base = 8 * ncv, contT, 0
-    elseif k > ncol + 1 then
-      width, src, base = 8 * pw, patT, (k - ncol - 2) * 8 * pw * m
-    end
-    local blob = build(old[k] or nil, cnt, width, touched, src, base)
+    local blob = build(old[k] or nil, cnt, widths[k], touched, T[k])
     if not blob then return err('BADMODEL', 'field %s of %s has the wrong length', fields[k], root) end
     out[#out + 1] = fields[k]
     out[#out + 1] = blob

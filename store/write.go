@@ -81,7 +81,7 @@ func (w *Write) Apply(ctx context.Context, c rueidis.Client) ([]int64, error) {
 	}
 	keys := make([]string, 0, 1+len(w.Arms))
 	keys = append(keys, RootKey(w.Model))
-	args := make([]string, 0, 15+2*len(w.Guards)+2*len(w.Set)+9*len(w.Arms))
+	args := make([]string, 0, 13+2*len(w.Guards)+2*len(w.Set)+9*len(w.Arms)+d+d*(d+1)/2+1+pats.count)
 	args = append(args,
 		strconv.Itoa(FormatVersion), strconv.Itoa(d), FormatFloat(w.Lambda), string(features),
 		pats.json, strconv.Itoa(DefaultBlock), strconv.FormatInt(now.UnixMilli(), 10), strconv.FormatInt(w.Events, 10),
@@ -140,7 +140,17 @@ func (w *Write) Apply(ctx context.Context, c rueidis.Client) ([]int64, error) {
 		args = append(args, a.ID, strconv.FormatInt(a.Version, 10), strconv.FormatInt(a.Arm.N(), 10), FormatFloat(a.Arm.Rewards()),
 			blob(a.Arm.A()), blob(a.Arm.B()), blob(row), blob(a.Params.AInv), blob(frow))
 	}
-	args = append(args, blob(colsT), blob(contT), blob(patT))
+	// One blob per field of a block (docs in lua/write.lua): no single
+	// argument grows past m times a row.
+	for c := range ncol {
+		args = append(args, blob(colsT[c*m:(c+1)*m]))
+	}
+	if pats.count > 0 {
+		args = append(args, blob(contT))
+		for pid := range pats.count {
+			args = append(args, blob(patT[pid*m*pw:(pid+1)*m*pw]))
+		}
+	}
 	res, err := lua.Write.Exec(ctx, c, keys, args).AsIntSlice()
 	if err != nil {
 		return nil, fmt.Errorf("write model %s: %w", w.Model, ScriptError(err))
