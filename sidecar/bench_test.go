@@ -183,16 +183,21 @@ func BenchmarkSidecar(b *testing.B) {
 	}
 }
 
-// leanPost returns a minimal HTTP/1.1 client of one keep-alive connection:
-// call i posts bodies[i] to path and reads the reply (Content-Length
-// framing only, which the servers here use), all on the calling goroutine.
-func leanPost(b *testing.B, url, path string, bodies []string) func(int) error {
-	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+// leanDial opens a connection for a lean client, closed with the benchmark.
+func leanDial(b *testing.B, addr string) (net.Conn, *bufio.Reader) {
+	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { conn.Close() })
-	br := bufio.NewReader(conn)
+	return conn, bufio.NewReader(conn)
+}
+
+// leanPost returns a minimal HTTP/1.1 client of one keep-alive connection:
+// call i posts bodies[i] to path and reads the reply (Content-Length
+// framing only, which the servers here use), all on the calling goroutine.
+func leanPost(b *testing.B, url, path string, bodies []string) func(int) error {
+	conn, br := leanDial(b, strings.TrimPrefix(url, "http://"))
 	var req []byte
 	return func(i int) error {
 		body := bodies[i%len(bodies)]
@@ -230,12 +235,7 @@ func leanPost(b *testing.B, url, path string, bodies []string) func(int) error {
 // the command args(i) and reads an array reply of bulk strings, all on the
 // calling goroutine.
 func leanRESP(b *testing.B, addr string, args func(int) []string) func(int) error {
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { conn.Close() })
-	br := bufio.NewReader(conn)
+	conn, br := leanDial(b, addr)
 	var req []byte
 	return func(i int) error {
 		a := args(i)

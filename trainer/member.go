@@ -415,7 +415,6 @@ func (m *member) prepare(ctx context.Context, f *flushing) (*store.Write, error)
 	d, lambda := m.meta.Dim, m.meta.Lambda
 	pids := slices.Sorted(maps.Keys(f.parts))
 	var ids []string
-	seen := map[string]bool{}
 	var events, invalid int64
 	var rewards float64
 	for _, pid := range pids {
@@ -423,14 +422,12 @@ func (m *member) prepare(ctx context.Context, f *flushing) (*store.Write, error)
 		events += sp.events
 		invalid += sp.invalid
 		for id, delta := range sp.deltas {
-			if !seen[id] {
-				seen[id] = true
-				ids = append(ids, id)
-			}
+			ids = append(ids, id)
 			rewards += delta.Rewards()
 		}
 	}
 	slices.Sort(ids)
+	ids = slices.Compact(ids) // a product may have deltas in two partitions
 	var missing []string
 	for _, id := range ids {
 		if _, ok := m.bases[id]; !ok {
