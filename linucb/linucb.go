@@ -116,16 +116,17 @@ func (arm *Arm) Update(x []float64, r float64) error {
 	d := arm.d
 	// Only the rows and columns of the non-zero entries change: with k of
 	// them the update costs O(k²) (the reference contexts have k ≈ 7 of 15).
-	var buf [64]int
-	nz, err := nonZero(x, r, d, &buf)
+	var idx [64]int
+	var val [64]float64
+	nz, xs, err := nonZero(x, r, d, &idx, &val)
 	if err != nil {
 		return err
 	}
-	for _, i := range nz {
-		xi := x[i]
+	for p, i := range nz {
+		xi := xs[p]
 		row := arm.a[i*d : (i+1)*d]
-		for _, j := range nz {
-			row[j] += xi * x[j]
+		for q, j := range nz {
+			row[j] += xi * xs[q]
 		}
 		arm.b[i] += r * xi
 	}
@@ -192,16 +193,18 @@ func (e *Delta) Rewards() float64 { return e.r }
 // ErrNonFinite, leaving the delta unchanged, if x or r is not finite.
 func (e *Delta) Update(x []float64, r float64) error {
 	d := e.d
-	var buf [64]int
-	nz, err := nonZero(x, r, d, &buf)
+	var idx [64]int
+	var val [64]float64
+	nz, xs, err := nonZero(x, r, d, &idx, &val)
 	if err != nil {
 		return err
 	}
 	for p, i := range nz {
-		xi := x[i]
+		xi := xs[p]
 		row := e.s[i*d-i*(i-1)/2-i:] // row[j] is entry (i, j), j ≥ i
-		for _, j := range nz[p:] {
-			row[j] += xi * x[j]
+		js, vs := nz[p:], xs[p:len(nz)]
+		for q, j := range js {
+			row[j] += xi * vs[q]
 		}
 		e.b[i] += r * xi
 	}
@@ -226,23 +229,49 @@ func (e *Delta) Merge(o *Delta) {
 	e.r += o.r
 }
 
-// nonZero checks an event (x of length d, finite values) and returns the
-// indexes of x's non-zero entries, ascending, in buf when they fit.
-func nonZero(x []float64, r float64, d int, buf *[64]int) ([]int, error) {
+// nonZero checks an event (x of length d, finite values) and gathers x's
+// non-zero entries, ascending: their indexes in idx and values in val
+// (both of length nnz(x), backed by the arrays when d ≤ 64). One pass: a
+// zero is finite, so only the non-zero entries are tested, by their
+// exponent bits.
+func nonZero(x []float64, r float64, d int, idx *[64]int, val *[64]float64) ([]int, []float64, error) {
 	if len(x) != d {
 		panic(fmt.Sprintf("linucb: context of length %d for dimension %d", len(x), d))
 	}
-	if !finite(x) || math.IsNaN(r) || math.IsInf(r, 0) {
-		return nil, ErrNonFinite
+	if math.Float64bits(r)&expMask == expMask {
+		return nil, nil, ErrNonFinite
 	}
-	nz := buf[:0]
-	for i, xi := range x {
-		if xi != 0 {
-			nz = append(nz, i)
+	if d > len(idx) {
+		var is []int
+		var vs []float64
+		for i, xi := range x {
+			if xi != 0 {
+				if math.Float64bits(xi)&expMask == expMask {
+					return nil, nil, ErrNonFinite
+				}
+				is = append(is, i)
+				vs = append(vs, xi)
+			}
 		}
+		return is, vs, nil
 	}
-	return nz, nil
+	// Without a branch on which entries are zero: where they fall changes
+	// from event to event, and mispredicting it cost more than the rest.
+	k := 0
+	for i, xi := range x {
+		u := math.Float64bits(xi)
+		if u&expMask == expMask {
+			return nil, nil, ErrNonFinite
+		}
+		idx[k], val[k] = i, xi
+		m := u << 1              // without the sign: 0 for ±0
+		k += int((m | -m) >> 63) // 1 if m ≠ 0
+	}
+	return idx[:k], val[:k], nil
 }
+
+// expMask selects a float64's exponent bits, all set for ±Inf and NaN.
+const expMask = 0x7ff << 52
 
 // Params are the serving parameters of an arm: θ = A⁻¹b and A⁻¹
 // (d×d row-major).

@@ -242,19 +242,44 @@ func TestRankIsStableOnTies(t *testing.T) {
 	}
 }
 
+// shopContexts returns n seeded contexts shaped like the reference shop's
+// (d = 15): three values in [0, 1), then one 1 in each one-hot group of 2,
+// 5, 3 and 2 features, so 7 non-zero entries at varying places.
+func shopContexts(n int) [][]float64 {
+	rng := rand.New(rand.NewPCG(5, 6))
+	out := make([][]float64, n)
+	for i := range out {
+		x := make([]float64, 15)
+		for j := 0; j < 3; j++ {
+			x[j] = rng.Float64()
+		}
+		off := 3
+		for _, size := range []int{2, 5, 3, 2} {
+			x[off+rng.IntN(size)] = 1
+			off += size
+		}
+		out[i] = x
+	}
+	return out
+}
+
 func BenchmarkUpdate(b *testing.B) {
 	arm := NewArm(15, 1)
-	x := []float64{0.3, 0.5, 0.7, 1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0}
+	xs := shopContexts(256)
+	i := 0
 	for b.Loop() {
-		_ = arm.Update(x, 1)
+		_ = arm.Update(xs[i&255], 1)
+		i++
 	}
 }
 
 func BenchmarkDeltaUpdate(b *testing.B) {
 	delta := NewDelta(15)
-	x := []float64{0.3, 0.5, 0.7, 1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0}
+	xs := shopContexts(256)
+	i := 0
 	for b.Loop() {
-		_ = delta.Update(x, 1)
+		_ = delta.Update(xs[i&255], 1)
+		i++
 	}
 }
 
