@@ -265,7 +265,7 @@ func (c *Codec) check(productIDLen int, x []float64, reward float64) error {
 		return reject(ErrReward, "reward %v is outside [0, 1]", reward)
 	}
 	for i, v := range x {
-		if math.IsNaN(v) || math.IsInf(v, 0) {
+		if math.Float64bits(v)&(0x7ff<<52) == 0x7ff<<52 { // ±Inf or NaN
 			return reject(ErrNonFinite, "context_vector[%d] is %v", i, v)
 		}
 	}

@@ -45,9 +45,7 @@ func decodeRaw(b []byte, e *rawEvent) error {
 		if e.context == nil {
 			e.context = make([]float64, 0, n)
 		}
-		for i := int64(0); i < n && r.err == nil; i++ {
-			e.context = append(e.context, r.double())
-		}
+		e.context = r.doubles(e.context, int(n))
 		total += int(n)
 	}
 	e.timestamp = r.long()
@@ -64,6 +62,11 @@ type fastReader struct {
 func (r *fastReader) varint(max int) uint64 {
 	if r.err != nil {
 		return 0
+	}
+	if len(r.b) > 0 && r.b[0] < 0x80 { // one byte: lengths, rewards, counts
+		c := r.b[0]
+		r.b = r.b[1:]
+		return uint64(c)
 	}
 	var u uint64
 	for i := 0; i < max; i++ {
@@ -110,15 +113,20 @@ func (r *fastReader) str() []byte {
 	return s
 }
 
-func (r *fastReader) double() float64 {
+// doubles appends n doubles to x.
+func (r *fastReader) doubles(x []float64, n int) []float64 {
 	if r.err != nil {
-		return 0
+		return x
 	}
-	if len(r.b) < 8 {
+	if len(r.b) < 8*n {
 		r.err = errFast
-		return 0
+		return x
 	}
-	v := math.Float64frombits(binary.LittleEndian.Uint64(r.b))
-	r.b = r.b[8:]
-	return v
+	b := r.b[:8*n]
+	r.b = r.b[8*n:]
+	for len(b) >= 8 {
+		x = append(x, math.Float64frombits(binary.LittleEndian.Uint64(b)))
+		b = b[8:]
+	}
+	return x
 }
