@@ -7,7 +7,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/redbandit/redbandit/event"
 	"github.com/redbandit/redbandit/store"
 )
 
@@ -16,10 +15,7 @@ import (
 // (d = 15, 200 products, Avro).
 func BenchmarkProcess(b *testing.B) {
 	const d = 15
-	codec, err := event.NewCodec(d)
-	if err != nil {
-		b.Fatal(err)
-	}
+	codec := newCodec(b, d)
 	evs := genEvents(1, 4096, d, 200)
 	recs := make([]*kgo.Record, len(evs))
 	for i, ev := range evs {

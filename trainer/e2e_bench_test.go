@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,20 +29,29 @@ import (
 // BenchmarkTrainerEndToEnd measures, against a real Kafka broker
 // (REDBANDIT_TEST_KAFKA, e.g. from `make kafka-up`) and a real redis-server,
 // on a pre-filled topic of 1,000,000 events (d = 15, 200 products, Avro, 6
-// partitions):
+// partitions; the topic and its dead-letter topic created beforehand):
 //
 //	raw-ev/s      a franz-go consumer-group member that does nothing with
 //	              the records (group join included, as for the trainer),
-//	              reading the whole topic before the trainer runs
-//	raw-after-ev/s  the same, after the trainer (the broker serves the
-//	              topic faster once it has served it once)
-//	trainer-ev/s  the trainer folding them all (100 ms flush interval) until its
-//	              stored offsets reach the end of every partition
+//	              reading the whole topic before the trainers run
+//	raw-after-ev/s  the same, after them
+//	trainer-ev/s  a trainer at the default flush interval (5 s), from its
+//	              start until its stored offsets reach the end of every
+//	              partition: it folds the backlog and writes it in one
+//	              catch-up flush
 //	trainer/raw   the mean time of the two raw passes over the trainer's
 //	              time (target: ≥ 0.7)
-//	ev/s/core     events per second of the trainer's own CPU time
+//	ev/s/core     events per second of that trainer's own CPU time
+//	trainer-100ms-ev/s, trainer-100ms/raw  the same with a flush every
+//	              100 ms (about ten writes of all 200 products on the way)
+//	raw-machine-us/ev, trainer-machine-us/ev  CPU time of the whole machine
+//	              (broker and Redis included) per event, from /proc/stat
 //	fresh-p50-ms, fresh-p99-ms  from a produce acknowledged to the change
 //	              visible through EVALSHA, at the default 5 s flush interval
+//
+// Each trainer writes a model of its own through a Redis client of its own.
+// The passes run under pprof labels, so a -cpuprofile splits by phase
+// (go tool pprof -tagfocus phase=trainer).
 //
 // Run it once: go test ./trainer -run '^$' -bench TrainerEndToEnd -benchtime 1x
 func BenchmarkTrainerEndToEnd(b *testing.B) {
@@ -53,14 +63,12 @@ func BenchmarkTrainerEndToEnd(b *testing.B) {
 	ctx := context.Background()
 	brokers := strings.Split(addr, ",")
 	name := fmt.Sprintf("bench-%d", time.Now().UnixNano())
-	if err := topic.Ensure(ctx, brokers, partitions, name); err != nil {
+	if err := topic.Ensure(ctx, brokers, partitions, name, name+".dlq"); err != nil {
 		b.Fatal(err)
 	}
 	srv := redistest.Start(b)
 	c := srv.Client()
-	if _, err := bootstrap.RunReader(ctx, c, bytes.NewReader(csvOf(genEvents(1, 1000, d, products), d)), "history", bootstrap.Config{Model: testModel}); err != nil {
-		b.Fatal(err)
-	}
+	history := csvOf(genEvents(1, 1000, d, products), d)
 	codec, _ := event.NewCodec(d)
 
 	// Pre-fill the topic.
@@ -84,6 +92,7 @@ func BenchmarkTrainerEndToEnd(b *testing.B) {
 
 	// The raw consume rate: a consumer-group member like the trainer (same
 	// balancer, so the same join), doing nothing with the records.
+	var rawMachine []float64
 	rawPass := func(group string) float64 {
 		raw, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(name), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 			kgo.ConsumerGroup(group), kgo.Balancers(kgo.CooperativeStickyBalancer()), kgo.DisableAutoCommit())
@@ -91,64 +100,94 @@ func BenchmarkTrainerEndToEnd(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer raw.Close()
+		m0 := machineCPU()
 		start := time.Now()
+		var first time.Duration
 		for got := 0; got < n; {
 			fs := raw.PollFetches(ctx)
 			if errs := fs.Errors(); len(errs) > 0 {
 				b.Fatal(errs[0].Err)
 			}
+			if got == 0 {
+				first = time.Since(start)
+			}
 			got += fs.NumRecords()
 		}
+		b.Logf("raw: first records at %v, %d ms in all", first.Round(time.Millisecond), time.Since(start).Milliseconds())
+		rawMachine = append(rawMachine, machineCPU()-m0)
 		return time.Since(start).Seconds()
 	}
 	b.ResetTimer()
-	rawSecs := rawPass(name + "-raw-before")
+	var rawSecs float64
+	pprof.Do(ctx, pprof.Labels("phase", "raw"), func(context.Context) { rawSecs = rawPass(name + "-raw-before") })
 
-	// The trainer.
+	// The trainer, once at the default flush interval (the backlog reaches
+	// Redis in one catch-up flush) and once flushing every 100 ms, each
+	// into a fresh model with its own Redis client, like a trainer process.
 	ends, err := kadm.NewClient(prod).ListEndOffsets(ctx, name)
 	if err != nil {
 		b.Fatal(err)
 	}
-	caughtUp := func() bool {
-		ok := true
-		ends.Each(func(o kadm.ListedOffset) {
-			v, err := c.Do(ctx, c.B().Hget().Key(store.RootKey(testModel)).Field(OffsetField(name, o.Partition)).Build()).ToString()
-			if err != nil || v != strconv.FormatInt(o.Offset, 10) {
-				ok = false
-			}
-		})
-		return ok
+	type pass struct{ secs, cpu, machine float64 }
+	trainPass := func(model string, interval time.Duration) pass {
+		if _, err := bootstrap.RunReader(ctx, c, bytes.NewReader(history), "history", bootstrap.Config{Model: model}); err != nil {
+			b.Fatal(err)
+		}
+		caughtUp := func() bool {
+			ok := true
+			ends.Each(func(o kadm.ListedOffset) {
+				v, err := c.Do(ctx, c.B().Hget().Key(store.RootKey(model)).Field(OffsetField(name, o.Partition)).Build()).ToString()
+				if err != nil || v != strconv.FormatInt(o.Offset, 10) {
+					ok = false
+				}
+			})
+			return ok
+		}
+		cfg := Config{Brokers: brokers, Topic: name, Group: name + "-" + model, Model: model, Redis: srv.Client(),
+			FlushInterval: interval, Logger: slog.New(slog.DiscardHandler)}
+		var flushes int
+		cfg.OnFlush = func(FlushStats) { flushes++ }
+		run, cancel := context.WithCancel(ctx)
+		defer cancel()
+		done := make(chan error, 1)
+		cpu0, m0 := cpuSeconds(), machineCPU()
+		start := time.Now()
+		go pprof.Do(run, pprof.Labels("phase", "trainer"), func(ctx context.Context) { done <- Run(ctx, cfg) })
+		for !caughtUp() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		p := pass{time.Since(start).Seconds(), cpuSeconds() - cpu0, machineCPU() - m0}
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("trainer, %v flush interval: caught up in %.0f ms, %d flushes", interval, p.secs*1e3, flushes)
+		return p
 	}
-	cfg := Config{Brokers: brokers, Topic: name, Group: name, Model: testModel, Redis: c, FlushInterval: 100 * time.Millisecond,
-		Logger: slog.New(slog.DiscardHandler)}
-	run, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	cpu0 := cpuSeconds()
-	start = time.Now()
-	go func() { done <- Run(run, cfg) }()
-	for !caughtUp() {
-		time.Sleep(20 * time.Millisecond)
-	}
-	trainSecs := time.Since(start).Seconds()
-	trainCPU := cpuSeconds() - cpu0
-	cancel()
-	if err := <-done; err != nil {
-		b.Fatal(err)
-	}
-	rawAfter := rawPass(name + "-raw-after")
+	def := trainPass(testModel, DefaultFlushInterval)
+	often := trainPass(testModel+"-100ms", 100*time.Millisecond)
+	var rawAfter float64
+	pprof.Do(ctx, pprof.Labels("phase", "raw"), func(context.Context) { rawAfter = rawPass(name + "-raw-after") })
 	b.StopTimer()
+	rawMean := (rawSecs + rawAfter) / 2
 	b.ReportMetric(n/rawSecs, "raw-ev/s")
 	b.ReportMetric(n/rawAfter, "raw-after-ev/s")
-	b.ReportMetric(n/trainSecs, "trainer-ev/s")
-	b.ReportMetric((rawSecs+rawAfter)/2/trainSecs, "trainer/raw")
-	b.ReportMetric(n/trainCPU, "ev/s/core")
+	b.ReportMetric(n/def.secs, "trainer-ev/s")
+	b.ReportMetric(rawMean/def.secs, "trainer/raw")
+	b.ReportMetric(n/def.cpu, "ev/s/core")
+	b.ReportMetric(n/often.secs, "trainer-100ms-ev/s")
+	b.ReportMetric(rawMean/often.secs, "trainer-100ms/raw")
+	b.ReportMetric((rawMachine[0]+rawMachine[1])/2/n*1e6, "raw-machine-us/ev")
+	b.ReportMetric(def.machine/n*1e6, "trainer-machine-us/ev")
 
 	// Freshness at the default flush interval: one event for a new product
 	// every 100 ms; each is timed until EVALSHA scores that product
 	// differently from a fresh arm.
-	cfg.FlushInterval, cfg.Group = DefaultFlushInterval, name+"-fresh"
-	run, cancel = context.WithCancel(ctx)
+	cfg := Config{Brokers: brokers, Topic: name, Group: name + "-fresh", Model: testModel, Redis: c,
+		Logger: slog.New(slog.DiscardHandler)}
+	run, cancel := context.WithCancel(ctx)
 	defer cancel()
+	done := make(chan error, 1)
 	go func() { done <- Run(run, cfg) }()
 	time.Sleep(3 * time.Second) // let it join and catch up (nothing new yet)
 	x := make([]float64, d)
@@ -201,6 +240,26 @@ func cpuSeconds() float64 {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
+}
+
+// machineCPU is the CPU time (user, system, irq, softirq) all processes
+// of the machine have used so far, from /proc/stat; 0 where it is missing.
+func machineCPU() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0
+	}
+	var ticks float64
+	for _, i := range []int{1, 2, 3, 6, 7} {
+		v, _ := strconv.ParseFloat(f[i], 64)
+		ticks += v
+	}
+	return ticks / 100 // USER_HZ
 }
 
 // BenchmarkMemoryPerProduct measures the trainer's memory per product: the

@@ -200,6 +200,16 @@ func (e *env) createModel(d int, history []event.Event, ref *refModel) {
 	}
 }
 
+// newCodec returns the Avro/JSON codec of dimension d.
+func newCodec(t testing.TB, d int) *event.Codec {
+	t.Helper()
+	c, err := event.NewCodec(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // produce writes records (key, value) to the topic and waits for acks.
 func (e *env) produce(recs ...*kgo.Record) {
 	e.t.Helper()

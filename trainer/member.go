@@ -25,17 +25,19 @@ import (
 
 // partition is the state of one owned partition.
 type partition struct {
-	guard   string                   // value of its offset field last read or written ("" = absent)
-	written int64                    // the offset in guard; -1 if none
-	next    int64                    // next offset to consume; -1 if unknown (nothing stored or consumed)
-	deltas  map[string]*linucb.Delta // per product: the unflushed events
-	events  int64                    // unflushed valid events
-	invalid int64                    // unflushed dead letters
-	resync  bool                     // fenced: seek to next before consuming again
+	guard    string                   // value of its offset field last read or written ("" = absent)
+	written  int64                    // the offset in guard; -1 if none
+	next     int64                    // next offset to consume; -1 if unknown (nothing stored or consumed)
+	deltas   map[string]*linucb.Delta // per product: the unflushed events
+	events   int64                    // unflushed valid events
+	invalid  int64                    // unflushed dead letters
+	resync   bool                     // fenced: seek to next before consuming again
+	hwm      int64                    // high watermark in its last fetch; -1 if none yet
+	logStart int64                    // log start offset in its last fetch
 }
 
 func newPartition(stored string) (*partition, error) {
-	p := &partition{guard: stored, written: -1, next: -1, deltas: map[string]*linucb.Delta{}}
+	p := &partition{guard: stored, written: -1, next: -1, hwm: -1, deltas: map[string]*linucb.Delta{}}
 	if stored != "" {
 		v, err := strconv.ParseInt(stored, 10, 64)
 		if err != nil || v < 0 {
@@ -65,6 +67,9 @@ type member struct {
 	dlqPending  bool                       // dead letters produced since the last flush
 	inflight    *flushing                  // the write in flight, if any
 	lastFailure time.Time                  // of the last failed flush
+	behind      bool                       // a backlog seen since the last flush that found none
+	lagging     bool                       // some partition was behind after the last poll
+	flushedAt   time.Time                  // when the poll loop last started a flush
 	fatal       error
 	total       struct{ events, invalid, flushes, conflicts int64 }
 
@@ -123,7 +128,25 @@ func (m *member) run(ctx context.Context) error {
 			runErr = err
 			break
 		}
-		pctx, cancel := context.WithDeadline(ctx, nextFlush)
+		deadline := nextFlush
+		if at := m.catchUpAt(); m.behind && !m.lagging && at.Before(deadline) {
+			deadline = at // waiting out the spacing of a catch-up flush
+		}
+		pctx, cancel := context.WithDeadline(ctx, deadline)
+		m.mu.Lock()
+		if f := m.inflight; f != nil {
+			// Wake up when the write ends, to take its outcome (landed,
+			// retried after a conflict, or given back for the next flush)
+			// without waiting for a record.
+			go func() {
+				select {
+				case <-f.ended:
+					cancel()
+				case <-pctx.Done():
+				}
+			}()
+		}
+		m.mu.Unlock()
 		// Everything buffered (at most one fetch response per broker), so
 		// that the client fetches the next while this one is folded.
 		fetches := m.cl.PollFetches(pctx)
@@ -138,9 +161,16 @@ func (m *member) run(ctx context.Context) error {
 			if err := m.settle(ctx, false); err != nil {
 				m.note(err)
 			}
-			if !time.Now().Before(nextFlush) {
+			m.watermarks(fetches)
+			now := time.Now()
+			due := !now.Before(nextFlush)
+			if caughtUp := m.behind && !m.lagging && !now.Before(m.catchUpAt()); due || caughtUp {
+				if !due {
+					m.log.Debug("trainer: caught up with a backlog, flushing")
+				}
 				m.flushOrNote(ctx)
 				nextFlush = time.Now().Add(m.cfg.FlushInterval)
+				m.behind = m.lagging
 			}
 		}
 		if runErr == nil {
@@ -167,6 +197,35 @@ func (m *member) run(ctx context.Context) error {
 		runErr = m.fatal
 	}
 	return runErr
+}
+
+// watermarks notes the high watermarks of a poll's partitions and whether
+// the member is behind on any of its partitions. A member that was behind
+// flushes as soon as it is not (a catch-up flush), so that a backlog —
+// after a restart, an outage, a burst — reaches Redis once it is folded
+// rather than at the next tick; a member that keeps up flushes on the
+// interval only.
+func (m *member) watermarks(fetches kgo.Fetches) {
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if st := m.parts[p.Partition]; st != nil && p.Topic == m.cfg.Topic && p.Err == nil && p.HighWatermark >= 0 {
+			st.hwm, st.logStart = p.HighWatermark, p.LogStartOffset
+		}
+	})
+	m.lagging = false
+	for _, st := range m.parts {
+		// A partition not in any fetch yet counts as caught up.
+		if st.next >= 0 && st.next < st.hwm || st.next < 0 && st.logStart < st.hwm {
+			m.lagging = true
+		}
+	}
+	m.behind = m.behind || m.lagging
+}
+
+// catchUpAt is the earliest time for a catch-up flush: a tenth of the flush
+// interval after the poll loop last started one, so that a member hovering
+// at the end of its partitions does not flush on every poll.
+func (m *member) catchUpAt() time.Time {
+	return m.flushedAt.Add(m.cfg.FlushInterval / 10)
 }
 
 // fetchErrors handles the errors of a poll; it returns a fatal error.
@@ -291,12 +350,14 @@ type flushing struct {
 	vers    []int64 // set by the writer on success
 	stats   FlushStats
 	start   time.Time
-	done    chan error // receives the writer's outcome, once
+	done    chan error    // receives the writer's outcome, once
+	ended   chan struct{} // closed after done received it
 }
 
 // flushOrNote starts a flush from the poll loop, after the previous one has
 // landed; failures are noted.
 func (m *member) flushOrNote(ctx context.Context) {
+	m.flushedAt = time.Now()
 	err := m.drain(ctx)
 	if err == nil {
 		err = m.start(ctx, nil)
@@ -380,7 +441,7 @@ func (m *member) start(ctx context.Context, prev *flushing) error {
 		m.dlqPending = false
 	}
 	f := &flushing{attempt: 1, parts: map[int32]sealedPart{}, stats: FlushStats{Offsets: map[int32]int64{}},
-		start: time.Now(), done: make(chan error, 1)}
+		start: time.Now(), done: make(chan error, 1), ended: make(chan struct{})}
 	if prev != nil {
 		f.attempt, f.stats, f.start = prev.attempt+1, prev.stats, prev.start
 	}
@@ -404,6 +465,7 @@ func (m *member) start(ctx context.Context, prev *flushing) error {
 		wctx, cancel := context.WithTimeout(m.baseCtx, DefaultFlushTimeout)
 		defer cancel()
 		f.done <- m.write(wctx, f, w)
+		close(f.ended)
 	}()
 	return nil
 }

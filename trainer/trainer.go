@@ -111,7 +111,9 @@ type Config struct {
 	Partitions int32
 	// DLQTopic is the dead-letter topic. Default Topic + ".dlq".
 	DLQTopic string
-	// FlushInterval is the time between flushes. Default 5s.
+	// FlushInterval is the time between flushes. Default 5s. A member that
+	// was behind also flushes once it has caught up with its partitions (a
+	// catch-up flush), at most once per tenth of the interval.
 	FlushInterval time.Duration
 	// MaxDirty flushes early once this many products have unflushed
 	// events. Default DefaultMaxDirty (10,000).

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -79,6 +80,66 @@ func TestTrainerFoldsLog(t *testing.T) {
 	e.check(want)
 }
 
+// TestTrainerCatchUpFlush checks the catch-up flush: a trainer whose
+// interval is an hour writes a backlog as soon as it has folded it, and
+// then, keeping up with the topic, waits for the interval again.
+func TestTrainerCatchUpFlush(t *testing.T) {
+	const d = 4
+	e := newEnv(t, 2)
+	want := newRefModel(d)
+	e.createModel(d, nil, want)
+	codec := newCodec(t, d)
+	stream := genEvents(3, 4000, d, 20)
+	for off := 0; off < len(stream); off += 200 { // many batches
+		recs := make([]*kgo.Record, 0, 200)
+		for _, ev := range stream[off : off+200] {
+			recs = append(recs, avroRecord(t, codec, ev))
+			want.add(ev.ProductID, ev.ContextVector, ev.Reward)
+		}
+		e.produce(recs...)
+	}
+	var r runner
+	r.t = t
+	cfg := e.config()
+	cfg.FlushInterval, cfg.MaxDirty = time.Hour, 1<<30
+	// One batch per partition and fetch, so the backlog takes many polls.
+	cfg.KafkaOpts = append(cfg.KafkaOpts, kgo.FetchMaxPartitionBytes(4<<10))
+	var flushes atomic.Int64
+	cfg.OnFlush = func(FlushStats) { flushes.Add(1) }
+	stop := r.start(cfg)
+	e.waitCaughtUp(30 * time.Second)
+	// OnFlush runs when the poll loop takes the write's outcome, just after
+	// the offsets are visible.
+	for deadline := time.Now().Add(5 * time.Second); flushes.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := flushes.Load(); got != 1 {
+		t.Errorf("%d flushes to catch up, want 1", got)
+	}
+	e.check(want)
+
+	// Caught up: one more event waits for the interval (here: the stop).
+	root := store.RootKey(testModel)
+	before := e.hgetall(root)
+	ev := genEvents(4, 1, d, 20)[0]
+	e.produce(avroRecord(t, codec, ev))
+	want.add(ev.ProductID, ev.ContextVector, ev.Reward)
+	time.Sleep(time.Second)
+	if got := flushes.Load(); got != 1 {
+		t.Errorf("%d flushes after one more event, want still 1", got)
+	}
+	if after := e.hgetall(root); !maps.Equal(after, before) {
+		t.Errorf("the model root changed without a flush: %v, then %v", before, after)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := flushes.Load(); got != 2 {
+		t.Errorf("%d flushes after the stop, want 2", got)
+	}
+	e.check(want)
+}
+
 // TestTrainerDeadLetters mixes malformed events into JSON and Avro ones:
 // each reaches the dead-letter topic with its reason and source, and the
 // model holds the valid events only.
@@ -87,10 +148,7 @@ func TestTrainerDeadLetters(t *testing.T) {
 	e := newEnv(t, 6)
 	want := newRefModel(d)
 	e.createModel(d, nil, want)
-	codec, err := event.NewCodec(d)
-	if err != nil {
-		t.Fatal(err)
-	}
+	codec := newCodec(t, d)
 	rng := rand.New(rand.NewPCG(3, 3))
 	var recs []*kgo.Record
 	wantReasons := map[string]int{}

@@ -36,7 +36,7 @@ func trainerCommand() *cli.Command {
 			&cli.StringFlag{Name: "dlq-topic", EnvVars: []string{"REDBANDIT_DLQ_TOPIC"},
 				Usage: "dead-letter topic (default: <topic>" + topic.DLQSuffix + ")"},
 			&cli.DurationFlag{Name: "flush-interval", Value: trainer.DefaultFlushInterval, EnvVars: []string{"REDBANDIT_FLUSH_INTERVAL"},
-				Usage: "time between writes to Redis"},
+				Usage: "time between writes to Redis (also one as soon as a backlog is caught up)"},
 			&cli.IntFlag{Name: "max-dirty", Value: trainer.DefaultMaxDirty, EnvVars: []string{"REDBANDIT_MAX_DIRTY"},
 				Usage: "write early once this many products have changed"},
 			&cli.StringFlag{Name: "bootstrap", EnvVars: []string{"REDBANDIT_BOOTSTRAP"},
