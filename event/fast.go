@@ -52,9 +52,13 @@ func decodeRaw(b []byte, e *rawEvent) error {
 	return r.err
 }
 
-// fastReader reads Avro primitives; the first error sticks.
+// fastReader reads Avro primitives from b, at i; the first error sticks.
+// It moves an index rather than re-slicing b, so reading writes no pointer
+// (re-slicing a field through a pointer costs a write barrier per byte
+// while the garbage collector marks).
 type fastReader struct {
 	b   []byte
+	i   int
 	err error
 }
 
@@ -63,21 +67,22 @@ func (r *fastReader) varint(max int) uint64 {
 	if r.err != nil {
 		return 0
 	}
-	if len(r.b) > 0 && r.b[0] < 0x80 { // one byte: lengths, rewards, counts
-		c := r.b[0]
-		r.b = r.b[1:]
-		return uint64(c)
+	b, i := r.b, r.i
+	if i < len(b) && b[i] < 0x80 { // one byte: lengths, rewards, counts
+		r.i = i + 1
+		return uint64(b[i])
 	}
 	var u uint64
-	for i := 0; i < max; i++ {
-		if len(r.b) == 0 {
+	for k := 0; k < max; k++ {
+		if i >= len(b) {
 			r.err = errFast
 			return 0
 		}
-		c := r.b[0]
-		r.b = r.b[1:]
-		u |= uint64(c&0x7f) << (7 * i)
+		c := b[i]
+		i++
+		u |= uint64(c&0x7f) << (7 * k)
 		if c < 0x80 {
+			r.i = i
 			return u
 		}
 	}
@@ -104,12 +109,12 @@ func (r *fastReader) str() []byte {
 	if r.err != nil {
 		return nil
 	}
-	if n < 0 || n > maxString || n > int64(len(r.b)) {
+	if n < 0 || n > maxString || n > int64(len(r.b)-r.i) {
 		r.err = errFast
 		return nil
 	}
-	s := r.b[:n:n]
-	r.b = r.b[n:]
+	s := r.b[r.i : r.i+int(n) : r.i+int(n)]
+	r.i += int(n)
 	return s
 }
 
@@ -118,12 +123,12 @@ func (r *fastReader) doubles(x []float64, n int) []float64 {
 	if r.err != nil {
 		return x
 	}
-	if len(r.b) < 8*n {
+	if n > (len(r.b)-r.i)/8 {
 		r.err = errFast
 		return x
 	}
-	b := r.b[:8*n]
-	r.b = r.b[8*n:]
+	b := r.b[r.i : r.i+8*n]
+	r.i += 8 * n
 	for len(b) >= 8 {
 		x = append(x, math.Float64frombits(binary.LittleEndian.Uint64(b)))
 		b = b[8:]
