@@ -146,6 +146,62 @@ func TestOneHotFastPath(t *testing.T) {
 	}
 }
 
+// TestPruningBound checks the scan's pruning of arms by the bound
+// score <= mean + alpha |x| / sqrt(lambda) where it matters: fresh arms
+// (A = lambda I) score exactly the bound and tie with one another, and when
+// rewarded arms come first, fresh arms later in the scan win on their
+// exploration bonus alone — pruned with a bound any smaller (without the
+// lambda, say), they would be lost. Models of 10 trained and 30 fresh arms,
+// interleaved or trained first, at two lambdas, are scored at alphas from 0
+// to 3, with k reaching into the ties and with exclusions; the top-k must
+// equal the reference, tie order included.
+func TestPruningBound(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client()
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(31, 32))
+	const d, n = shopDim, 40
+	for _, lambda := range []float64{1, 0.25} {
+		for _, first := range []bool{false, true} {
+			m := &testModel{name: fmt.Sprintf("tight-%v-%v", lambda, first), d: d, lambda: lambda, byID: map[string]linucb.Params{}}
+			w := store.Write{Model: m.name, Features: featureNames(d), Groups: shopGroups, Lambda: lambda}
+			for a := 0; a < n; a++ {
+				arm := linucb.NewArm(d, lambda)
+				trained, reward := a%4 == 1, float64(a%8/4)
+				if first {
+					trained, reward = a < 10, 1
+				}
+				for e := 0; trained && e < 30; e++ {
+					if err := arm.Update(newShopContext(rng), reward); err != nil {
+						t.Fatal(err)
+					}
+				}
+				p, err := arm.Solve()
+				if err != nil {
+					t.Fatal(err)
+				}
+				id := fmt.Sprintf("p%02d", a) // product-id order is creation order
+				m.ids, m.params, m.byID[id] = append(m.ids, id), append(m.params, p), p
+				w.Arms = append(w.Arms, store.ArmWrite{ID: id, Arm: arm, Params: p})
+			}
+			if _, err := w.Apply(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 40; i++ {
+				q := store.Query{K: []int{1, 5, 8, 12, 40}[i%5], Alpha: []float64{0, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 3}[i%8], Context: newShopContext(rng)}
+				if i%3 == 0 {
+					q.Exclude = []string{"p00", "p12", m.reference(q)[0].ID}
+				}
+				got, err := store.Recommend(ctx, c, m.name, q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sameItems(t, fmt.Sprintf("%s query %d (k %d, alpha %v)", m.name, i, q.K, q.Alpha), got, m.reference(q))
+			}
+		}
+	}
+}
+
 // TestFoldedRows exercises the row layout of models with one-hot groups
 // (c:<b>, p:<b>:<pattern>, f:<id>) for several counts of continuous features
 // (the specialised loop for three, the general one for others), over two
