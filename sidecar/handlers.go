@@ -392,6 +392,7 @@ type ModelResponse struct {
 	Lambda    float64         `json:"lambda"`
 	Products  int             `json:"products"`
 	Events    int64           `json:"events"`
+	Invalid   int64           `json:"dead_letters"` // events the trainers dead-lettered
 	UpdatedMS int64           `json:"updated_ms"`
 	Updated   string          `json:"updated"`
 }
@@ -404,8 +405,9 @@ func (s *Server) model(w http.ResponseWriter, r *http.Request) (int, any, error)
 	if err != nil {
 		return 0, nil, err
 	}
+	s.metrics.model(name, m)
 	resp := ModelResponse{Model: name, Format: m.Format, Dim: m.Dim, Features: m.Features, Groups: m.Groups,
-		Lambda: m.Lambda, Products: m.Arms, Events: m.Events, UpdatedMS: m.UpdatedMS,
+		Lambda: m.Lambda, Products: m.Arms, Events: m.Events, Invalid: m.Invalid, UpdatedMS: m.UpdatedMS,
 		Updated: time.UnixMilli(m.UpdatedMS).UTC().Format(time.RFC3339Nano)}
 	if m.Spec != "" {
 		resp.Spec = json.RawMessage(m.Spec)

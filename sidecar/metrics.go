@@ -6,6 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/redbandit/redbandit/store"
 )
 
 // metrics are the sidecar's Prometheus metrics, in a registry of its own.
@@ -15,6 +17,8 @@ type metrics struct {
 	latency  *prometheus.HistogramVec // by endpoint and status
 	redis    *prometheus.HistogramVec // Redis calls, by operation
 	updated  *prometheus.GaugeVec     // last write of each model, Unix seconds
+	events   *prometheus.GaugeVec     // events folded into each model
+	dead     *prometheus.GaugeVec     // events the trainers dead-lettered, per model
 
 	produce       prometheus.Histogram // feedback produce latency
 	produceErrors prometheus.Counter   // failed feedback produces
@@ -36,6 +40,12 @@ func newMetrics() *metrics {
 		updated: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "redbandit_model_updated_seconds", Help: "Time of the model's last write (Unix seconds); now minus this is its staleness.",
 		}, []string{"model"}),
+		events: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "redbandit_model_events", Help: "Feedback events folded into the model (exactly once, from the model root).",
+		}, []string{"model"}),
+		dead: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "redbandit_model_dead_letters", Help: "Events the trainers sent to the dead-letter topic instead of the model (exactly once, from the model root).",
+		}, []string{"model"}),
 	}
 	m.produce = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "redbandit_sidecar_produce_seconds", Help: "Time for Kafka to acknowledge the feedback of one request.", Buckets: buckets,
@@ -43,9 +53,16 @@ func newMetrics() *metrics {
 	m.produceErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "redbandit_sidecar_produce_errors_total", Help: "Feedback requests Kafka did not acknowledge.",
 	})
-	m.registry.MustRegister(m.requests, m.latency, m.redis, m.updated, m.produce, m.produceErrors,
+	m.registry.MustRegister(m.requests, m.latency, m.redis, m.updated, m.events, m.dead, m.produce, m.produceErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// model sets the gauges of a model from its metadata, as last read.
+func (m *metrics) model(name string, meta store.Meta) {
+	m.updated.WithLabelValues(name).Set(float64(meta.UpdatedMS) / 1000)
+	m.events.WithLabelValues(name).Set(float64(meta.Events))
+	m.dead.WithLabelValues(name).Set(float64(meta.Invalid))
 }
 
 func (m *metrics) handler() http.Handler {

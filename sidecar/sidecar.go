@@ -307,7 +307,7 @@ func (s *Server) modelInfo(ctx context.Context, model string) (*modelInfo, error
 			return nil, fmt.Errorf("%w: %s: %v", store.ErrBadModel, store.RootKey(model), err)
 		}
 	}
-	s.metrics.updated.WithLabelValues(model).Set(float64(meta.UpdatedMS) / 1000)
+	s.metrics.model(model, meta)
 	s.mu.Lock()
 	s.cache[model] = info
 	s.mu.Unlock()

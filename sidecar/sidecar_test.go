@@ -317,8 +317,15 @@ func TestRedisRestart(t *testing.T) {
 
 func TestModelHealthMetrics(t *testing.T) {
 	f := newFixture(t, sidecar.Config{})
+	// The trainers' counters in the root, as their writes leave them.
+	c := f.srv.Client()
+	if err := c.Do(context.Background(), c.B().Hset().Key(store.RootKey("shop")).FieldValue().
+		FieldValue("events", "1234").FieldValue("invalid", "7").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
 	status, m := f.get("/v1/models/shop")
-	if status != 200 || m["dimension"].(float64) != 15 || m["products"].(float64) != 40 || m["spec"] == nil || len(m["groups"].([]any)) != 4 {
+	if status != 200 || m["dimension"].(float64) != 15 || m["products"].(float64) != 40 || m["spec"] == nil || len(m["groups"].([]any)) != 4 ||
+		m["events"].(float64) != 1234 || m["dead_letters"].(float64) != 7 {
 		t.Fatalf("model: %d %v", status, m)
 	}
 	if status, _ := f.get("/v1/models/nope"); status != 404 {
@@ -342,9 +349,11 @@ func TestModelHealthMetrics(t *testing.T) {
 		`redbandit_sidecar_requests_total{endpoint="model",status="200"} 1`,
 		`redbandit_sidecar_request_seconds_bucket{endpoint="recommend",status="400"`,
 		`redbandit_sidecar_redis_seconds_bucket{op="recommend"`,
+		`redbandit_model_events{model="shop"} 1234`,
+		`redbandit_model_dead_letters{model="shop"} 7`,
 	} {
 		if !bytes.Contains(body, []byte(want)) {
-			t.Errorf("metrics lack %s", want)
+			t.Errorf("metrics lack %s\n%s", want, body)
 		}
 	}
 }
