@@ -264,6 +264,19 @@ if candidates then
     local po = cbytes + pid * pbytes + 1
     prefix, rowlen = 'f:', cbytes + npat * pbytes
     rowquad = function(row) return folded(row, 1, row, po) end
+    if nc == 3 then
+      -- The reference shop's: every value in a local, as in scan_rows
+      -- (the same sums in the same order).
+      local x1, x2, x3 = xc[1], xc[2], xc[3]
+      local y1, y2, y3 = 2 * x1, 2 * x2, 2 * x3
+      local q11, q12, q13, q22, q23, q33 = qc[1], qc[2], qc[3], qc[4], qc[5], qc[6]
+      rowquad = function(row)
+        local t1, t2, t3, a11, a12, a13, a22, a23, a33 = unpack_values(cfmt, row)
+        local tp, wp, v1, v2, v3 = unpack_values(pfmt, row, po)
+        return tp + x1 * t1 + x2 * t2 + x3 * t3,
+          wp + y1 * v1 + y2 * v2 + y3 * v3 + q11 * a11 + q12 * a12 + q13 * a13 + q22 * a22 + q23 * a23 + q33 * a33
+      end
+    end
   else
     -- Rows r:<id> = theta (d doubles) .. upper triangle of A^-1 (row-major).
     local rowvals = d + d * (d + 1) / 2
