@@ -32,6 +32,17 @@ const (
 	TargetHTTPPing   = "http-ping"   // the sidecar's GET /healthz: the HTTP floor
 )
 
+// Clients of the ping, redis, fcall, http and http-ping targets.
+const (
+	// ClientGo uses rueidis for Redis (one connection per client) and Go's
+	// net/http client for the sidecar.
+	ClientGo = "go"
+	// ClientLean writes each request and reads its reply on the client's
+	// goroutine over one connection, RESP or HTTP/1.1 written by hand, as
+	// redis-benchmark and wrk do.
+	ClientLean = "lean"
+)
+
 // Output formats.
 const (
 	FormatText = "text"
@@ -74,6 +85,9 @@ type Config struct {
 	// Duration runs each target for this long instead of a fixed number of
 	// requests. Default 0 (use Requests).
 	Duration time.Duration
+	// Client is ClientGo or ClientLean; the client-side target always uses
+	// rueidis. Default ClientGo.
+	Client string
 	// Pipeline is the number of requests each client sends per round trip;
 	// all of a batch share its latency. Default 1.
 	Pipeline int
@@ -139,6 +153,9 @@ func (c Config) withDefaults() Config {
 	if c.Pipeline == 0 {
 		c.Pipeline = 1
 	}
+	if c.Client == "" {
+		c.Client = ClientGo
+	}
 	if c.Products > 0 && c.Dim == 0 {
 		c.Dim = DefaultDim
 	}
@@ -182,6 +199,8 @@ func (c Config) Validate() error {
 		}
 	}
 	switch {
+	case c.Client != ClientGo && c.Client != ClientLean:
+		return bad("unknown client %q (want go or lean)", c.Client)
 	case c.Clients < 1:
 		return bad("clients %d < 1", c.Clients)
 	case c.Requests < 0:

@@ -14,6 +14,13 @@
 //	http         the sidecar's POST /v1/recommend (at Config.SidecarURL)
 //	http-ping    the sidecar's GET /healthz, the floor of an HTTP round trip
 //
+// Clients (Config.Client): ClientGo sends through rueidis (one connection
+// per client) and Go's net/http client; ClientLean writes RESP or HTTP/1.1
+// by hand and reads the reply on the client's goroutine over one
+// connection, as redis-benchmark and wrk do, so that the latency measured
+// is the server's and the network's rather than a client library's. The
+// client-side target always uses rueidis.
+//
 // Run either tests an existing model (Config.Model) or, with
 // Config.Products > 0, creates a synthetic model of that size under a unique
 // name (the reference shop's layout with its one-hot groups when the

@@ -1,11 +1,13 @@
 package loadtest
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -134,6 +136,12 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			return nil, err
 		}
 	}
+	var leanDial func(context.Context) (net.Conn, *bufio.Reader, error)
+	if cfg.Client == ClientLean {
+		if leanDial, err = leanRedisDialer(cfg.RedisURL); err != nil {
+			return nil, err
+		}
+	}
 
 	rep = &Report{Model: cat.Model, Synthetic: cfg.Products > 0, Products: len(cat.IDs), Dim: cat.Dim,
 		Groups: len(cat.Groups), Candidates: cfg.Candidates}
@@ -145,7 +153,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		p := phase{
 			name: name, clients: clients, cat: cat, candidates: cfg.Candidates,
 			nonzero: nonzeroFor(cfg, cat.Dim), pipeline: cfg.Pipeline, rate: cfg.Rate, progress: cfg.Progress,
-			newTarget: func() target { return newTarget(name, cat, cfg.K, cfg.Alpha, fetch, cfg.SidecarURL) },
+			newTarget: func() target { return newTarget(name, cat, cfg.K, cfg.Alpha, fetch, cfg.SidecarURL, leanDial) },
 		}
 		if cfg.Warmup > 0 {
 			w := p
@@ -314,6 +322,7 @@ func (p *phase) run(ctx context.Context) (Result, error) {
 func (p *phase) work(ctx context.Context, w int, start, end time.Time, interval float64,
 	next, done, failed *atomic.Int64, t *tally) {
 	tgt := p.newTarget()
+	defer closeTarget(tgt)
 	rng := mrand.New(mrand.NewPCG(p.seed, uint64(w)+1))
 	gen := newContextGen(p.cat.Dim, p.cat.Groups, p.nonzero)
 	batch := make([]*request, p.pipeline)

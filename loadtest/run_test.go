@@ -7,6 +7,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -201,6 +202,67 @@ func TestRunHTTP(t *testing.T) {
 	}
 }
 
+// TestRunLeanClients runs every target through lean clients — RESP and
+// HTTP/1.1 written by hand — against a real redis-server (as an ACL user,
+// pipelined and not) and a sidecar: zero errors, every answer checked
+// against the Go reference; then a sidecar that is not there and a wrong
+// password fail as connection errors.
+func TestRunLeanClients(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client()
+	ctx := context.Background()
+	if err := c.Do(ctx, c.B().AclSetuser().Username("lt").Rule("on", ">pw", "~*", "+@all").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	sc := sidecar.New(sidecar.Config{Redis: srv.Client()})
+	if err := sc.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(sc.Handler())
+	defer hs.Close()
+	userURL := strings.Replace(srv.URL(), "redis://", "redis://lt:pw@", 1)
+	for _, tc := range []struct {
+		url      string
+		targets  []string
+		pipeline int
+		cands    int
+	}{
+		{srv.URL(), []string{TargetRedis, TargetFCall, TargetPing, TargetHTTP, TargetHTTPPing, TargetClientSide}, 1, 0},
+		{userURL, []string{TargetRedis, TargetFCall, TargetPing}, 4, 0},
+		{userURL, []string{TargetRedis, TargetHTTP}, 1, 9},
+	} {
+		rep, err := Run(ctx, Config{RedisURL: tc.url, SidecarURL: hs.URL, Client: ClientLean, Targets: tc.targets,
+			Products: 40, Clients: 3, Requests: 120, Pipeline: tc.pipeline, Candidates: tc.cands, Alpha: 0.1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rep.Results {
+			sane(t, r, 120)
+		}
+	}
+	rep, err := Run(ctx, Config{RedisURL: srv.URL(), SidecarURL: "http://127.0.0.1:1", Client: ClientLean,
+		Targets: []string{TargetHTTP, TargetHTTPPing}, Products: 5, Requests: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rep.Results {
+		if r.Errors != 5 || r.ErrorKinds[KindConnection] != 5 {
+			t.Errorf("no sidecar, %s: %d errors %v, want 5 connection errors", r.Target, r.Errors, r.ErrorKinds)
+		}
+	}
+	wrongURL := strings.Replace(srv.URL(), "redis://", "redis://lt:nope@", 1)
+	dial, err := leanRedisDialer(wrongURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := dial(ctx); err == nil || !strings.Contains(err.Error(), "AUTH") {
+		t.Errorf("a wrong password: %v, want an AUTH error", err)
+	}
+	if err := (Config{RedisURL: srv.URL(), Client: "fast"}).Validate(); !errors.Is(err, ErrBadConfig) {
+		t.Errorf("client \"fast\": %v, want ErrBadConfig", err)
+	}
+}
+
 // TestRunCountsServerErrors deletes the model's metadata field under a run
 // of an existing model: every answer is then a BADMODEL or NOMODEL error.
 func TestRunCountsServerErrors(t *testing.T) {
@@ -222,15 +284,21 @@ func TestRunCountsServerErrors(t *testing.T) {
 	// ... so drive a phase directly, against the catalogue of the good model.
 	cat := &Catalog{Model: rep.Model, Dim: 3, IDs: []string{"p0", "p1", "p2", "p3", "p4"}}
 	cat.buildIndex()
+	leanDial, err := leanRedisDialer(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, name := range []string{TargetRedis, TargetFCall} {
-		p := &phase{name: name, label: name, clients: []rueidis.Client{c}, cat: cat, nonzero: 2, pipeline: 2, requests: 10,
-			newTarget: func() target { return newTarget(name, cat, 5, 0.1, nil, "") }}
-		res, err := p.run(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.Requests != 10 || res.Errors != 10 || res.ErrorKinds["BADMODEL"] != 10 {
-			t.Errorf("%s on a broken model: %d requests, %d errors %v; want 10 BADMODEL", name, res.Requests, res.Errors, res.ErrorKinds)
+		for _, dial := range []func(context.Context) (net.Conn, *bufio.Reader, error){nil, leanDial} {
+			p := &phase{name: name, label: name, clients: []rueidis.Client{c}, cat: cat, nonzero: 2, pipeline: 2, requests: 10,
+				newTarget: func() target { return newTarget(name, cat, 5, 0.1, nil, "", dial) }}
+			res, err := p.run(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Requests != 10 || res.Errors != 10 || res.ErrorKinds["BADMODEL"] != 10 {
+				t.Errorf("%s (lean %v) on a broken model: %d requests, %d errors %v; want 10 BADMODEL", name, dial != nil, res.Requests, res.Errors, res.ErrorKinds)
+			}
 		}
 	}
 }

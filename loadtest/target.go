@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -61,6 +62,14 @@ func ErrorKind(err error) string {
 	var he *HTTPError
 	if errors.As(err, &he) {
 		return fmt.Sprintf("HTTP %d", he.Status)
+	}
+	var le *RedisError
+	if errors.As(err, &le) {
+		code, _, _ := strings.Cut(le.Msg, " ")
+		return code
+	}
+	if errors.Is(err, errBadRESP) || errors.Is(err, errLeanHTTP) {
+		return KindBadReply
 	}
 	for sentinel, kind := range map[error]string{store.ErrNoModel: "NOMODEL", store.ErrBadArg: "BADARG", store.ErrBadModel: "BADMODEL"} {
 		if errors.Is(err, sentinel) {
@@ -182,9 +191,24 @@ type target interface {
 	do(ctx context.Context, c rueidis.Client, batch []*request, errs []error)
 }
 
-// newTarget returns the named target for one client.
-func newTarget(name string, cat *Catalog, k int, alpha float64, fetch []rueidis.Completed, sidecarURL string) target {
+// newTarget returns the named target for one client. With redisDial (lean
+// clients) the Redis targets and the HTTP ones use connections of their
+// own; client-side always uses rueidis.
+func newTarget(name string, cat *Catalog, k int, alpha float64, fetch []rueidis.Completed, sidecarURL string,
+	redisDial func(context.Context) (net.Conn, *bufio.Reader, error)) target {
 	ch := newChecker(cat, k, alpha)
+	if redisDial != nil {
+		switch name {
+		case TargetHTTP:
+			return &leanHTTPTarget{leanHTTP: newLeanHTTP(sidecarURL), model: cat.Model, k: k, alpha: alpha, ch: ch}
+		case TargetHTTPPing:
+			return leanHTTPPingTarget{newLeanHTTP(sidecarURL)}
+		case TargetRedis, TargetFCall:
+			return &leanScriptTarget{leanConn: leanConn{dial: redisDial}, fcall: name == TargetFCall, root: store.RootKey(cat.Model), k: k, alpha: alpha, ch: ch}
+		case TargetPing:
+			return &leanPingTarget{leanConn: leanConn{dial: redisDial}}
+		}
+	}
 	switch name {
 	case TargetHTTP:
 		return &httpTarget{url: strings.TrimRight(sidecarURL, "/") + "/v1/recommend", model: cat.Model, k: k, alpha: alpha, ch: ch,
@@ -391,8 +415,7 @@ func (t *httpTarget) do(ctx context.Context, _ rueidis.Client, batch []*request,
 }
 
 func (t *httpTarget) one(ctx context.Context, r *request) error {
-	t.buf.Reset()
-	if err := json.NewEncoder(&t.buf).Encode(httpRequest{Model: t.model, Context: r.x, K: t.k, Alpha: t.alpha, Candidates: r.names}); err != nil {
+	if err := encodeRequest(&t.buf, t.model, t.k, t.alpha, r); err != nil {
 		return err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, &t.buf)
@@ -406,17 +429,30 @@ func (t *httpTarget) one(ctx context.Context, r *request) error {
 	}
 	defer resp.Body.Close()
 	var reply httpReply
-	if err := json.NewDecoder(resp.Body).Decode(&reply); err != nil {
-		return wrong(KindBadReply, "HTTP %d: %v", resp.StatusCode, err)
+	err = json.NewDecoder(resp.Body).Decode(&reply)
+	return t.ch.checkHTTP(r, resp.StatusCode, &reply, err)
+}
+
+// encodeRequest writes r's JSON body for POST /v1/recommend into buf.
+func encodeRequest(buf *bytes.Buffer, model string, k int, alpha float64, r *request) error {
+	buf.Reset()
+	return json.NewEncoder(buf).Encode(httpRequest{Model: model, Context: r.x, K: k, Alpha: alpha, Candidates: r.names})
+}
+
+// checkHTTP checks the sidecar's reply to req: its status, its body
+// (decoded into reply, with decoding error derr) and the items in it.
+func (ch *checker) checkHTTP(req *request, status int, reply *httpReply, derr error) error {
+	if derr != nil {
+		return wrong(KindBadReply, "HTTP %d: %v", status, derr)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return &HTTPError{Status: resp.StatusCode, Msg: reply.Error}
+	if status != http.StatusOK {
+		return &HTTPError{Status: status, Msg: reply.Error}
 	}
 	items := make([]store.Item, len(reply.Items))
 	for i, it := range reply.Items {
 		items[i] = store.Item{ID: it.ID, Score: it.Score}
 	}
-	return t.ch.check(r, items)
+	return ch.check(req, items)
 }
 
 // httpPingTarget sends GET /healthz to the sidecar: one round trip through

@@ -9,7 +9,10 @@
 #   throughput against clients: redis target, 200 products, 1..32 clients
 #
 # Every configuration runs RUNS times (default 3); the summary gives the
-# median and the range. Raw JSON lines go to $OUT/raw.jsonl, the summary to
+# median and the range. CLIENT=lean measures through loadtest's lean
+# clients (RESP and HTTP/1.1 by hand, like redis-benchmark and wrk) instead
+# of rueidis and net/http (CLIENT=go, the default); client-side always uses
+# rueidis. Raw JSON lines go to $OUT/raw.jsonl, the summary to
 # $OUT/summary.md. Takes about 8 minutes on a 2-core machine.
 #
 # Usage: scripts/benchmarks.sh [OUT-DIR]
@@ -18,6 +21,7 @@ cd "$(dirname "$0")/.."
 
 out=${1:-${TMPDIR:-/tmp}/redbandit-benchmarks}
 runs=${RUNS:-3}
+client=${CLIENT:-go}
 mkdir -p "$out"
 : >"$out/raw.jsonl"
 
@@ -40,13 +44,13 @@ url=http://127.0.0.1:$hport
 
 {
 	echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo none)"
-	echo "# $(redis-server --version | cut -d' ' -f3), $(go version | cut -d' ' -f3), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+	echo "# $(redis-server --version | cut -d' ' -f3), $(go version | cut -d' ' -f3), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); loadtest --client $client"
 } | tee "$out/header.txt"
 
 lt() { # label, then loadtest arguments
 	local label=$1
 	shift
-	"$rb" --log-level warn loadtest --url "$url" --json -q "$@" | sed "s|^{|{\"label\":\"$label\",|" | tee -a "$out/raw.jsonl" >/dev/null
+	"$rb" --log-level warn loadtest --url "$url" --client "$client" --json -q "$@" | sed "s|^{|{\"label\":\"$label\",|" | tee -a "$out/raw.jsonl" >/dev/null
 }
 
 all=ping,redis,fcall,http-ping,http,client-side
