@@ -59,7 +59,14 @@ func (c *leanConn) fail(err error) error {
 }
 
 // Close closes the connection, if any.
-func (c *leanConn) Close() error { return c.fail(net.ErrClosed) }
+func (c *leanConn) Close() error {
+	if c.conn == nil {
+		return nil
+	}
+	err := c.conn.Close()
+	c.conn = nil
+	return err
+}
 
 // exchange writes the commands in buf and reads one reply per entry of
 // errs: an error reply is that entry's error, any other goes through
@@ -102,6 +109,9 @@ func (e *RedisError) Error() string { return e.Msg }
 // redis:// or rediss:// URL: TCP (or TLS), then AUTH and SELECT as the URL
 // asks.
 func leanRedisDialer(redisURL string) (func(ctx context.Context) (net.Conn, *bufio.Reader, error), error) {
+	if !strings.HasPrefix(redisURL, "redis://") && !strings.HasPrefix(redisURL, "rediss://") {
+		return nil, fmt.Errorf("%w: lean clients need a redis:// or rediss:// URL, not %q", ErrBadConfig, redisURL)
+	}
 	opt, err := rueidis.ParseURL(redisURL)
 	if err != nil {
 		return nil, fmt.Errorf("parse redis url: %w", err)

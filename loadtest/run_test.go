@@ -258,6 +258,9 @@ func TestRunLeanClients(t *testing.T) {
 	if _, _, err := dial(ctx); err == nil || !strings.Contains(err.Error(), "AUTH") {
 		t.Errorf("a wrong password: %v, want an AUTH error", err)
 	}
+	if _, err := leanRedisDialer("unix:///tmp/redis.sock"); !errors.Is(err, ErrBadConfig) {
+		t.Errorf("a unix socket URL: %v, want ErrBadConfig", err)
+	}
 	if err := (Config{RedisURL: srv.URL(), Client: "fast"}).Validate(); !errors.Is(err, ErrBadConfig) {
 		t.Errorf("client \"fast\": %v, want ErrBadConfig", err)
 	}
