@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/rueidis"
 
@@ -36,17 +37,22 @@ type leanConn struct {
 	w    *bufio.Writer
 }
 
-// ready dials if needed and sets the connection's deadline from ctx.
-func (c *leanConn) ready(ctx context.Context) error {
+// ready dials if needed and sets the connection's deadline from ctx; until
+// stop is called, cancelling ctx interrupts the connection's I/O.
+func (c *leanConn) ready(ctx context.Context) (stop func() bool, err error) {
 	if c.conn == nil {
 		conn, r, err := c.dial(ctx)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		c.conn, c.r, c.w = conn, r, bufio.NewWriterSize(conn, 32<<10)
 	}
 	dl, _ := ctx.Deadline() // the zero time: none
-	return c.fail(c.conn.SetDeadline(dl))
+	if err := c.conn.SetDeadline(dl); err != nil {
+		return nil, c.fail(err)
+	}
+	conn := c.conn
+	return context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) }), nil
 }
 
 // fail drops the connection if err is not nil, and returns err.
@@ -73,8 +79,9 @@ func (c *leanConn) Close() error {
 // reply(i, v); an I/O error fails the entries left and drops the
 // connection.
 func (c *leanConn) exchange(ctx context.Context, buf []byte, errs []error, reply func(i int, v any) error) {
-	err := c.ready(ctx)
+	stop, err := c.ready(ctx)
 	if err == nil {
+		defer stop()
 		_, err = c.w.Write(buf)
 	}
 	if err == nil {
@@ -332,9 +339,11 @@ var errLeanHTTP = errors.New("unreadable HTTP reply")
 // roundTrip sends method path with body (nil: none) and returns the status
 // and the reply's body, valid until the next call.
 func (h *leanHTTP) roundTrip(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
-	if err := h.ready(ctx); err != nil {
+	stop, err := h.ready(ctx)
+	if err != nil {
 		return 0, nil, err
 	}
+	defer stop()
 	h.buf = append(h.buf[:0], method...)
 	h.buf = append(h.buf, ' ')
 	h.buf = append(h.buf, path...)

@@ -321,3 +321,46 @@ func TestRunCancelled(t *testing.T) {
 		t.Fatalf("after a cancelled run the server holds %d keys (%v)", n, err)
 	}
 }
+
+// TestLeanClientCancelled: a lean client waiting for a server that never
+// answers returns, with an error, once its context is cancelled.
+func TestLeanClientCancelled(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c // held open, never answered
+		}
+	}()
+	dial, err := leanRedisDialer("redis://" + ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgt := &leanPingTarget{leanConn: leanConn{dial: dial}}
+	defer tgt.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	errs := make([]error, 1)
+	done := make(chan struct{})
+	go func() {
+		tgt.do(ctx, nil, []*request{{}}, errs)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the lean client was not interrupted by the cancellation")
+	}
+	if errs[0] == nil {
+		t.Fatal("a request to a silent server succeeded")
+	}
+	select {
+	case c := <-accepted:
+		c.Close()
+	default:
+	}
+}
