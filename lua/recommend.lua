@@ -107,6 +107,11 @@ for i = 1, d do
   x[i] = v
   if v ~= 0 then S[#S + 1] = i end
 end
+-- |x|^2 / lambda bounds every arm's x' A^-1 x (A >= lambda I): a fresh
+-- arm's exactly, the others' from above (scan_rows prunes with it).
+local xx = 0
+for p = 1, #S do xx = xx + x[S[p]] * x[S[p]] end
+local xxl = xx / lambda
 
 local candidates, exclude
 local pos = 3 + d
@@ -253,9 +258,7 @@ if candidates then
     end
   end
   if #ids == 0 then return {} end
-  local prior = 0
-  for p = 1, ns do prior = prior + x[S[p]] * x[S[p]] end
-  prior = alpha * sqrt(prior / lambda)
+  local prior = alpha * sqrt(xxl)
   -- Each candidate's row: prefix .. id, rowlen bytes, and rowquad(row)
   -- its mean and quadratic form.
   local prefix, rowlen, rowquad
@@ -355,10 +358,12 @@ end
 -- needs a strictly better score), so only its mean is decoded: 4 values
 -- of 14 for the reference shop. The result is the same as scoring every
 -- arm, ties included.
+local bound = alpha * xxl ^ 0.5 * (1 + 1e-6)
+local tfmt, afmt, vfmt -- the general loop's: theta_c, A^-1 over C, pattern values but theta_P
+if fast then
+  tfmt, afmt, vfmt = '<' .. string.rep('d', nc), '<' .. string.rep('d', ntri), '<' .. string.rep('d', 1 + nc)
+end
 local function scan_rows(cb, pb, cnt, base)
-  local xx = 0
-  for i = 1, d do xx = xx + x[i] * x[i] end
-  local bound = alpha * (xx / lambda) ^ 0.5 * (1 + 1e-6)
   local co, po = 1, 1
   if nc == 3 then
     -- Three continuous features (the reference shop's): every value in a
@@ -383,7 +388,6 @@ local function scan_rows(cb, pb, cnt, base)
     end
     return
   end
-  local tfmt, afmt, vfmt = '<' .. string.rep('d', nc), '<' .. string.rep('d', ntri), '<' .. string.rep('d', 1 + nc)
   for a = 1, cnt do
     local tv = { unpack_values(tfmt, cb, co) }
     local mean = unpack_values('<d', pb, po)

@@ -9,7 +9,7 @@ KEYS[2..m+1] the arm hashes rb:{M}:arm:<id> of the m arms written, in the
              order of the arm records in ARGV
 
 ARGV, in order:
-  format     the format version the caller writes ("1")
+  format     the format version the caller writes ("2")
   dim        d, 1..64
   lambda     the ridge regularisation, decimal
   features   the feature names as a JSON array of strings
