@@ -44,7 +44,7 @@ url=http://127.0.0.1:$hport
 
 {
 	echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo none)"
-	echo "# $(redis-server --version | cut -d' ' -f3), $(go version | cut -d' ' -f3), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); loadtest --client $client"
+	echo "# $(redis-server --version | cut -d' ' -f3), $(go version | cut -d' ' -f3), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); loadtest --client $client; sidecar --procs default (GOMAXPROCS $(( $(nproc) > 1 ? $(nproc) - 1 : 1 )))"
 } | tee "$out/header.txt"
 
 lt() { # label, then loadtest arguments
@@ -94,6 +94,18 @@ for n in ("200", "2000", "20000"):
         c1 = [fmt(med([r["latency_ms"][k] for r in one])) for k in ("p50", "p99")] + [fmt(med([r["rps"] for r in one])), fmt(med([r["server_us"] for r in one]))] if one else ["—"] * 4
         c16 = [fmt(med([r["rps"] for r in sat])), fmt(med([r["latency_ms"]["p99"] for r in sat]))] if sat else ["—", "—"]
         lines.append(f"| {int(n):,} | {t} | " + " | ".join(c1 + c16) + f" | {errs} |")
+# The sidecar against direct EVALSHA, paired within each loadtest run (the
+# targets of one --compare run back to back): the p50 it adds with one
+# client, and its share of the throughput with 16.
+lines += ["", "| products | sidecar adds at p50, 1 client (ms) | sidecar rps / direct rps, 16 clients |", "|---|---|---|"]
+for n in ("200", "2000", "20000"):
+    one = list(zip(rows.get((f"{n}/1", "redis"), []), rows.get((f"{n}/1", "http"), [])))
+    sat = list(zip(rows.get((f"{n}/16", "redis"), []), rows.get((f"{n}/16", "http"), [])))
+    if not one and not sat:
+        continue
+    added = fmt(med([h["latency_ms"]["p50"] - r["latency_ms"]["p50"] for r, h in one])) if one else "—"
+    share = fmt(med([h["rps"] / r["rps"] for r, h in sat])) if sat else "—"
+    lines.append(f"| {int(n):,} | {added} | {share} |")
 lines += ["", "| clients (redis, 200 products) | rps | p50 ms | p99 ms |", "|---|---|---|---|"]
 for c in (1, 2, 4, 8, 16, 32):
     rs = rows.get((f"curve/{c}", "redis"), [])

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
+	"os"
+	"runtime"
 
 	"github.com/redis/rueidis"
 	"github.com/urfave/cli/v2"
@@ -23,8 +26,16 @@ func sidecarCommand() *cli.Command {
 			&cli.Int64Flag{Name: "max-body", Value: sidecar.DefaultMaxBody, Usage: "request body limit in bytes"},
 			&cli.StringSliceFlag{Name: "brokers", EnvVars: []string{"REDBANDIT_BROKERS"}, Usage: "Kafka brokers (host:port, comma-separated); enables POST /v1/feedback"},
 			&cli.StringFlag{Name: "topic", Value: sidecar.DefaultTopic, EnvVars: []string{"REDBANDIT_TOPIC"}, Usage: "topic the feedback is produced to"},
+			&cli.IntFlag{Name: "procs", EnvVars: []string{"REDBANDIT_PROCS"}, Usage: "OS threads running Go code at once (GOMAXPROCS); 0: $GOMAXPROCS if set, else one less than the CPUs (at least 1), leaving a core to the Redis next to the sidecar"},
 		},
 		Action: func(c *cli.Context) error {
+			_, envSet := os.LookupEnv("GOMAXPROCS")
+			procs, err := sidecarProcs(c.Int("procs"), envSet, runtime.GOMAXPROCS(0), runtime.NumCPU())
+			if err != nil {
+				return err
+			}
+			runtime.GOMAXPROCS(procs)
+			slog.Info("sidecar threads", "gomaxprocs", procs, "cpus", runtime.NumCPU())
 			return withRedis(c, func(client rueidis.Client) error {
 				return sidecar.Run(c.Context, sidecar.Config{
 					Listen: c.String("listen"), Redis: client, Model: c.String("model"), FCall: c.Bool("fcall"),
@@ -34,4 +45,21 @@ func sidecarCommand() *cli.Command {
 			})
 		},
 	}
+}
+
+// sidecarProcs returns the sidecar's GOMAXPROCS: flag if > 0, else current
+// if the GOMAXPROCS environment variable is set (the runtime applied it),
+// else ncpu-1, at least 1. Redis runs its commands on one thread; a sidecar
+// next to it that may run Go code on every CPU takes that thread's core in
+// turns (measured in docs/BENCHMARKS.md, issue #4).
+func sidecarProcs(flag int, envSet bool, current, ncpu int) (int, error) {
+	switch {
+	case flag < 0:
+		return 0, fmt.Errorf("sidecar: --procs %d < 0", flag)
+	case flag > 0:
+		return flag, nil
+	case envSet:
+		return current, nil
+	}
+	return max(1, ncpu-1), nil
 }
