@@ -31,11 +31,12 @@ from per-product rows).
 Errors (returned as Redis errors, never raised):
   NOMODEL  no model at KEYS[1]
   BADMODEL the model's data is missing, malformed or of another format version
+           (this script reads formats 2 and 3)
   BADARG   a malformed call: wrong number of context values, a value that is
            not a finite number, k < 1, alpha < 0, an unknown option.
 ]]
 
-local FORMAT = '2'
+local FORMAT = '3' -- and '2', whose folded rows are one per product (f:<id>)
 local root = KEYS[1]
 local huge = math.huge
 local sqrt = math.sqrt
@@ -73,12 +74,12 @@ if root == nil then
   return err('BADARG', 'expected 1 key (the model root rb:{M}), got 0')
 end
 
-local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'arms', 'block', 'groups')
+local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'arms', 'block', 'groups', 'fpats')
 if not meta[1] then
   return err('NOMODEL', 'no model at %s', root)
 end
-if meta[1] ~= FORMAT then
-  return err('BADMODEL', '%s has format %s, this script reads format %s', root, tostring(meta[1]), FORMAT)
+if meta[1] ~= FORMAT and meta[1] ~= '2' then
+  return err('BADMODEL', '%s has format %s, this script reads formats 2 and %s', root, tostring(meta[1]), FORMAT)
 end
 local d, lambda, n, B = integer(meta[2]), tonumber(meta[3]), integer(meta[4]), integer(meta[5])
 if not d or d < 1 or not finite(lambda) or lambda <= 0 or not n or n < 0 or not B or B < 1 then
@@ -263,9 +264,20 @@ if candidates then
   -- its mean and quadratic form.
   local prefix, rowlen, rowquad
   if fast then
-    -- Folded rows f:<id> = the continuous values, then every pattern's.
-    local po = cbytes + pid * pbytes + 1
-    prefix, rowlen = 'f:', cbytes + npat * pbytes
+    -- Folded rows f:<part>:<id> = the continuous values, then those of fq
+    -- patterns from part * fq on (format 2: f:<id>, every pattern's).
+    local fq, part = npat, 0
+    prefix = 'f:'
+    if meta[1] == FORMAT then
+      fq = integer(meta[7])
+      if not fq or fq < 1 then
+        return err('BADMODEL', '%s has a malformed fpats', root)
+      end
+      part = math.floor(pid / fq)
+      prefix = 'f:' .. part .. ':'
+    end
+    local po = cbytes + (pid - part * fq) * pbytes + 1
+    rowlen = cbytes + math.min(fq, npat - part * fq) * pbytes
     rowquad = function(row) return folded(row, 1, row, po) end
     if nc == 3 then
       -- The reference shop's: every value in a local, as in scan_rows

@@ -9,7 +9,8 @@ KEYS[2..m+1] the arm hashes rb:{M}:arm:<id> of the m arms written, in the
              order of the arm records in ARGV
 
 ARGV, in order:
-  format     the format version the caller writes ("2")
+  format     the format version the caller writes ("3"); a stored model of
+             format 2 is migrated to 3 by the call (docs/FORMAT.md)
   dim        d, 1..64
   lambda     the ridge regularisation, decimal
   features   the feature names as a JSON array of strings
@@ -38,9 +39,10 @@ ARGV, in order:
              row by row: the arm's row r:<id>, and its values in the order
              of the columns t:/q: (docs/FORMAT.md)
     ainv     A^-1, d*d doubles, row-major
-    frow     the arm's row f:<id> (docs/FORMAT.md, "One-hot groups"): its
+    frow     the arm's folded values (docs/FORMAT.md, "One-hot groups"): its
              continuous values, then for each pattern theta_P, W_P and V_P,c
-             for each continuous feature c; empty without groups
+             for each continuous feature c; empty without groups. The
+             script stores them as the rows f:<part>:<id>.
   then the same values transposed, one blob per field of a block, so that
   the script copies runs of arms instead of moving single numbers (Lua is
   slow at that), each holding the arms' values in record order:
@@ -54,12 +56,13 @@ Reply: an array of the m new arm versions (integers), in ARGV order.
 
 Errors:
   BADARG   a malformed call (wrong counts or blob lengths)
-  BADMODEL the stored model has another format, dimension, lambda, feature
-           list or groups than the call
+  BADMODEL the stored model has another format (but 2, which it migrates),
+           dimension, lambda, feature list or groups than the call, or
+           malformed data
   CONFLICT a guard or an arm version did not match
 ]]
 
-local FORMAT = '2'
+local FORMAT = '3'
 local root = KEYS[1]
 local fmt = string.format
 local pack = struct.pack
@@ -126,6 +129,34 @@ local ncol = d + d * (d + 1) / 2 -- values per row r:<id>
 local ncv = #cont + #cont * (#cont + 1) / 2 -- continuous values per arm
 local pw = 2 + #cont -- values per arm and pattern
 local frowb = npat > 0 and 8 * (ncv + patvals) or 0
+-- Folded rows f:<part>:<id>: the continuous values, then the values of fq
+-- consecutive patterns (fewer in the last part), fq chosen so that a row
+-- carries about FROW_TARGET bytes of pattern values: a candidate costs
+-- Redis and Lua about 2 ns per byte of its row (docs/BENCHMARKS.md).
+local FROW_TARGET = 256
+local fq, nparts = 0, 0
+local fprefix, ffrom, fto = {}, {}, {} -- per part: field prefix, byte range in frow
+if npat > 0 then
+  nparts = math.ceil(npat * 8 * pw / FROW_TARGET)
+  fq = math.ceil(npat / nparts)
+  nparts = math.ceil(npat / fq)
+  for part = 1, nparts do
+    fprefix[part] = 'f:' .. (part - 1) .. ':'
+    ffrom[part] = 8 * ncv + (part - 1) * fq * 8 * pw + 1
+    fto[part] = 8 * ncv + math.min(part * fq, npat) * 8 * pw
+  end
+end
+-- frows appends to out the HSET arguments of the rows of the arm id whose
+-- folded values are frow (frowb bytes).
+local function frows(out, id, frow)
+  local cv = string.sub(frow, 1, 8 * ncv)
+  local o = #out
+  for part = 1, nparts do
+    out[o + 1] = fprefix[part] .. id
+    out[o + 2] = cv .. string.sub(frow, ffrom[part], fto[part])
+    o = o + 2
+  end
+end
 -- widths[k]: bytes per arm of the k-th field of a block, and of the k-th
 -- transposed blob.
 local widths = {}
@@ -144,10 +175,11 @@ for k = 1, #widths do
 end
 
 -- Checks: the model's identity, the guards, every arm's version and blobs.
-local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'features', 'block', 'arms', 'groups', 'rewards')
+local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'features', 'block', 'arms', 'groups', 'rewards', 'fpats')
 local exists = meta[1] ~= false
+local migrate = exists and meta[1] == '2' -- format 2: one row f:<id> per arm
 if exists then
-  if meta[1] ~= FORMAT then return err('BADMODEL', '%s has format %s, not %s', root, meta[1], FORMAT) end
+  if meta[1] ~= FORMAT and not migrate then return err('BADMODEL', '%s has format %s, not %s', root, meta[1], FORMAT) end
   if meta[2] ~= tostring(d) then return err('BADMODEL', '%s has dimension %s, not %d', root, tostring(meta[2]), d) end
   if tonumber(meta[3]) ~= tonumber(lambda) then return err('BADMODEL', '%s has lambda %s, not %s', root, tostring(meta[3]), lambda) end
   if meta[4] ~= features then return err('BADMODEL', '%s has features %s, not %s', root, tostring(meta[4]), features) end
@@ -157,6 +189,23 @@ if exists then
 end
 local narms = exists and int(meta[6]) or 0
 if not narms then return err('BADMODEL', '%s has a malformed arm count', root) end
+if exists and not migrate and npat > 0 and meta[9] ~= tostring(fq) then
+  return err('BADMODEL', '%s has %s patterns per folded row, not %d', root, tostring(meta[9]), fq)
+end
+-- A format 2 model's rows f:<id> become rows f:<part>:<id> (checked here,
+-- rewritten with the other writes).
+local oldrows = {}
+if migrate and npat > 0 then
+  for i = 0, narms - 1 do
+    local id = redis.call('HGET', root, 'id:' .. i)
+    if not id then return err('BADMODEL', 'arm %d of %s has no id', i, root) end
+    local n = redis.call('HSTRLEN', root, 'f:' .. id)
+    if n ~= frowb then
+      return err('BADMODEL', 'row f:%s of %s has %d bytes, want %d', id, root, n, frowb)
+    end
+    oldrows[#oldrows + 1] = id
+  end
+end
 local total = tonumber(meta[8] or '0')
 if not total then return err('BADMODEL', '%s has a malformed reward sum', root) end
 
@@ -220,8 +269,8 @@ end
 -- values of the arms' rows r:<id>, transposed. Models with one-hot groups
 -- also have rows (docs/FORMAT.md): c:<b> and p:<b>:<pattern> hold the
 -- continuous values and each pattern's values of the arms of block b, one
--- arm after the other in index order; f:<id> holds one arm's continuous
--- values and all its patterns'.
+-- arm after the other in index order; f:<part>:<id> hold one arm's
+-- continuous values and its values for a run of patterns.
 local cols = {}
 for i = 0, d - 1 do cols[#cols + 1] = 't:%d:' .. i end
 for i = 0, d - 1 do
@@ -288,6 +337,17 @@ end
 if not exists then
   redis.call('HSET', root, 'format', FORMAT, 'dim', d, 'lambda', lambda, 'features', features, 'groups', groupsjson, 'block', B)
 end
+if migrate then
+  -- One arm at a time (the catalogue's rows together could be large).
+  for _, id in ipairs(oldrows) do
+    local out = {}
+    frows(out, id, redis.call('HGET', root, 'f:' .. id))
+    redis.call('HSET', root, unpack(out))
+    redis.call('HDEL', root, 'f:' .. id)
+  end
+  redis.call('HSET', root, 'format', FORMAT)
+end
+if npat > 0 and (not exists or migrate) then redis.call('HSET', root, 'fpats', fq) end
 for _, arm in ipairs(newarms) do
   redis.call('HSET', root, 'id:' .. arm.idx, arm.id, 'ix:' .. arm.id, arm.idx)
 end
@@ -300,10 +360,7 @@ for i = 1, m do
     'theta', string.sub(arm.row, 1, vecb), 'ainv', arm.ainv, 'updated_ms', now)
   rows[#rows + 1] = 'r:' .. arm.id
   rows[#rows + 1] = arm.row
-  if npat > 0 then
-    rows[#rows + 1] = 'f:' .. arm.id
-    rows[#rows + 1] = arm.frow
-  end
+  if npat > 0 then frows(rows, arm.id, arm.frow) end
 end
 colwrites[#colwrites + 1] = rows
 for _, out in ipairs(colwrites) do

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/redis/rueidis"
 
 	"github.com/redbandit/redbandit/internal/redistest"
 	"github.com/redbandit/redbandit/linucb"
@@ -203,12 +206,16 @@ func TestPruningBound(t *testing.T) {
 }
 
 // TestFoldedRows exercises the row layout of models with one-hot groups
-// (c:<b>, p:<b>:<pattern>, f:<id>) for several counts of continuous features
-// (the specialised loop for three, the general one for others), over two
-// column blocks, through writes that append arms and rewrite some in place:
-// after each write, full scans and candidate lists of one-hot contexts equal
-// the Go reference. Then the general layout's columns and rows are deleted:
-// the same queries still work, so they ran on the folded rows.
+// (c:<b>, p:<b>:<pattern>, f:<part>:<id>) for several counts of continuous
+// features (the specialised loop for three, the general one for others) and
+// of rows per product (one to twelve), over two column blocks, through
+// writes that append arms and rewrite some in place: after each write, full
+// scans and candidate lists of one-hot contexts equal the Go reference. Then
+// the general layout's columns and rows are deleted: the same queries still
+// work, so they ran on the folded rows. Last, the model is turned by hand
+// into format 2 (one row f:<id> per product): it still serves, and the next
+// write migrates it to format 3, leaving the rows of the arms it did not
+// write as a format 3 write had made them.
 func TestFoldedRows(t *testing.T) {
 	srv := redistest.Start(t)
 	c := srv.Client()
@@ -350,6 +357,88 @@ func TestFoldedRows(t *testing.T) {
 			}
 			allSet = true
 			check("folded rows only")
+
+			root := store.RootKey(name)
+			parts := foldedRows(t, c, root)
+			if len(parts) != len(m.ids) {
+				t.Fatalf("%d products have folded rows, want %d", len(parts), len(m.ids))
+			}
+			nc := l.d
+			for _, g := range l.groups {
+				nc -= len(g.Features)
+			}
+			cont := 8 * (nc + nc*(nc+1)/2) // bytes of continuous values, at the start of every row
+			cmds := rueidis.Commands{c.B().Hdel().Key(root).Field("fpats").Build(),
+				c.B().Hset().Key(root).FieldValue().FieldValue("format", "2").Build()}
+			for id, rows := range parts {
+				whole := rows[0]
+				for _, r := range rows[1:] {
+					whole += r[cont:]
+				}
+				cmds = append(cmds, c.B().Hset().Key(root).FieldValue().FieldValue("f:"+id, whole).Build())
+				for part := range rows {
+					cmds = append(cmds, c.B().Hdel().Key(root).Field(fmt.Sprintf("f:%d:%s", part, id)).Build())
+				}
+			}
+			for _, r := range c.DoMulti(ctx, cmds...) {
+				if err := r.Error(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			check("format 2")
+			some = some[:0]
+			for _, a := range rng.Perm(len(m.ids))[:30] {
+				some = append(some, m.ids[a])
+			}
+			write(some)
+			check("migrated to format 3")
+			if f, err := c.Do(ctx, c.B().Hget().Key(root).Field("format").Build()).ToString(); err != nil || f != "3" {
+				t.Fatalf("format after the write: %q, %v; want 3", f, err)
+			}
+			after := foldedRows(t, c, root)
+			for id, rows := range parts {
+				if !slices.Contains(some, id) && !slices.Equal(after[id], rows) {
+					t.Fatalf("the rows of %s, not written, differ after the migration", id)
+				}
+			}
 		})
 	}
+}
+
+// foldedRows returns the rows f:<part>:<id> of the model at root, by product
+// id, in part order. It fails on a row f:<id> (format 2) or a gap in the parts.
+func foldedRows(t *testing.T, c rueidis.Client, root string) map[string][]string {
+	t.Helper()
+	ctx := context.Background()
+	all, err := c.Do(ctx, c.B().Hgetall().Key(root).Build()).AsStrMap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byPart := map[string]map[int]string{}
+	for f, v := range all {
+		rest, ok := strings.CutPrefix(f, "f:")
+		if !ok {
+			continue
+		}
+		ps, id, ok := strings.Cut(rest, ":")
+		part, err := strconv.Atoi(ps)
+		if !ok || err != nil {
+			t.Fatalf("field %s of %s is not a row f:<part>:<id>", f, root)
+		}
+		if byPart[id] == nil {
+			byPart[id] = map[int]string{}
+		}
+		byPart[id][part] = v
+	}
+	out := map[string][]string{}
+	for id, ps := range byPart {
+		for part := range len(ps) {
+			r, ok := ps[part]
+			if !ok {
+				t.Fatalf("product %s of %s has %d rows but no row %d", id, root, len(ps), part)
+			}
+			out[id] = append(out[id], r)
+		}
+	}
+	return out
 }

@@ -19,8 +19,13 @@ import (
 	"github.com/redis/rueidis"
 )
 
-// FormatVersion is the model format this package reads and writes.
-const FormatVersion = 2
+// FormatVersion is the model format this package writes. It reads it and
+// OldestFormat; its first write to a model of OldestFormat migrates the
+// model (docs/FORMAT.md, "Versioning").
+const FormatVersion = 3
+
+// OldestFormat is the oldest model format this package reads.
+const OldestFormat = 2
 
 // DefaultBlock is the number of arms per column block of a new model.
 const DefaultBlock = 1024
@@ -174,8 +179,8 @@ func ReadMeta(ctx context.Context, c rueidis.Client, model string) (Meta, error)
 	if err := errors.Join(errs...); err != nil {
 		return Meta{}, fmt.Errorf("%w: %s: %v", ErrBadModel, root, err)
 	}
-	if m.Format != FormatVersion {
-		return m, fmt.Errorf("%w: %s has format %d, this build reads format %d", ErrBadModel, root, m.Format, FormatVersion)
+	if m.Format < OldestFormat || m.Format > FormatVersion {
+		return m, fmt.Errorf("%w: %s has format %d, this build reads formats %d to %d", ErrBadModel, root, m.Format, OldestFormat, FormatVersion)
 	}
 	if m.Dim < 1 || m.Dim > MaxDim || len(m.Features) != m.Dim {
 		return m, fmt.Errorf("%w: %s has dimension %d and %d feature names", ErrBadModel, root, m.Dim, len(m.Features))
