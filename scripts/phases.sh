@@ -13,13 +13,7 @@
 # of one-hot groups (docs/FORMAT.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-work=$(mktemp -d)
-trap 'kill $rpid 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
-go build -o "$work/redbandit" ./cmd/redbandit
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" --logfile "$work/redis.log" &
-rpid=$!
-for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+. scripts/scratch.sh
 cli() { redis-cli -p "$port" "$@"; }
 
 python3 - "$work" <<'PY'
