@@ -163,24 +163,24 @@ func TestDatagenCommand(t *testing.T) {
 
 func TestSidecarProcs(t *testing.T) {
 	for _, tc := range []struct {
-		flag          int
-		envSet        bool
-		current, ncpu int
-		want          int
+		flag    int
+		envSet  bool
+		current int
+		want    int
 	}{
-		{0, false, 2, 2, 1},   // a 2-core box: one core left to Redis
-		{0, false, 8, 8, 7},   //
-		{0, false, 1, 1, 1},   // never fewer than one
-		{0, true, 2, 2, 2},    // $GOMAXPROCS as the runtime applied it
-		{3, true, 2, 2, 3},    // the flag wins
-		{4, false, 16, 16, 4}, //
+		{0, false, 2, 1},  // a 2-core box: one core left to Redis
+		{0, false, 8, 7},  //
+		{0, false, 1, 1},  // never fewer than one
+		{0, true, 2, 2},   // $GOMAXPROCS as the runtime applied it
+		{3, true, 2, 3},   // the flag wins
+		{4, false, 16, 4}, //
 	} {
-		got, err := sidecarProcs(tc.flag, tc.envSet, tc.current, tc.ncpu)
+		got, err := sidecarProcs(tc.flag, tc.envSet, tc.current)
 		if err != nil || got != tc.want {
-			t.Errorf("sidecarProcs(%d, %v, %d, %d) = %d, %v; want %d", tc.flag, tc.envSet, tc.current, tc.ncpu, got, err, tc.want)
+			t.Errorf("sidecarProcs(%d, %v, %d) = %d, %v; want %d", tc.flag, tc.envSet, tc.current, got, err, tc.want)
 		}
 	}
-	if _, err := sidecarProcs(-1, false, 2, 2); err == nil {
+	if _, err := sidecarProcs(-1, false, 2); err == nil {
 		t.Error("sidecarProcs(-1) gave no error")
 	}
 }

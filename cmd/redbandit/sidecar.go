@@ -26,11 +26,11 @@ func sidecarCommand() *cli.Command {
 			&cli.Int64Flag{Name: "max-body", Value: sidecar.DefaultMaxBody, Usage: "request body limit in bytes"},
 			&cli.StringSliceFlag{Name: "brokers", EnvVars: []string{"REDBANDIT_BROKERS"}, Usage: "Kafka brokers (host:port, comma-separated); enables POST /v1/feedback"},
 			&cli.StringFlag{Name: "topic", Value: sidecar.DefaultTopic, EnvVars: []string{"REDBANDIT_TOPIC"}, Usage: "topic the feedback is produced to"},
-			&cli.IntFlag{Name: "procs", EnvVars: []string{"REDBANDIT_PROCS"}, Usage: "OS threads running Go code at once (GOMAXPROCS); 0: $GOMAXPROCS if set, else one less than the CPUs (at least 1), leaving a core to the Redis next to the sidecar"},
+			&cli.IntFlag{Name: "procs", EnvVars: []string{"REDBANDIT_PROCS"}, Usage: "OS threads running Go code at once (GOMAXPROCS); 0: $GOMAXPROCS if set, else one less than Go's default (the CPUs, or a container's CPU limit; at least 1), leaving a core to the Redis next to the sidecar"},
 		},
 		Action: func(c *cli.Context) error {
 			_, envSet := os.LookupEnv("GOMAXPROCS")
-			procs, err := sidecarProcs(c.Int("procs"), envSet, runtime.GOMAXPROCS(0), runtime.NumCPU())
+			procs, err := sidecarProcs(c.Int("procs"), envSet, runtime.GOMAXPROCS(0))
 			if err != nil {
 				return err
 			}
@@ -48,11 +48,12 @@ func sidecarCommand() *cli.Command {
 }
 
 // sidecarProcs returns the sidecar's GOMAXPROCS: flag if > 0, else current
-// if the GOMAXPROCS environment variable is set (the runtime applied it),
-// else ncpu-1, at least 1. Redis runs its commands on one thread; a sidecar
+// (the runtime's setting at start) if the GOMAXPROCS environment variable
+// is set, else current-1, at least 1. Unset, current is Go's default: the
+// CPUs the process may use, or fewer under a container's CPU limit. Redis runs its commands on one thread; a sidecar
 // next to it that may run Go code on every CPU takes that thread's core in
 // turns (measured in docs/BENCHMARKS.md, issue #4).
-func sidecarProcs(flag int, envSet bool, current, ncpu int) (int, error) {
+func sidecarProcs(flag int, envSet bool, current int) (int, error) {
 	switch {
 	case flag < 0:
 		return 0, fmt.Errorf("sidecar: --procs %d < 0", flag)
@@ -61,5 +62,5 @@ func sidecarProcs(flag int, envSet bool, current, ncpu int) (int, error) {
 	case envSet:
 		return current, nil
 	}
-	return max(1, ncpu-1), nil
+	return max(1, current-1), nil
 }
