@@ -169,11 +169,11 @@ func TestSidecarProcs(t *testing.T) {
 		want    int
 	}{
 		{0, false, 2, 1},  // a 2-core box: one core left to Redis
-		{0, false, 8, 7},  //
+		{0, false, 8, 7},  // one of eight
 		{0, false, 1, 1},  // never fewer than one
 		{0, true, 2, 2},   // $GOMAXPROCS as the runtime applied it
 		{3, true, 2, 3},   // the flag wins
-		{4, false, 16, 4}, //
+		{4, false, 16, 4}, // fewer than the default
 	} {
 		got, err := sidecarProcs(tc.flag, tc.envSet, tc.current)
 		if err != nil || got != tc.want {

@@ -50,9 +50,12 @@ func sidecarCommand() *cli.Command {
 // sidecarProcs returns the sidecar's GOMAXPROCS: flag if > 0, else current
 // (the runtime's setting at start) if the GOMAXPROCS environment variable
 // is set, else current-1, at least 1. Unset, current is Go's default: the
-// CPUs the process may use, or fewer under a container's CPU limit. Redis runs its commands on one thread; a sidecar
-// next to it that may run Go code on every CPU takes that thread's core in
-// turns (measured in docs/BENCHMARKS.md, issue #4).
+// CPUs the process may use, or fewer under a container's CPU limit (set
+// explicitly, it no longer follows later changes of that limit).
+//
+// Redis runs its commands on one thread; a sidecar next to it that may run
+// Go code on every CPU takes that thread's core in turns (measured in
+// docs/BENCHMARKS.md, issue #4).
 func sidecarProcs(flag int, envSet bool, current int) (int, error) {
 	switch {
 	case flag < 0:
