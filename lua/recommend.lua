@@ -36,13 +36,14 @@ Errors (returned as Redis errors, never raised):
            not a finite number, k < 1, alpha < 0, an unknown option.
 ]]
 
-local FORMAT = '3' -- and '2', whose folded rows are one per product (f:<id>)
+local FORMAT = '3' -- and '2', scored from its general layout (docs/FORMAT.md)
 local root = KEYS[1]
 local huge = math.huge
 local sqrt = math.sqrt
 local tonumber, tostring = tonumber, tostring
 local fmt = string.format
 local unpack_values = struct.unpack
+local MEANS8, PATS8 = '<' .. string.rep('d', 24), '<dddddddd' -- theta_c and theta_P of 8 arms (three continuous features)
 
 -- Decimal strings of 0..63, so that building the general layout's many
 -- field names formats no numbers (Lua's number-to-string conversion is a
@@ -222,6 +223,9 @@ if meta[6] and meta[6] ~= '[]' then
   -- use the rows unless they are much longer (a value in a row costs about
   -- half a column term).
   fast = fast and 2 + 2 * nc + ntri <= 2 * (ns + ns * (ns + 1) / 2)
+  -- A format 2 model's rows are laid out otherwise: its general layout
+  -- serves until its next write migrates it (docs/FORMAT.md).
+  fast = fast and meta[1] == FORMAT
 end
 
 local xc, qc = {}, {} -- x over the continuous features; their quadratic coefficients
@@ -265,17 +269,13 @@ if candidates then
   local prefix, rowlen, rowquad
   if fast then
     -- Folded rows f:<part>:<id> = the continuous values, then those of fq
-    -- patterns from part * fq on (format 2: f:<id>, every pattern's).
-    local fq, part = npat, 0
-    prefix = 'f:'
-    if meta[1] == FORMAT then
-      fq = integer(meta[7])
-      if not fq or fq < 1 then
-        return err('BADMODEL', '%s has a malformed fpats', root)
-      end
-      part = math.floor(pid / fq)
-      prefix = 'f:' .. part .. ':'
+    -- patterns from part * fq on.
+    local fq = integer(meta[7])
+    if not fq or fq < 1 then
+      return err('BADMODEL', '%s has a malformed fpats', root)
     end
+    local part = math.floor(pid / fq)
+    prefix = 'f:' .. part .. ':'
     local po = cbytes + (pid - part * fq) * pbytes + 1
     rowlen = cbytes + math.min(fq, npat - part * fq) * pbytes
     rowquad = function(row) return folded(row, 1, row, po) end
@@ -360,7 +360,9 @@ if exclude and #exclude > 0 then
 end
 
 -- scan_rows offers each of the cnt arms of a block (arm indexes base+1..)
--- scored from its rows: cb holds the continuous values, pb the pattern's.
+-- scored from its rows: tc holds the arms' theta_c, ta their A^-1 over the
+-- continuous features, tp their theta_P for x's pattern, tw their W_P and
+-- V_P,c.
 --
 -- It skips the exploration bonus of arms that cannot make the top-k. Every
 -- arm's A = lambda I + sum x x' is at least lambda I, so x' A^-1 x <=
@@ -375,38 +377,63 @@ local tfmt, afmt, vfmt -- the general loop's: theta_c, A^-1 over C, pattern valu
 if fast then
   tfmt, afmt, vfmt = '<' .. string.rep('d', nc), '<' .. string.rep('d', ntri), '<' .. string.rep('d', 1 + nc)
 end
-local function scan_rows(cb, pb, cnt, base)
-  local co, po = 1, 1
+local function scan_rows(tc, ta, tp, tw, cnt, base)
   if nc == 3 then
     -- Three continuous features (the reference shop's): every value in a
-    -- local.
+    -- local, and the means of eight arms from two struct.unpack calls.
     local x1, x2, x3 = xc[1], xc[2], xc[3]
     local y1, y2, y3 = 2 * x1, 2 * x2, 2 * x3
     local q11, q12, q13, q22, q23, q33 = qc[1], qc[2], qc[3], qc[4], qc[5], qc[6]
-    for a = 1, cnt do
-      local t1, t2, t3, cn = unpack_values('<ddd', cb, co)
-      local tp, pn = unpack_values('<d', pb, po)
-      local mean = tp + x1 * t1 + x2 * t2 + x3 * t3
-      if mean + bound > bar and not skip[base + a] then
-        local a11, a12, a13, a22, a23, a33 = unpack_values('<dddddd', cb, cn)
-        local wp, v1, v2, v3 = unpack_values('<dddd', pb, pn)
-        local q = wp + y1 * v1 + y2 * v2 + y3 * v3 + q11 * a11 + q12 * a12 + q13 * a13 + q22 * a22 + q23 * a23 + q33 * a33
-        if q < 0 then q = 0 end
-        -- q ^ 0.5 is a VM operation; math.sqrt would be a function call per arm.
-        local s = mean + alpha * q ^ 0.5
-        if s > bar then offer(base + a, s) end
-      end
-      co, po = co + cbytes, po + pbytes
+    -- full offers arm a of the block, whose mean is m, with its bonus.
+    local function full(a, m)
+      if skip[base + a] then return end
+      local a11, a12, a13, a22, a23, a33 = unpack_values('<dddddd', ta, 48 * a - 47)
+      local wp, v1, v2, v3 = unpack_values('<dddd', tw, 32 * a - 31)
+      local q = wp + y1 * v1 + y2 * v2 + y3 * v3 + q11 * a11 + q12 * a12 + q13 * a13 + q22 * a22 + q23 * a23 + q33 * a33
+      if q < 0 then q = 0 end
+      -- q ^ 0.5 is a VM operation; math.sqrt would be a function call per arm.
+      local s = m + alpha * q ^ 0.5
+      if s > bar then offer(base + a, s) end
+    end
+    local a = 1
+    while a + 7 <= cnt do
+      local c11, c12, c13, c21, c22, c23, c31, c32, c33, c41, c42, c43,
+        c51, c52, c53, c61, c62, c63, c71, c72, c73, c81, c82, c83 = unpack_values(MEANS8, tc, 24 * a - 23)
+      local p1, p2, p3, p4, p5, p6, p7, p8 = unpack_values(PATS8, tp, 8 * a - 7)
+      -- Unrolled on purpose: a loop over the eight would need a table.
+      local m = p1 + x1 * c11 + x2 * c12 + x3 * c13
+      if m + bound > bar then full(a, m) end
+      m = p2 + x1 * c21 + x2 * c22 + x3 * c23
+      if m + bound > bar then full(a + 1, m) end
+      m = p3 + x1 * c31 + x2 * c32 + x3 * c33
+      if m + bound > bar then full(a + 2, m) end
+      m = p4 + x1 * c41 + x2 * c42 + x3 * c43
+      if m + bound > bar then full(a + 3, m) end
+      m = p5 + x1 * c51 + x2 * c52 + x3 * c53
+      if m + bound > bar then full(a + 4, m) end
+      m = p6 + x1 * c61 + x2 * c62 + x3 * c63
+      if m + bound > bar then full(a + 5, m) end
+      m = p7 + x1 * c71 + x2 * c72 + x3 * c73
+      if m + bound > bar then full(a + 6, m) end
+      m = p8 + x1 * c81 + x2 * c82 + x3 * c83
+      if m + bound > bar then full(a + 7, m) end
+      a = a + 8
+    end
+    while a <= cnt do
+      local t1, t2, t3 = unpack_values('<ddd', tc, 24 * a - 23)
+      local m = unpack_values('<d', tp, 8 * a - 7) + x1 * t1 + x2 * t2 + x3 * t3
+      if m + bound > bar then full(a, m) end
+      a = a + 1
     end
     return
   end
   for a = 1, cnt do
-    local tv = { unpack_values(tfmt, cb, co) }
-    local mean = unpack_values('<d', pb, po)
+    local tv = { unpack_values(tfmt, tc, 8 * nc * (a - 1) + 1) }
+    local mean = unpack_values('<d', tp, 8 * a - 7)
     for i = 1, nc do mean = mean + xc[i] * tv[i] end
     if mean + bound > bar and not skip[base + a] then
-      local av = { unpack_values(afmt, cb, co + 8 * nc) }
-      local pv = { unpack_values(vfmt, pb, po + 8) }
+      local av = { unpack_values(afmt, ta, 8 * ntri * (a - 1) + 1) }
+      local pv = { unpack_values(vfmt, tw, 8 * (1 + nc) * (a - 1) + 1) }
       local q = pv[1]
       for i = 1, nc do q = q + 2 * xc[i] * pv[1 + i] end
       for t = 1, ntri do q = q + qc[t] * av[t] end
@@ -414,7 +441,6 @@ local function scan_rows(cb, pb, cnt, base)
       local s = mean + alpha * q ^ 0.5
       if s > bar then offer(base + a, s) end
     end
-    co, po = co + cbytes, po + pbytes
   end
 end
 
@@ -480,12 +506,13 @@ for blk = 0, nblocks - 1 do
   local b = dec(blk)
   local base = blk * B
   if fast then
-    local cf, pf = 'c:' .. b, 'p:' .. b .. ':' .. dec(pid)
-    local raw = redis.call('HMGET', root, cf, pf)
-    if not raw[1] or #raw[1] ~= cbytes * cnt or not raw[2] or #raw[2] ~= pbytes * cnt then
-      return err('BADMODEL', 'rows %s and %s of %s are missing or have the wrong length', cf, pf, root)
+    local P = dec(pid)
+    local raw = redis.call('HMGET', root, 'c:' .. b, 'a:' .. b, 'p:' .. b .. ':' .. P, 'w:' .. b .. ':' .. P)
+    if not raw[1] or #raw[1] ~= 8 * nc * cnt or not raw[2] or #raw[2] ~= 8 * ntri * cnt
+        or not raw[3] or #raw[3] ~= 8 * cnt or not raw[4] or #raw[4] ~= 8 * (1 + nc) * cnt then
+      return err('BADMODEL', 'rows c:%s, a:%s, p:%s:%s or w:%s:%s of %s are missing or have the wrong length', b, b, b, P, b, P, root)
     end
-    scan_rows(raw[1], raw[2], cnt, base)
+    scan_rows(raw[1], raw[2], raw[3], raw[4], cnt, base)
   else
     local mean, quad = {}, {}
     for a = 1, cnt do mean[a] = 0; quad[a] = 0 end

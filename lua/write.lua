@@ -47,8 +47,9 @@ ARGV, in order:
   the script copies runs of arms instead of moving single numbers (Lua is
   slow at that), each holding the arms' values in record order:
     for each column t:/q: in order, its value (8 bytes per arm);
-    with groups, then: the continuous values (the start of each frow), and
-    for each pattern in order its values (theta_P, W_P, V_P,c).
+    with groups, then: theta_c for the continuous features c, A^-1 over
+    them (upper triangle), then for each pattern in order theta_P, and
+    W_P with V_P,c (the rows c:, a:, p:, w: of docs/FORMAT.md).
   A block whose arms are written in index order, all of them (as a trainer
   does when every product changed), becomes one copy per column and row.
 
@@ -126,8 +127,9 @@ local m = #KEYS - 1
 local R = 9 -- values per arm record
 local vecb, matb = 8 * d, 8 * d * d
 local ncol = d + d * (d + 1) / 2 -- values per row r:<id>
-local ncv = #cont + #cont * (#cont + 1) / 2 -- continuous values per arm
-local pw = 2 + #cont -- values per arm and pattern
+local nc = #cont
+local ncv = nc + nc * (nc + 1) / 2 -- continuous values per arm: theta_c, then A^-1 over C
+local pw = 2 + nc -- values per arm and pattern
 local frowb = npat > 0 and 8 * (ncv + patvals) or 0
 -- Folded rows f:<part>:<id>: the continuous values, then the values of fq
 -- consecutive patterns (fewer in the last part), fq chosen so that a row
@@ -162,8 +164,12 @@ end
 local widths = {}
 for k = 1, ncol do widths[k] = 8 end
 if npat > 0 then
-  widths[ncol + 1] = 8 * ncv
-  for k = 1, npat do widths[ncol + 1 + k] = 8 * pw end
+  widths[ncol + 1] = 8 * nc -- c:<b>
+  widths[ncol + 2] = 8 * (ncv - nc) -- a:<b>
+  for k = 1, npat do
+    widths[ncol + 1 + 2 * k] = 8 -- p:<b>:<k-1>
+    widths[ncol + 2 + 2 * k] = 8 * (pw - 1) -- w:<b>:<k-1>
+  end
 end
 if #ARGV ~= p - 1 + R * m + #widths then
   return err('BADARG', 'expected %d arm records of %d values for %d arm keys, then %d blobs', m, R, m, #widths)
@@ -189,6 +195,7 @@ if exists then
 end
 local narms = exists and int(meta[6]) or 0
 if not narms then return err('BADMODEL', '%s has a malformed arm count', root) end
+local narms0 = narms -- before this call's new arms
 if exists and not migrate and npat > 0 and meta[9] ~= tostring(fq) then
   return err('BADMODEL', '%s has %s patterns per folded row, not %d', root, tostring(meta[9]), fq)
 end
@@ -205,6 +212,44 @@ if migrate and npat > 0 then
     end
     oldrows[#oldrows + 1] = id
   end
+  -- ... and its block rows c:<b> and p:<b>:<P>, each arm's values
+  -- together, are split in two (oldblock below).
+  for blk = 0, math.ceil(narms / B) - 1 do
+    local cnt = math.min(B, narms - blk * B)
+    if redis.call('HSTRLEN', root, 'c:' .. blk) ~= 8 * ncv * cnt then
+      return err('BADMODEL', 'row c:%d of %s has the wrong length', blk, root)
+    end
+    for pid = 0, npat - 1 do
+      if redis.call('HSTRLEN', root, 'p:' .. blk .. ':' .. pid) ~= 8 * pw * cnt then
+        return err('BADMODEL', 'row p:%d:%d of %s has the wrong length', blk, pid, root)
+      end
+    end
+  end
+end
+-- unzip splits blob, cnt slots of w1 + w2 bytes, into the blob of the
+-- slots' first w1 bytes and the blob of their last w2 bytes.
+local function unzip(blob, cnt, w1, w2)
+  local x, y, o = {}, {}, 1
+  for i = 1, cnt do
+    x[i] = string.sub(blob, o, o + w1 - 1)
+    y[i] = string.sub(blob, o + w1, o + w1 + w2 - 1)
+    o = o + w1 + w2
+  end
+  return table.concat(x), table.concat(y)
+end
+-- oldblock returns the block rows of block blk of a format 2 model (cnt
+-- arms, checked above) in format 3, by field name: c:/a: from c:, and
+-- p:/w: from each p:.
+local function oldblock(blk, cnt)
+  local fields = { 'c:' .. blk }
+  for pid = 0, npat - 1 do fields[pid + 2] = 'p:' .. blk .. ':' .. pid end
+  local old = redis.call('HMGET', root, unpack(fields))
+  local out = {}
+  out['c:' .. blk], out['a:' .. blk] = unzip(old[1], cnt, 8 * nc, 8 * (ncv - nc))
+  for pid = 0, npat - 1 do
+    out['p:' .. blk .. ':' .. pid], out['w:' .. blk .. ':' .. pid] = unzip(old[pid + 2], cnt, 8, 8 * (pw - 1))
+  end
+  return out
 end
 local total = tonumber(meta[8] or '0')
 if not total then return err('BADMODEL', '%s has a malformed reward sum', root) end
@@ -267,9 +312,10 @@ end
 -- Columnar layout: t:<b>:<i> holds theta_i and q:<b>:<i>:<j> (i <= j) holds
 -- A^-1_ij for the arms of block b, one double per arm in index order: the
 -- values of the arms' rows r:<id>, transposed. Models with one-hot groups
--- also have rows (docs/FORMAT.md): c:<b> and p:<b>:<pattern> hold the
--- continuous values and each pattern's values of the arms of block b, one
--- arm after the other in index order; f:<part>:<id> hold one arm's
+-- also have rows (docs/FORMAT.md): c:<b> holds theta_c and a:<b> A^-1
+-- over the continuous features of the arms of block b, one arm after the
+-- other in index order; p:<b>:<pattern> holds each arm's theta_P and
+-- w:<b>:<pattern> its W_P and V_P,c; f:<part>:<id> hold one arm's
 -- continuous values and its values for a run of patterns.
 local cols = {}
 for i = 0, d - 1 do cols[#cols + 1] = 't:%d:' .. i end
@@ -318,11 +364,25 @@ for _, blk in ipairs(blocks) do
   local fields = {}
   for c = 1, ncol do fields[c] = fmt(cols[c], blk) end
   if npat > 0 then
-    fields[ncol + 1] = 'c:' .. blk
-    for pid = 0, npat - 1 do fields[ncol + 2 + pid] = 'p:' .. blk .. ':' .. pid end
+    fields[ncol + 1], fields[ncol + 2] = 'c:' .. blk, 'a:' .. blk
+    for pid = 0, npat - 1 do
+      fields[ncol + 3 + 2 * pid], fields[ncol + 4 + 2 * pid] = 'p:' .. blk .. ':' .. pid, 'w:' .. blk .. ':' .. pid
+    end
   end
   -- A block whose every slot is rewritten needs none of its old values.
-  local old = #touched == cnt and {} or redis.call('HMGET', root, unpack(fields))
+  local old = {}
+  local cnt0 = math.min(B, narms0 - blk * B) -- its arms before this call
+  if #touched == cnt then
+    old = {}
+  elseif migrate and npat > 0 then
+    old = redis.call('HMGET', root, unpack(fields, 1, ncol))
+    if cnt0 > 0 then
+      local rows = oldblock(blk, cnt0)
+      for k = ncol + 1, #fields do old[k] = rows[fields[k]] end
+    end
+  else
+    old = redis.call('HMGET', root, unpack(fields))
+  end
   local out = {}
   for k = 1, #fields do
     local blob = build(old[k] or nil, cnt, widths[k], touched, T[k])
@@ -344,6 +404,19 @@ if migrate then
     frows(out, id, redis.call('HGET', root, 'f:' .. id))
     redis.call('HSET', root, unpack(out))
     redis.call('HDEL', root, 'f:' .. id)
+  end
+  -- The block rows of the blocks this call does not rewrite.
+  for blk = 0, (npat > 0 and math.ceil(narms0 / B) or 0) - 1 do
+    if not byblock[blk] then
+      local out = {}
+      for f, v in pairs(oldblock(blk, math.min(B, narms0 - blk * B))) do
+        out[#out + 1] = f
+        out[#out + 1] = v
+      end
+      for from = 1, #out, 2000 do
+        redis.call('HSET', root, unpack(out, from, math.min(from + 1999, #out)))
+      end
+    end
   end
   redis.call('HSET', root, 'format', FORMAT)
 end

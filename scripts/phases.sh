@@ -25,7 +25,7 @@ cuts = [
     ("+ metadata, arguments", "local excluded = {}"),
     ("+ one-hot groups, pattern", "local xc, qc = {}, {}"),
     ("+ coefficients", "if n == 0 then return {} end"),
-    ("+ HMGET of the rows", "    scan_rows(raw[1], raw[2], cnt, base)"),
+    ("+ HMGET of the rows", "    scan_rows(raw[1], raw[2], raw[3], raw[4], cnt, base)"),
     ("+ decode, score, top-k", "  else\n    local mean, quad = {}, {}"),
 ]
 with open(f"{work}/phases.txt", "w") as out:

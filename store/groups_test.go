@@ -339,55 +339,20 @@ func TestFoldedRows(t *testing.T) {
 			write(append(slices.Clone(m.ids), "a-new"))
 			check("every arm rewritten")
 
-			// Without the general layout, one-hot contexts still score (those
-			// with few non-zero entries may take the columns, being cheaper
-			// there: not these).
-			fields, err := c.Do(ctx, c.B().Hkeys().Key(store.RootKey(name)).Build()).AsStrSlice()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var general []string
-			for _, f := range fields {
-				if strings.HasPrefix(f, "q:") || strings.HasPrefix(f, "t:") || strings.HasPrefix(f, "r:") {
-					general = append(general, f)
-				}
-			}
-			if err := c.Do(ctx, c.B().Hdel().Key(store.RootKey(name)).Field(general...).Build()).Error(); err != nil {
-				t.Fatal(err)
-			}
-			allSet = true
-			check("folded rows only")
-
+			// Format 2, made by hand: one row f:<id> per product, and block
+			// rows c:<b> and p:<b>:<P> holding each arm's values together.
+			// It serves (from the general layout), and a write of arms of
+			// block 0 only migrates it: block 0's rows in the write's plan,
+			// block 1's and every product's f: rows on their own.
 			root := store.RootKey(name)
 			parts := foldedRows(t, c, root)
 			if len(parts) != len(m.ids) {
 				t.Fatalf("%d products have folded rows, want %d", len(parts), len(m.ids))
 			}
-			nc := l.d
-			for _, g := range l.groups {
-				nc -= len(g.Features)
-			}
-			cont := 8 * (nc + nc*(nc+1)/2) // bytes of continuous values, at the start of every row
-			cmds := rueidis.Commands{c.B().Hdel().Key(root).Field("fpats").Build(),
-				c.B().Hset().Key(root).FieldValue().FieldValue("format", "2").Build()}
-			for id, rows := range parts {
-				whole := rows[0]
-				for _, r := range rows[1:] {
-					whole += r[cont:]
-				}
-				cmds = append(cmds, c.B().Hset().Key(root).FieldValue().FieldValue("f:"+id, whole).Build())
-				for part := range rows {
-					cmds = append(cmds, c.B().Hdel().Key(root).Field(fmt.Sprintf("f:%d:%s", part, id)).Build())
-				}
-			}
-			for _, r := range c.DoMulti(ctx, cmds...) {
-				if err := r.Error(); err != nil {
-					t.Fatal(err)
-				}
-			}
+			toFormat2(t, c, root, l.d, l.groups, parts)
 			check("format 2")
 			some = some[:0]
-			for _, a := range rng.Perm(len(m.ids))[:30] {
+			for _, a := range rng.Perm(700)[:30] { // the first 700 arms: block 0
 				some = append(some, m.ids[a])
 			}
 			write(some)
@@ -401,7 +366,87 @@ func TestFoldedRows(t *testing.T) {
 					t.Fatalf("the rows of %s, not written, differ after the migration", id)
 				}
 			}
+
+			// Without the general layout, one-hot contexts still score (those
+			// with few non-zero entries may take the columns, being cheaper
+			// there: not these): they ran on the rows, migrated or written.
+			fields, err := c.Do(ctx, c.B().Hkeys().Key(root).Build()).AsStrSlice()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var general []string
+			for _, f := range fields {
+				if strings.HasPrefix(f, "q:") || strings.HasPrefix(f, "t:") || strings.HasPrefix(f, "r:") {
+					general = append(general, f)
+				}
+			}
+			if err := c.Do(ctx, c.B().Hdel().Key(root).Field(general...).Build()).Error(); err != nil {
+				t.Fatal(err)
+			}
+			allSet = true
+			check("folded rows only")
 		})
+	}
+}
+
+// toFormat2 rewrites the format 3 model at root (dimension d, groups) in
+// format 2: parts (foldedRows) joined into one row f:<id> per product, the
+// block rows c:+a: and p:+w: interleaved arm by arm into c: and p:, fpats
+// gone.
+func toFormat2(t *testing.T, c rueidis.Client, root string, d int, groups []store.Group, parts map[string][]string) {
+	t.Helper()
+	ctx := context.Background()
+	nc := d
+	for _, g := range groups {
+		nc -= len(g.Features)
+	}
+	cont := 8 * (nc + nc*(nc+1)/2) // bytes of continuous values, at the start of every f: row
+	cmds := rueidis.Commands{c.B().Hdel().Key(root).Field("fpats").Build(),
+		c.B().Hset().Key(root).FieldValue().FieldValue("format", "2").Build()}
+	for id, rows := range parts {
+		whole := rows[0]
+		for _, r := range rows[1:] {
+			whole += r[cont:]
+		}
+		cmds = append(cmds, c.B().Hset().Key(root).FieldValue().FieldValue("f:"+id, whole).Build())
+		for part := range rows {
+			cmds = append(cmds, c.B().Hdel().Key(root).Field(fmt.Sprintf("f:%d:%s", part, id)).Build())
+		}
+	}
+	all, err := c.Do(ctx, c.B().Hgetall().Key(root).Build()).AsStrMap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// interleave joins slot i of x (wx bytes each) and of y (wy bytes each),
+	// for n slots.
+	interleave := func(x, y string, n, wx, wy int) string {
+		var b strings.Builder
+		for i := range n {
+			b.WriteString(x[i*wx : (i+1)*wx])
+			b.WriteString(y[i*wy : (i+1)*wy])
+		}
+		return b.String()
+	}
+	for f, tp := range all {
+		rest, ok := strings.CutPrefix(f, "p:") // p:<b>:<P>, 8 bytes per arm
+		if !ok {
+			continue
+		}
+		blk, _, _ := strings.Cut(rest, ":")
+		n := len(tp) / 8
+		cmds = append(cmds, c.B().Hset().Key(root).FieldValue().
+			FieldValue(f, interleave(tp, all["w:"+rest], n, 8, 8*(1+nc))).Build(),
+			c.B().Hdel().Key(root).Field("w:"+rest).Build())
+		if strings.HasSuffix(rest, ":0") {
+			cmds = append(cmds, c.B().Hset().Key(root).FieldValue().
+				FieldValue("c:"+blk, interleave(all["c:"+blk], all["a:"+blk], n, 8*nc, 8*nc*(nc+1)/2)).Build(),
+				c.B().Hdel().Key(root).Field("a:"+blk).Build())
+		}
+	}
+	for _, r := range c.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -108,11 +108,14 @@ func (w *Write) Apply(ctx context.Context, c rueidis.Client) ([]int64, error) {
 		order[i] = i
 	}
 	slices.SortStableFunc(order, func(i, j int) int { return strings.Compare(w.Arms[i].ID, w.Arms[j].ID) })
-	m, ncol, pw := len(w.Arms), d+d*(d+1)/2, 2+len(pats.cont)
+	m, ncol, nc, pw := len(w.Arms), d+d*(d+1)/2, len(pats.cont), 2+len(pats.cont)
 	colsT := make([]float64, ncol*m)
-	var contT, patT, row []float64
+	// The block rows, transposed: θ_c and A⁻¹ over the continuous features
+	// of each arm; per pattern, θ_P of each arm and W_P, V_P,c of each arm.
+	var thetaCT, ainvCT, thetaPT, restPT, row []float64
 	if pats.count > 0 {
-		patT = make([]float64, pats.count*pw*m)
+		thetaPT = make([]float64, pats.count*m)
+		restPT = make([]float64, pats.count*(pw-1)*m)
 	}
 	for q, i := range order {
 		a := w.Arms[i]
@@ -129,10 +132,12 @@ func (w *Write) Apply(ctx context.Context, c rueidis.Client) ([]int64, error) {
 		var frow []float64
 		if pats.count > 0 {
 			frow = pats.continuous(a.Params)
-			contT = append(contT, frow...)
+			thetaCT = append(thetaCT, frow[:nc]...)
+			ainvCT = append(ainvCT, frow[nc:]...)
 			pv := pats.values(a.Params)
 			for pid := 0; pid < pats.count; pid++ {
-				copy(patT[(pid*m+q)*pw:(pid*m+q+1)*pw], pv[pid*pw:(pid+1)*pw])
+				thetaPT[pid*m+q] = pv[pid*pw]
+				copy(restPT[(pid*m+q)*(pw-1):(pid*m+q+1)*(pw-1)], pv[pid*pw+1:(pid+1)*pw])
 			}
 			frow = append(frow, pv...)
 		}
@@ -146,9 +151,9 @@ func (w *Write) Apply(ctx context.Context, c rueidis.Client) ([]int64, error) {
 		args = append(args, blob(colsT[c*m:(c+1)*m]))
 	}
 	if pats.count > 0 {
-		args = append(args, blob(contT))
+		args = append(args, blob(thetaCT), blob(ainvCT))
 		for pid := range pats.count {
-			args = append(args, blob(patT[pid*m*pw:(pid+1)*m*pw]))
+			args = append(args, blob(thetaPT[pid*m:(pid+1)*m]), blob(restPT[pid*m*(pw-1):(pid+1)*m*(pw-1)]))
 		}
 	}
 	res, err := lua.Write.Exec(ctx, c, keys, args).AsIntSlice()
