@@ -383,9 +383,13 @@ for _, blk in ipairs(blocks) do
   else
     old = redis.call('HMGET', root, unpack(fields))
   end
+  -- A call that writes exactly this block's arms, in slot order, sends
+  -- each field's new value as it is: no copy.
+  local whole = #touched == cnt and m == cnt
+  for t = 1, #touched do whole = whole and touched[t].q == t end
   local out = {}
   for k = 1, #fields do
-    local blob = build(old[k] or nil, cnt, widths[k], touched, T[k])
+    local blob = whole and T[k] or build(old[k] or nil, cnt, widths[k], touched, T[k])
     if not blob then return err('BADMODEL', 'field %s of %s has the wrong length', fields[k], root) end
     out[#out + 1] = fields[k]
     out[#out + 1] = blob

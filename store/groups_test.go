@@ -232,90 +232,8 @@ func TestFoldedRows(t *testing.T) {
 	}
 	for li, l := range layouts {
 		t.Run(l.name, func(t *testing.T) {
-			rng := rand.New(rand.NewPCG(uint64(li), 99))
-			ingroup := map[int]bool{}
-			for _, g := range l.groups {
-				for _, f := range g.Features {
-					ingroup[f] = true
-				}
-			}
-			allSet := false // every continuous feature non-zero, every group set
-			context := func() []float64 {
-				x := make([]float64, l.d)
-				for i := range x {
-					if !ingroup[i] && (allSet || rng.IntN(5) > 0) {
-						x[i] = 1 - rng.Float64()
-					}
-				}
-				for _, g := range l.groups {
-					if !g.Optional || allSet || rng.IntN(4) > 0 {
-						x[g.Features[rng.IntN(len(g.Features))]] = 1
-					}
-				}
-				return x
-			}
-			name := fmt.Sprintf("rows%d", li)
-			m := &testModel{name: name, d: l.d, lambda: 1, byID: map[string]linucb.Params{}}
-			arms := map[string]*linucb.Arm{}
-			versions := map[string]int64{}
-			write := func(ids []string) {
-				t.Helper()
-				w := store.Write{Model: name, Features: featureNames(l.d), Groups: l.groups, Lambda: 1}
-				var added []string // new arms take their indexes in id order
-				for _, id := range ids {
-					arm := arms[id]
-					if arm == nil {
-						arm = linucb.NewArm(l.d, 1)
-						arms[id] = arm
-						added = append(added, id)
-					}
-					for e := 0; e < 1+rng.IntN(20); e++ {
-						if err := arm.Update(context(), float64(rng.IntN(2))); err != nil {
-							t.Fatal(err)
-						}
-					}
-					p, err := arm.Solve()
-					if err != nil {
-						t.Fatal(err)
-					}
-					m.byID[id] = p
-					w.Arms = append(w.Arms, store.ArmWrite{ID: id, Version: versions[id], Arm: arm, Params: p})
-				}
-				vers, err := w.Apply(ctx, c)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for i, id := range ids {
-					versions[id] = vers[i]
-				}
-				slices.Sort(added)
-				m.ids = append(m.ids, added...)
-				m.params = m.params[:0]
-				for _, id := range m.ids {
-					m.params = append(m.params, m.byID[id])
-				}
-			}
-			check := func(what string) {
-				t.Helper()
-				for i := 0; i < 12; i++ {
-					q := store.Query{K: 1 + rng.IntN(8), Alpha: []float64{0, 0.1, 1}[i%3], Context: context()}
-					if i%2 == 1 {
-						for j := 0; j < 40; j++ {
-							q.Candidates = append(q.Candidates, m.ids[rng.IntN(len(m.ids))])
-						}
-						q.Candidates = append(q.Candidates, "never-seen", q.Candidates[0])
-					}
-					if i%4 == 3 {
-						ref := m.reference(q)
-						q.Exclude = []string{ref[0].ID, "never-seen"}
-					}
-					got, err := store.Recommend(ctx, c, name, q)
-					if err != nil {
-						t.Fatalf("%s, query %d: %v", what, i, err)
-					}
-					sameItems(t, fmt.Sprintf("%s, query %d", what, i), got, m.reference(q))
-				}
-			}
+			r := newRowsModel(t, c, fmt.Sprintf("rows%d", li), l.d, l.groups, uint64(li))
+			rng, m, name, write, check := r.rng, r.m, r.m.name, r.write, r.check
 			var first []string
 			for a := 0; a < 700; a++ {
 				first = append(first, fmt.Sprintf("p%d", a))
@@ -383,9 +301,116 @@ func TestFoldedRows(t *testing.T) {
 			if err := c.Do(ctx, c.B().Hdel().Key(root).Field(general...).Build()).Error(); err != nil {
 				t.Fatal(err)
 			}
-			allSet = true
+			r.allSet = true
 			check("folded rows only")
 		})
+	}
+}
+
+// rowsModel is a model with one-hot groups written arm by arm from random
+// events, with its Go reference (TestFoldedRows, TestWriteWholeBlock).
+type rowsModel struct {
+	t        *testing.T
+	c        rueidis.Client
+	rng      *rand.Rand
+	d        int
+	groups   []store.Group
+	ingroup  map[int]bool
+	allSet   bool // contexts: every continuous feature non-zero, every group set
+	m        *testModel
+	arms     map[string]*linucb.Arm
+	versions map[string]int64
+}
+
+func newRowsModel(t *testing.T, c rueidis.Client, name string, d int, groups []store.Group, seed uint64) *rowsModel {
+	r := &rowsModel{t: t, c: c, rng: rand.New(rand.NewPCG(seed, 99)), d: d, groups: groups, ingroup: map[int]bool{},
+		m:    &testModel{name: name, d: d, lambda: 1, byID: map[string]linucb.Params{}},
+		arms: map[string]*linucb.Arm{}, versions: map[string]int64{}}
+	for _, g := range groups {
+		for _, f := range g.Features {
+			r.ingroup[f] = true
+		}
+	}
+	return r
+}
+
+// context returns a random context, one-hot in every group but optional ones.
+func (r *rowsModel) context() []float64 {
+	x := make([]float64, r.d)
+	for i := range x {
+		if !r.ingroup[i] && (r.allSet || r.rng.IntN(5) > 0) {
+			x[i] = 1 - r.rng.Float64()
+		}
+	}
+	for _, g := range r.groups {
+		if !g.Optional || r.allSet || r.rng.IntN(4) > 0 {
+			x[g.Features[r.rng.IntN(len(g.Features))]] = 1
+		}
+	}
+	return x
+}
+
+// write folds a few random events into each of ids' arms and writes them in
+// one call; new arms take their indexes in id order.
+func (r *rowsModel) write(ids []string) {
+	r.t.Helper()
+	w := store.Write{Model: r.m.name, Features: featureNames(r.d), Groups: r.groups, Lambda: 1}
+	var added []string
+	for _, id := range ids {
+		arm := r.arms[id]
+		if arm == nil {
+			arm = linucb.NewArm(r.d, 1)
+			r.arms[id] = arm
+			added = append(added, id)
+		}
+		for e := 0; e < 1+r.rng.IntN(20); e++ {
+			if err := arm.Update(r.context(), float64(r.rng.IntN(2))); err != nil {
+				r.t.Fatal(err)
+			}
+		}
+		p, err := arm.Solve()
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		r.m.byID[id] = p
+		w.Arms = append(w.Arms, store.ArmWrite{ID: id, Version: r.versions[id], Arm: arm, Params: p})
+	}
+	vers, err := w.Apply(context.Background(), r.c)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for i, id := range ids {
+		r.versions[id] = vers[i]
+	}
+	slices.Sort(added)
+	r.m.ids = append(r.m.ids, added...)
+	r.m.params = r.m.params[:0]
+	for _, id := range r.m.ids {
+		r.m.params = append(r.m.params, r.m.byID[id])
+	}
+}
+
+// check compares 12 random queries (whole catalogue and candidate lists,
+// some with exclusions) with the Go reference.
+func (r *rowsModel) check(what string) {
+	r.t.Helper()
+	for i := 0; i < 12; i++ {
+		q := store.Query{K: 1 + r.rng.IntN(8), Alpha: []float64{0, 0.1, 1}[i%3], Context: r.context()}
+		if i%2 == 1 {
+			for j := 0; j < 40; j++ {
+				q.Candidates = append(q.Candidates, r.m.ids[r.rng.IntN(len(r.m.ids))])
+			}
+			q.Candidates = append(q.Candidates, "never-seen", q.Candidates[0])
+		}
+		if i%4 == 3 {
+			ref := r.m.reference(q)
+			q.Exclude = []string{ref[0].ID, "never-seen"}
+		}
+		got, err := store.Recommend(context.Background(), r.c, r.m.name, q)
+		if err != nil {
+			r.t.Fatalf("%s, query %d: %v", what, i, err)
+		}
+		sameItems(r.t, fmt.Sprintf("%s, query %d", what, i), got, r.m.reference(q))
 	}
 }
 
@@ -486,4 +511,35 @@ func foldedRows(t *testing.T, c rueidis.Client, root string) map[string][]string
 		}
 	}
 	return out
+}
+
+// TestWriteWholeBlock covers write.lua's shortcut: a call that writes
+// exactly one block's arms, in slot order, stores each of that block's
+// transposed values as sent. Every arm's score is checked after each write
+// (k = all arms), so a slot holding another arm's values would show.
+func TestWriteWholeBlock(t *testing.T) {
+	srv := redistest.Start(t)
+	r := newRowsModel(t, srv.Client(), "whole", shopDim, shopGroups, 7)
+	all := func(what string) {
+		t.Helper()
+		q := store.Query{K: len(r.m.ids), Alpha: 0.1, Context: r.context()}
+		got, err := store.Recommend(context.Background(), r.c, r.m.name, q)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		sameItems(t, what, got, r.m.reference(q))
+		r.check(what)
+	}
+	var ids []string
+	for a := range store.DefaultBlock + 6 {
+		ids = append(ids, fmt.Sprintf("a%04d", a))
+	}
+	r.write(ids) // block 0 is records 1..1024 in slot order, but the call also writes block 1
+	all("one call, two blocks")
+	r.write(ids[store.DefaultBlock:]) // exactly block 1, in slot order: the shortcut
+	all("block 1 alone")
+	r.write([]string{"b1", "b2"})
+	r.write([]string{"b0"}) // block 1's slots: a1024…a1029, b1, b2, b0
+	r.write(append(slices.Clone(ids[store.DefaultBlock:]), "b0", "b1", "b2"))
+	all("block 1 alone, not in slot order")
 }
