@@ -323,12 +323,27 @@ for i = 0, d - 1 do
   for j = i, d - 1 do cols[#cols + 1] = 'q:%d:' .. i .. ':' .. j end
 end
 local zero8 = pack('<d', 0)
--- build returns a block's blob of cnt slots of width bytes: the touched
--- arms' slots (touched is in slot order) from src, where the arm of record
--- q has bytes (q-1)*width + 1 .. q*width, the other slots as in old (zeros
--- past its end). It copies whole runs of arms that are consecutive both in
--- slots and in records. nil if old is malformed.
-local function build(old, cnt, width, touched, src)
+-- runsof returns the runs of touched (a block's written arms, in slot
+-- order) that are consecutive both in slots and in records, as {first
+-- slot, last slot, first record, last record}: found once per block, used
+-- for every field of it.
+local function runsof(touched)
+  local runs, t = {}, 1
+  while t <= #touched do
+    local e = t
+    while e < #touched and touched[e + 1].slot == touched[e].slot + 1 and touched[e + 1].q == touched[e].q + 1 do
+      e = e + 1
+    end
+    runs[#runs + 1] = { touched[t].slot, touched[e].slot, touched[t].q, touched[e].q }
+    t = e + 1
+  end
+  return runs
+end
+-- build returns a block's blob of cnt slots of width bytes: the slots of
+-- the runs (runsof) from src, where the arm of record q has bytes
+-- (q-1)*width + 1 .. q*width, the other slots as in old (zeros past its
+-- end), copying run by run. nil if old is malformed.
+local function build(old, cnt, width, runs, src)
   if width == 0 then return '' end
   local have = 0
   if old then
@@ -341,16 +356,10 @@ local function build(old, cnt, width, touched, src)
     if from <= have then parts[#parts + 1] = string.sub(old, (from - 1) * width + 1, math.min(to, have) * width) end
     if to > have then parts[#parts + 1] = string.rep(zero8, (to - math.max(from, have + 1) + 1) * width / 8) end
   end
-  local t = 1
-  while t <= #touched do
-    local e = t
-    while e < #touched and touched[e + 1].slot == touched[e].slot + 1 and touched[e + 1].q == touched[e].q + 1 do
-      e = e + 1
-    end
-    keep(pos, touched[t].slot - 1)
-    parts[#parts + 1] = string.sub(src, (touched[t].q - 1) * width + 1, touched[e].q * width)
-    pos = touched[e].slot + 1
-    t = e + 1
+  for _, r in ipairs(runs) do
+    keep(pos, r[1] - 1)
+    parts[#parts + 1] = string.sub(src, (r[3] - 1) * width + 1, r[4] * width)
+    pos = r[2] + 1
   end
   keep(pos, cnt)
   return table.concat(parts)
@@ -387,9 +396,10 @@ for _, blk in ipairs(blocks) do
   -- each field's new value as it is: no copy.
   local whole = #touched == cnt and m == cnt
   for t = 1, #touched do whole = whole and touched[t].q == t end
+  local runs = runsof(touched)
   local out = {}
   for k = 1, #fields do
-    local blob = whole and T[k] or build(old[k] or nil, cnt, widths[k], touched, T[k])
+    local blob = whole and T[k] or build(old[k] or nil, cnt, widths[k], runs, T[k])
     if not blob then return err('BADMODEL', 'field %s of %s has the wrong length', fields[k], root) end
     out[#out + 1] = fields[k]
     out[#out + 1] = blob
