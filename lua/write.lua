@@ -392,11 +392,11 @@ for _, blk in ipairs(blocks) do
   else
     old = redis.call('HMGET', root, unpack(fields))
   end
-  -- A call that writes exactly this block's arms, in slot order, sends
-  -- each field's new value as it is: no copy.
-  local whole = #touched == cnt and m == cnt
-  for t = 1, #touched do whole = whole and touched[t].q == t end
+  -- A call that writes exactly this block's arms, in slot order (one run
+  -- over every slot, from the first record), sends each field's new value
+  -- as it is: no copy.
   local runs = runsof(touched)
+  local whole = m == cnt and #runs == 1 and runs[1][1] == 1 and runs[1][2] == cnt
   local out = {}
   for k = 1, #fields do
     local blob = whole and T[k] or build(old[k] or nil, cnt, widths[k], runs, T[k])

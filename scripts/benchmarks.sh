@@ -44,7 +44,7 @@ url=http://127.0.0.1:$hport
 
 {
 	echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo none)"
-	echo "# $(redis-server --version | cut -d' ' -f3), $(go version | cut -d' ' -f3), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); loadtest --client $client; sidecar --procs default (GOMAXPROCS $(( $(nproc) > 1 ? $(nproc) - 1 : 1 )))"
+	echo "# $(redis-server --version | cut -d' ' -f3), $(go version | cut -d' ' -f3), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); loadtest --client $client; sidecar --procs default (Go's GOMAXPROCS less one)"
 } | tee "$out/header.txt"
 
 lt() { # label, then loadtest arguments
