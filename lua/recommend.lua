@@ -109,13 +109,21 @@ for i = 1, d do
   x[i] = v
   if v ~= 0 then S[#S + 1] = i end
 end
--- |x|^2 / lambda bounds every arm's x' A^-1 x (A >= lambda I): a fresh
--- arm's exactly, the others' from above (scan_rows prunes with it).
+-- |x|^2 / lambda bounds every arm's x' A^-1 x: a fresh arm's exactly, the
+-- others' from above, since every arm's A = lambda I + sum x x' is at least
+-- lambda I. So score <= mean + bound with bound = alpha |x| / sqrt(lambda)
+-- (widened by 1e-6 against rounding). Once the top-k is full, an arm with
+-- mean + bound <= the k-th score could not enter it (entry needs a strictly
+-- better score): the scan and the candidate path decode only its mean.
+-- The result is the same as scoring every arm, ties included.
 local xx = 0
 for p = 1, #S do xx = xx + x[S[p]] * x[S[p]] end
 local xxl = xx / lambda
+local bound = alpha * xxl ^ 0.5 * (1 + 1e-6)
 
-local candidates, exclude
+-- The options' lists stay in ARGV: cfrom..cto the candidates', efrom..eto
+-- the exclusions' (empty ranges if not given).
+local cfrom, cto, efrom, eto
 local pos = 3 + d
 while pos <= nargs do
   local opt = string.upper(ARGV[pos])
@@ -129,21 +137,21 @@ while pos <= nargs do
   if not cnt or cnt < 0 or pos + 1 + cnt > nargs then
     return err('BADARG', '%s must be followed by a count and that many ids', opt)
   end
-  local list = {}
-  for i = 1, cnt do list[i] = ARGV[pos + 1 + i] end
   if opt == 'CANDIDATES' then
-    if candidates then return err('BADARG', 'CANDIDATES given twice') end
-    candidates = list
+    if cfrom then return err('BADARG', 'CANDIDATES given twice') end
+    cfrom, cto = pos + 2, pos + 1 + cnt
   else
-    if exclude then return err('BADARG', 'EXCLUDE given twice') end
-    exclude = list
+    if efrom then return err('BADARG', 'EXCLUDE given twice') end
+    efrom, eto = pos + 2, pos + 1 + cnt
   end
   pos = pos + 2 + cnt
 end
 
+-- excluded holds the ids never to return; the candidate path also adds
+-- each candidate it has taken, so that duplicates count once.
 local excluded = {}
-if exclude then
-  for i = 1, #exclude do excluded[exclude[i]] = true end
+if efrom then
+  for i = efrom, eto do excluded[ARGV[i]] = true end
 end
 
 -- The top-k so far, best first; a new score enters only if strictly better
@@ -229,47 +237,45 @@ if meta[6] and meta[6] ~= '[]' then
 end
 
 local xc, qc = {}, {} -- x over the continuous features; their quadratic coefficients
-local cfmt, pfmt, cbytes, pbytes
+local cbytes, pbytes
+local tfmt, afmt, vfmt -- theta_c, A^-1 over the continuous features, W_P and V_P,c
 if fast then
   for i = 1, nc do xc[i] = x[cont[i]] end
   for i = 1, nc do
     for j = i, nc do qc[#qc + 1] = (i == j) and xc[i] * xc[i] or 2 * xc[i] * xc[j] end
   end
-  cfmt, pfmt = '<' .. string.rep('d', nc + ntri), '<' .. string.rep('d', 2 + nc)
   cbytes, pbytes = 8 * (nc + ntri), 8 * (2 + nc)
+  tfmt, afmt, vfmt = '<' .. string.rep('d', nc), '<' .. string.rep('d', ntri), '<' .. string.rep('d', 1 + nc)
 end
 
--- folded returns the mean and the quadratic form of the arm whose
--- continuous values start at byte co of cb and pattern values at po of pb.
-local function folded(cb, co, pb, po)
-  local cv = { unpack_values(cfmt, cb, co) }
-  local pv = { unpack_values(pfmt, pb, po) }
-  local mean, quad = pv[1], pv[2]
-  for i = 1, nc do
-    mean = mean + xc[i] * cv[i]
-    quad = quad + 2 * xc[i] * pv[2 + i]
-  end
-  for t = 1, ntri do quad = quad + qc[t] * cv[nc + t] end
-  return mean, quad
+-- foldedmean returns theta_P + xc . theta_c from theta_P, and the arm's
+-- theta_c starting at byte co of tc; foldedquad returns its x' A^-1 x from
+-- its A^-1 over the continuous features at byte ao of ta and its W_P, V_P,c
+-- at byte wo of tw. Both sum in the order of the specialised code for three
+-- continuous features.
+local function foldedmean(tp, tc, co)
+  local tv = { unpack_values(tfmt, tc, co) }
+  local mean = tp
+  for i = 1, nc do mean = mean + xc[i] * tv[i] end
+  return mean
+end
+local function foldedquad(ta, ao, tw, wo)
+  local av = { unpack_values(afmt, ta, ao) }
+  local pv = { unpack_values(vfmt, tw, wo) }
+  local q = pv[1]
+  for i = 1, nc do q = q + 2 * xc[i] * pv[1 + i] end
+  for t = 1, ntri do q = q + qc[t] * av[t] end
+  return q
 end
 
-if candidates then
-  local ids, seen = {}, {}
-  for i = 1, #candidates do
-    local id = candidates[i]
-    if not seen[id] and not excluded[id] then
-      seen[id] = true
-      ids[#ids + 1] = id
-    end
-  end
-  if #ids == 0 then return {} end
-  local prior = alpha * sqrt(xxl)
-  -- Each candidate's row: prefix .. id, rowlen bytes, and rowquad(row)
-  -- its mean and quadratic form.
-  local prefix, rowlen, rowquad
+if cfrom then
+  local prior = alpha * sqrt(xxl) -- a fresh arm's score
+  -- Each candidate's row: prefix .. id, rowlen bytes; rowmean(row) its
+  -- mean, rowquad(row) its x' A^-1 x.
+  local prefix, rowlen, rowmean, rowquad
   if fast then
-    -- Folded rows f:<part>:<id> = the continuous values, then those of fq
-    -- patterns from part * fq on.
+    -- Folded rows f:<part>:<id> = the continuous values (theta_c, then A^-1
+    -- over them), then those of fq patterns from part * fq on.
     local fq = integer(meta[7])
     if not fq or fq < 1 then
       return err('BADMODEL', '%s has a malformed fpats', root)
@@ -278,69 +284,100 @@ if candidates then
     prefix = 'f:' .. part .. ':'
     local po = cbytes + (pid - part * fq) * pbytes + 1
     rowlen = cbytes + math.min(fq, npat - part * fq) * pbytes
-    rowquad = function(row) return folded(row, 1, row, po) end
+    rowmean = function(row) return foldedmean(unpack_values('<d', row, po), row, 1) end
+    rowquad = function(row) return foldedquad(row, 8 * nc + 1, row, po + 8) end
     if nc == 3 then
       -- The reference shop's: every value in a local, as in scan_rows
       -- (the same sums in the same order).
       local x1, x2, x3 = xc[1], xc[2], xc[3]
       local y1, y2, y3 = 2 * x1, 2 * x2, 2 * x3
       local q11, q12, q13, q22, q23, q33 = qc[1], qc[2], qc[3], qc[4], qc[5], qc[6]
+      rowmean = function(row)
+        local t1, t2, t3 = unpack_values('<ddd', row)
+        return unpack_values('<d', row, po) + x1 * t1 + x2 * t2 + x3 * t3
+      end
       rowquad = function(row)
-        local t1, t2, t3, a11, a12, a13, a22, a23, a33 = unpack_values(cfmt, row)
-        local tp, wp, v1, v2, v3 = unpack_values(pfmt, row, po)
-        return tp + x1 * t1 + x2 * t2 + x3 * t3,
-          wp + y1 * v1 + y2 * v2 + y3 * v3 + q11 * a11 + q12 * a12 + q13 * a13 + q22 * a22 + q23 * a23 + q33 * a33
+        local a11, a12, a13, a22, a23, a33 = unpack_values('<dddddd', row, 25)
+        local wp, v1, v2, v3 = unpack_values('<dddd', row, po + 8)
+        return wp + y1 * v1 + y2 * v2 + y3 * v3 + q11 * a11 + q12 * a12 + q13 * a13 + q22 * a22 + q23 * a23 + q33 * a33
       end
     end
   else
     -- Rows r:<id> = theta (d doubles) .. upper triangle of A^-1 (row-major).
-    local rowvals = d + d * (d + 1) / 2
-    prefix, rowlen = 'r:', 8 * rowvals
-    -- Positions (1-based, in doubles) of theta_i and A^-1_ij in a row, and
-    -- the quadratic-form coefficients: x_i^2 on the diagonal, 2 x_i x_j above.
-    local tpos, qpos, qcoef = {}, {}, {}
+    local ntri_all = d * (d + 1) / 2
+    prefix, rowlen = 'r:', 8 * (d + ntri_all)
+    -- Positions (1-based, in doubles) of A^-1_ij in the triangle, and the
+    -- quadratic-form coefficients: x_i^2 on the diagonal, 2 x_i x_j above.
+    local qpos, qcoef = {}, {}
     for p = 1, ns do
       local i = S[p]
-      tpos[p] = i
       for q = p, ns do
         local j = S[q]
-        local tri = (i - 1) * d - (i - 1) * (i - 2) / 2 + (j - i) -- 0-based index in the upper triangle
-        qpos[#qpos + 1] = d + tri + 1
+        qpos[#qpos + 1] = (i - 1) * d - (i - 1) * (i - 2) / 2 + (j - i) + 1
         qcoef[#qcoef + 1] = (i == j) and x[i] * x[i] or 2 * x[i] * x[j]
       end
     end
-    -- Decode a whole row with one call when it is not much longer than what
-    -- is needed (one C call per value costs about ten values decoded in bulk).
-    local whole = rowvals <= 10 * (ns + #qpos)
-    local rowfmt = '<' .. string.rep('d', rowvals)
-    rowquad = function(row)
-      local mean, quad = 0, 0
-      if whole then
-        local v = { unpack_values(rowfmt, row) }
-        for p = 1, ns do mean = mean + x[tpos[p]] * v[tpos[p]] end
-        for p = 1, #qpos do quad = quad + qcoef[p] * v[qpos[p]] end
-      else
-        for p = 1, ns do mean = mean + x[tpos[p]] * unpack_values('<d', row, 8 * tpos[p] - 7) end
-        for p = 1, #qpos do quad = quad + qcoef[p] * unpack_values('<d', row, 8 * qpos[p] - 7) end
+    -- Decode a whole part of a row with one call when it is not much longer
+    -- than what is needed (one C call per value costs about ten values
+    -- decoded in bulk).
+    local thetafmt, trifmt = '<' .. string.rep('d', d), '<' .. string.rep('d', ntri_all)
+    if d <= 10 * ns then
+      rowmean = function(row)
+        local v = { unpack_values(thetafmt, row) }
+        local mean = 0
+        for p = 1, ns do mean = mean + x[S[p]] * v[S[p]] end
+        return mean
       end
-      return mean, quad
+    else
+      rowmean = function(row)
+        local mean = 0
+        for p = 1, ns do mean = mean + x[S[p]] * unpack_values('<d', row, 8 * S[p] - 7) end
+        return mean
+      end
+    end
+    if ntri_all <= 10 * #qpos then
+      rowquad = function(row)
+        local v = { unpack_values(trifmt, row, 8 * d + 1) }
+        local quad = 0
+        for p = 1, #qpos do quad = quad + qcoef[p] * v[qpos[p]] end
+        return quad
+      end
+    else
+      rowquad = function(row)
+        local quad = 0
+        for p = 1, #qpos do quad = quad + qcoef[p] * unpack_values('<d', row, 8 * (d + qpos[p]) - 7) end
+        return quad
+      end
     end
   end
-  local fields = {}
-  for i = 1, #ids do fields[i] = prefix .. ids[i] end
-  local rows = redis.call('HMGET', root, unpack(fields))
-  for c = 1, #ids do
-    local row = rows[c]
-    local sc = prior -- a product the model has never seen: a fresh arm
-    if row then
-      if #row ~= rowlen then
-        return err('BADMODEL', 'row %s of %s has %d bytes, want %d', fields[c], root, #row, rowlen)
-      end
-      local mean, quad = rowquad(row)
-      if quad < 0 then quad = 0 end
-      sc = mean + alpha * quad ^ 0.5
+  -- The candidates in order, each once, none excluded, with their fields.
+  local ids, fields, m = {}, {}, 0
+  for i = cfrom, cto do
+    local id = ARGV[i]
+    if not excluded[id] then
+      excluded[id] = true
+      m = m + 1
+      ids[m], fields[m] = id, prefix .. id
     end
-    if sc > bar then offer(c, sc) end
+  end
+  if m == 0 then return {} end
+  local rows = redis.call('HMGET', root, unpack(fields))
+  for c = 1, m do
+    local row = rows[c]
+    if not row then
+      -- A product the model has never seen: a fresh arm.
+      if prior > bar then offer(c, prior) end
+    elseif #row ~= rowlen then
+      return err('BADMODEL', 'row %s of %s has %d bytes, want %d', fields[c], root, #row, rowlen)
+    else
+      local mean = rowmean(row)
+      if mean + bound > bar then
+        local quad = rowquad(row)
+        if quad < 0 then quad = 0 end
+        local sc = mean + alpha * quad ^ 0.5
+        if sc > bar then offer(c, sc) end
+      end
+    end
   end
   local out = {}
   for i = 1, #best do out[i] = ids[best[i]] end
@@ -350,9 +387,9 @@ end
 if n == 0 then return {} end
 
 local skip = {}
-if exclude and #exclude > 0 then
+if efrom and eto >= efrom then
   local fields = {}
-  for i = 1, #exclude do fields[i] = 'ix:' .. exclude[i] end
+  for i = efrom, eto do fields[#fields + 1] = 'ix:' .. ARGV[i] end
   local idx = redis.call('HMGET', root, unpack(fields))
   for i = 1, #idx do
     if idx[i] then skip[tonumber(idx[i]) + 1] = true end
@@ -364,19 +401,9 @@ end
 -- continuous features, tp their theta_P for x's pattern, tw their W_P and
 -- V_P,c.
 --
--- It skips the exploration bonus of arms that cannot make the top-k. Every
--- arm's A = lambda I + sum x x' is at least lambda I, so x' A^-1 x <=
--- |x|^2 / lambda and score <= mean + bound with bound = alpha |x| /
--- sqrt(lambda) (widened by 1e-6 against rounding). Once the top-k is full,
--- an arm with mean + bound <= the k-th score could not enter it (entry
--- needs a strictly better score), so only its mean is decoded: 4 values
--- of 14 for the reference shop. The result is the same as scoring every
--- arm, ties included.
-local bound = alpha * xxl ^ 0.5 * (1 + 1e-6)
-local tfmt, afmt, vfmt -- the general loop's: theta_c, A^-1 over C, pattern values but theta_P
-if fast then
-  tfmt, afmt, vfmt = '<' .. string.rep('d', nc), '<' .. string.rep('d', ntri), '<' .. string.rep('d', 1 + nc)
-end
+-- It skips the exploration bonus of arms that cannot make the top-k (see
+-- bound): only their means are decoded, 4 values of 14 for the reference
+-- shop.
 local function scan_rows(tc, ta, tp, tw, cnt, base)
   if nc == 3 then
     -- Three continuous features (the reference shop's): every value in a
@@ -428,15 +455,9 @@ local function scan_rows(tc, ta, tp, tw, cnt, base)
     return
   end
   for a = 1, cnt do
-    local tv = { unpack_values(tfmt, tc, 8 * nc * (a - 1) + 1) }
-    local mean = unpack_values('<d', tp, 8 * a - 7)
-    for i = 1, nc do mean = mean + xc[i] * tv[i] end
+    local mean = foldedmean(unpack_values('<d', tp, 8 * a - 7), tc, 8 * nc * (a - 1) + 1)
     if mean + bound > bar and not skip[base + a] then
-      local av = { unpack_values(afmt, ta, 8 * ntri * (a - 1) + 1) }
-      local pv = { unpack_values(vfmt, tw, 8 * (1 + nc) * (a - 1) + 1) }
-      local q = pv[1]
-      for i = 1, nc do q = q + 2 * xc[i] * pv[1 + i] end
-      for t = 1, ntri do q = q + qc[t] * av[t] end
+      local q = foldedquad(ta, 8 * ntri * (a - 1) + 1, tw, 8 * (1 + nc) * (a - 1) + 1)
       if q < 0 then q = 0 end
       local s = mean + alpha * q ^ 0.5
       if s > bar then offer(base + a, s) end

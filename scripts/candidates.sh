@@ -5,8 +5,9 @@
 # product ids of a 20,000-product reference-shop model (random lists miss
 # the CPU's caches as real traffic does; redis-benchmark repeats one list),
 # timed by Redis itself (INFO commandstats, usec_per_call). Then the floor:
-# the HMGET of 50 random small fields (ix:<id>), and a 50-product model's
-# whole scan for comparison. Differences between consecutive rows are the
+# the HMGET of 50 random small fields (ix:<id>), the whole script with one
+# fixed list (its rows stay in the CPU's caches, as a 50-product model's
+# do), and a 50-product model's whole scan for comparison. Differences between consecutive rows are the
 # phases' costs.
 #
 # Usage: scripts/candidates.sh [PRODUCTS]   (default 20000)
@@ -26,11 +27,10 @@ import random, socket, sys
 port, big, small, products = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 src = open("lua/recommend.lua").read()
 cuts = [
-    ("arguments parsed", "local excluded = {}"),
-    ("+ one-hot groups, pattern, coefficients", "if candidates then\n"),
-    ("+ candidates deduplicated", "  local fields = {}\n  for i = 1, #ids do fields[i] = prefix .. ids[i] end"),
-    ("+ field names built", "  local rows = redis.call('HMGET', root, unpack(fields))"),
-    ("+ HMGET of the candidates' rows", "  for c = 1, #ids do\n    local row = rows[c]"),
+    ("arguments parsed", "local excluded = {}\n"),
+    ("+ one-hot groups, pattern, coefficients", "if cfrom then\n"),
+    ("+ candidates deduplicated, field names built", "  local rows = redis.call('HMGET', root, unpack(fields))"),
+    ("+ HMGET of the candidates' rows", "  for c = 1, m do\n    local row = rows[c]"),
     ("+ decode, score, top-k", "  local out = {}\n  for i = 1, #best do out[i] = ids[best[i]] end\n  return reply(out)"),
 ]
 scripts = []
@@ -95,5 +95,7 @@ for name, text in scripts:
 probe = call("SCRIPT", "LOAD", "local f = {} for i = 1, #ARGV do f[i] = 'ix:' .. ARGV[i] end return #redis.call('HMGET', KEYS[1], unpack(f))").decode()
 timed("floor: HMGET of 50 random ix:<id> fields", lambda rng: enc("EVALSHA", probe, 1, "rb:{%s}" % big, *ids(rng)))
 whole = call("SCRIPT", "LOAD", src).decode()
+hot = ["p%d" % (i * (products // 50)) for i in range(50)]
+timed("the whole script, one fixed list (cache-hot)", lambda rng: enc("EVALSHA", whole, 1, "rb:{%s}" % big, 5, 0.1, *context(rng), "CANDIDATES", 50, *hot))
 timed("a 50-product model, whole scan", lambda rng: enc("EVALSHA", whole, 1, "rb:{%s}" % small, 5, 0.1, *context(rng)))
 PY

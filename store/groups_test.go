@@ -157,7 +157,8 @@ func TestOneHotFastPath(t *testing.T) {
 // lambda, say), they would be lost. Models of 10 trained and 30 fresh arms,
 // interleaved or trained first, at two lambdas, are scored at alphas from 0
 // to 3, with k reaching into the ties and with exclusions; the top-k must
-// equal the reference, tie order included.
+// equal the reference, tie order included. Candidate lists (all arms in
+// the scan's order, or 25 in a random order) prune by the same bound.
 func TestPruningBound(t *testing.T) {
 	srv := redistest.Start(t)
 	c := srv.Client()
@@ -192,8 +193,19 @@ func TestPruningBound(t *testing.T) {
 			}
 			for i := 0; i < 40; i++ {
 				q := store.Query{K: []int{1, 5, 8, 12, 40}[i%5], Alpha: []float64{0, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 3}[i%8], Context: newShopContext(rng)}
-				if i%3 == 0 {
+				switch i % 6 {
+				case 0, 3:
 					q.Exclude = []string{"p00", "p12", m.reference(q)[0].ID}
+				case 1:
+					q.Candidates = slices.Clone(m.ids) // the scan's order, through the candidate path
+				case 4:
+					// 25 in a random order, one twice, one excluded.
+					perm := rng.Perm(n)[:25]
+					for _, a := range perm {
+						q.Candidates = append(q.Candidates, m.ids[a])
+					}
+					q.Candidates = append(q.Candidates, m.ids[perm[3]])
+					q.Exclude = []string{m.ids[perm[7]]}
 				}
 				got, err := store.Recommend(ctx, c, m.name, q)
 				if err != nil {
