@@ -21,6 +21,12 @@
 // is the server's and the network's rather than a client library's. The
 // client-side target always uses rueidis.
 //
+// Every target reports Redis's own time per request (INFO commandstats).
+// The http target also reports the sidecar's, from its GET /metrics before
+// and after: its handler's time per request and the part of it spent in
+// its Redis call, so that what the sidecar adds splits into its own work,
+// its Redis round trip and the HTTP hop.
+//
 // Run either tests an existing model (Config.Model) or, with
 // Config.Products > 0, creates a synthetic model of that size under a unique
 // name (the reference shop's layout with its one-hot groups when the

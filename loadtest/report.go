@@ -60,7 +60,7 @@ func newWriter(cfg Config, rep *Report) *writer { return &writer{cfg: cfg, rep: 
 
 var csvHeader = []string{"target", "requests", "errors", "seconds", "rps",
 	"min_ms", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms",
-	"rps_ratio", "p50_ratio", "p99_ratio", "error_kinds", "server_us"}
+	"rps_ratio", "p50_ratio", "p99_ratio", "error_kinds", "server_us", "sidecar_us", "sidecar_redis_us"}
 
 func (w *writer) begin() error {
 	if w.cfg.Format != FormatCSV {
@@ -119,6 +119,8 @@ func (w *writer) result(i int) error {
 			Seconds    float64          `json:"seconds"`
 			RPS        float64          `json:"rps"`
 			ServerUS   float64          `json:"server_us"`
+			SidecarUS  float64          `json:"sidecar_us,omitempty"`
+			SideRedis  float64          `json:"sidecar_redis_us,omitempty"`
 			LatencyMS  lat              `json:"latency_ms"`
 			Clients    int              `json:"clients"`
 			Pipeline   int              `json:"pipeline"`
@@ -131,7 +133,7 @@ func (w *writer) result(i int) error {
 			VS         *vs              `json:"vs,omitempty"`
 		}{
 			Target: r.Target, Requests: r.Requests, Errors: r.Errors, ErrorKinds: r.ErrorKinds,
-			Seconds: r.Elapsed.Seconds(), RPS: r.RPS, ServerUS: r.ServerUS,
+			Seconds: r.Elapsed.Seconds(), RPS: r.RPS, ServerUS: r.ServerUS, SidecarUS: r.SidecarUS, SideRedis: r.SidecarRedisUS,
 			LatencyMS: lat{ms(p.Min), ms(p.P50), ms(p.P90), ms(p.P99), ms(p.P999), ms(p.Max), ms(p.Mean)},
 			Clients:   w.cfg.Clients, Pipeline: w.cfg.Pipeline, Rate: w.cfg.Rate,
 			Model: w.rep.Model, Products: w.rep.Products, Dim: w.rep.Dim, K: w.cfg.K, Candidates: w.rep.Candidates,
@@ -147,7 +149,7 @@ func (w *writer) result(i int) error {
 			f(r.Elapsed.Seconds()), f(r.RPS),
 			f(ms(p.Min)), f(ms(p.P50)), f(ms(p.P90)), f(ms(p.P99)), f(ms(p.P999)), f(ms(p.Max)), f(ms(p.Mean)),
 			f(ratio(r.RPS, first.RPS)), f(ratio(float64(p.P50), float64(p0.P50))), f(ratio(float64(p.P99), float64(p0.P99))),
-			kindsString(r.ErrorKinds, ";", "="), f(r.ServerUS)})
+			kindsString(r.ErrorKinds, ";", "="), f(r.ServerUS), f(r.SidecarUS), f(r.SidecarRedisUS)})
 		w.csv.Flush()
 		return w.csv.Error()
 	}
@@ -171,6 +173,9 @@ func (w *writer) result(i int) error {
 	fmt.Fprintf(&b, "  throughput summary: %.2f requests per second\n", r.RPS)
 	if r.ServerUS > 0 {
 		fmt.Fprintf(&b, "  redis time: %.1f µs per request (INFO commandstats)\n", r.ServerUS)
+	}
+	if r.SidecarUS > 0 {
+		fmt.Fprintf(&b, "  sidecar time: %.1f µs per request, %.1f µs of it in its Redis call (its /metrics)\n", r.SidecarUS, r.SidecarRedisUS)
 	}
 	fmt.Fprintf(&b, "  latency summary (msec), %d right answers:\n", r.Latency.Count())
 	fmt.Fprintf(&b, "  %10s %10s %10s %10s %10s %10s %10s\n", "min", "p50", "p90", "p99", "p99.9", "max", "avg")

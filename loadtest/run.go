@@ -33,7 +33,14 @@ type Result struct {
 	// ping it is PING's time; for the http target, the sidecar's script
 	// calls. 1e6/ServerUS bounds the throughput one Redis can give.
 	ServerUS float64
-	Latency  Histogram // latencies of the right answers
+	// SidecarUS is, for the http target, the sidecar's own time per answered
+	// request (its handler, from its GET /metrics before and after the
+	// target; 0 if unreadable), and SidecarRedisUS the part of it spent in
+	// its Redis call. SidecarUS - SidecarRedisUS is the sidecar's own work;
+	// the rest of what the http target adds to the redis target is the HTTP
+	// hop (client, loopback, the sidecar's network reads and writes).
+	SidecarUS, SidecarRedisUS float64
+	Latency                   Histogram // latencies of the right answers
 	// Lag is, open loop only, how late each batch was sent after its
 	// scheduled time (client-side delay, included in Latency).
 	Lag Histogram
@@ -165,12 +172,22 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		// Every target gets the same contexts (and candidate lists), client by client.
 		p.label, p.requests, p.duration, p.seed = name, int64(cfg.Requests), cfg.Duration, cfg.Seed+1<<32
 		before, statsErr := serverMicros(ctx, setup)
+		var side0 sidecarStats
+		sideErr := errors.New("not the http target")
+		if name == TargetHTTP {
+			side0, sideErr = sidecarMicros(ctx, cfg.SidecarURL)
+		}
 		res, err := p.run(ctx)
 		if err != nil {
 			return rep, err
 		}
 		if after, err := serverMicros(ctx, setup); statsErr == nil && err == nil && res.Requests > 0 {
 			res.ServerUS = after.since(before) / float64(res.Requests)
+		}
+		if sideErr == nil {
+			if side, err := sidecarMicros(ctx, cfg.SidecarURL); err == nil {
+				res.SidecarUS, res.SidecarRedisUS = side.perRequest(side0)
+			}
 		}
 		rep.Results = append(rep.Results, res)
 		if err := out.result(len(rep.Results) - 1); err != nil {

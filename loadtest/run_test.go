@@ -190,6 +190,16 @@ func TestRunHTTP(t *testing.T) {
 		}
 		for _, r := range rep.Results {
 			sane(t, r, 150)
+			// Nested: Redis's time within the sidecar's Redis call, within
+			// its handler, within what the client saw.
+			mean := float64(r.Latency.Mean()) / 1e3
+			if r.Target == TargetHTTP && !(r.ServerUS > 0 && r.ServerUS <= r.SidecarRedisUS && r.SidecarRedisUS <= r.SidecarUS && r.SidecarUS <= mean) {
+				t.Errorf("http: redis %.1f µs, sidecar's redis call %.1f µs, sidecar %.1f µs, mean latency %.1f µs: want them increasing",
+					r.ServerUS, r.SidecarRedisUS, r.SidecarUS, mean)
+			}
+			if r.Target != TargetHTTP && (r.SidecarUS != 0 || r.SidecarRedisUS != 0) {
+				t.Errorf("%s: sidecar time %v/%v, want none", r.Target, r.SidecarUS, r.SidecarRedisUS)
+			}
 		}
 	}
 	// A sidecar that is not there: every request is a connection error.

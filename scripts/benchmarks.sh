@@ -97,15 +97,22 @@ for n in ("200", "2000", "20000"):
 # The sidecar against direct EVALSHA, paired within each loadtest run (the
 # targets of one --compare run back to back): the p50 it adds with one
 # client, and its share of the throughput with 16.
-lines += ["", "| products | sidecar adds at p50, 1 client (ms) | sidecar rps / direct rps, 16 clients |", "|---|---|---|"]
+# With one client, from the sidecar's own metrics (loadtest's sidecar_us,
+# sidecar_redis_us) and Redis's (server_us): the sidecar's handler time
+# without its Redis call (its own work), and its Redis call less Redis's
+# time (the round trip to Redis and the wake-ups on the way).
+lines += ["", "| products | sidecar adds at p50, 1 client (ms) | its own work, 1 client (µs) | its Redis call less Redis's time (µs) | sidecar rps / direct rps, 16 clients |", "|---|---|---|---|---|"]
 for n in ("200", "2000", "20000"):
     one = list(zip(rows.get((f"{n}/1", "redis"), []), rows.get((f"{n}/1", "http"), [])))
     sat = list(zip(rows.get((f"{n}/16", "redis"), []), rows.get((f"{n}/16", "http"), [])))
     if not one and not sat:
         continue
     added = fmt(med([h["latency_ms"]["p50"] - r["latency_ms"]["p50"] for r, h in one])) if one else "—"
+    timed = [h for r, h in one if h.get("sidecar_us")]
+    own = fmt(med([h["sidecar_us"] - h["sidecar_redis_us"] for h in timed])) if timed else "—"
+    trip = fmt(med([h["sidecar_redis_us"] - h["server_us"] for h in timed])) if timed else "—"
     share = fmt(med([h["rps"] / r["rps"] for r, h in sat])) if sat else "—"
-    lines.append(f"| {int(n):,} | {added} | {share} |")
+    lines.append(f"| {int(n):,} | {added} | {own} | {trip} | {share} |")
 lines += ["", "| clients (redis, 200 products) | rps | p50 ms | p99 ms |", "|---|---|---|---|"]
 for c in (1, 2, 4, 8, 16, 32):
     rs = rows.get((f"curve/{c}", "redis"), [])
