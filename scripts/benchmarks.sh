@@ -9,10 +9,10 @@
 #   throughput against clients: redis target, 200 products, 1..32 clients
 #
 # Every configuration runs RUNS times (default 3); the summary gives the
-# median and the range. CLIENT=lean measures through loadtest's lean
-# clients (RESP and HTTP/1.1 by hand, like redis-benchmark and wrk) instead
-# of rueidis and net/http (CLIENT=go, the default); client-side always uses
-# rueidis. Raw JSON lines go to $OUT/raw.jsonl, the summary to
+# median and the range. Requests go through loadtest's lean clients
+# (RESP and HTTP/1.1 by hand, like redis-benchmark and wrk; CLIENT=lean,
+# the default) or through rueidis and net/http (CLIENT=go); client-side
+# always uses rueidis. Raw JSON lines go to $OUT/raw.jsonl, the summary to
 # $OUT/summary.md. Takes about 8 minutes on a 2-core machine.
 #
 # Usage: scripts/benchmarks.sh [OUT-DIR]
@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 
 out=${1:-${TMPDIR:-/tmp}/redbandit-benchmarks}
 runs=${RUNS:-3}
-client=${CLIENT:-go}
+client=${CLIENT:-lean}
 mkdir -p "$out"
 : >"$out/raw.jsonl"
 
