@@ -15,10 +15,11 @@ import (
 	"github.com/redbandit/redbandit/store"
 )
 
-// BenchmarkApply measures one flush of a trainer: a write of every arm of a
-// 200-product model in the reference shop's layout (d = 15, four one-hot
-// groups), as the trainer makes when all products changed since its last
-// flush. redis-µs/op is the script's time inside Redis (INFO commandstats).
+// BenchmarkApply measures one flush of a trainer into a 200-product model
+// in the reference shop's layout (d = 15, four one-hot groups): a write of
+// every arm (arms=200, as the trainer makes when all products changed
+// since its last flush), of 20 and of 1 spread over the model.
+// redis-µs/op is the script's time inside Redis (INFO commandstats).
 func BenchmarkApply(b *testing.B) {
 	srv := redistest.Start(b)
 	c := srv.Client()
@@ -41,19 +42,35 @@ func BenchmarkApply(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	usec0, calls0 := scriptTime(b, c)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		for j := range w.Arms {
-			w.Arms[j].Version = vers[j]
-		}
-		if vers, err = w.Apply(ctx, c); err != nil {
-			b.Fatal(err)
-		}
+	for _, n := range []int{products, 20, 1} {
+		b.Run(fmt.Sprintf("arms=%d", n), func(b *testing.B) {
+			stride := products / n
+			idx := make([]int, n)
+			sub := w
+			sub.Arms = make([]store.ArmWrite, n)
+			usec0, calls0 := scriptTime(b, c)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				// n arms spread over the model, a different set each time
+				// (all of them in index order for n = products).
+				for j := range idx {
+					idx[j] = j*stride + i%stride
+					sub.Arms[j] = w.Arms[idx[j]]
+					sub.Arms[j].Version = vers[idx[j]]
+				}
+				got, err := sub.Apply(ctx, c)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for j, a := range idx {
+					vers[a] = got[j]
+				}
+			}
+			b.StopTimer()
+			usec, calls := scriptTime(b, c)
+			b.ReportMetric((usec-usec0)/float64(calls-calls0), "redis-µs/op")
+		})
 	}
-	b.StopTimer()
-	usec, calls := scriptTime(b, c)
-	b.ReportMetric((usec-usec0)/float64(calls-calls0), "redis-µs/op")
 }
 
 // scriptTime returns the total µs and calls of EVALSHA and EVAL so far.
