@@ -173,9 +173,10 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		p.label, p.requests, p.duration, p.seed = name, int64(cfg.Requests), cfg.Duration, cfg.Seed+1<<32
 		before, statsErr := serverMicros(ctx, setup)
 		var side0 sidecarStats
-		sideErr := errors.New("not the http target")
+		sideOK := false // the sidecar's metrics were read before the target
 		if name == TargetHTTP {
-			side0, sideErr = sidecarMicros(ctx, cfg.SidecarURL)
+			s, err := sidecarMicros(ctx, cfg.SidecarURL)
+			side0, sideOK = s, err == nil
 		}
 		res, err := p.run(ctx)
 		if err != nil {
@@ -184,7 +185,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		if after, err := serverMicros(ctx, setup); statsErr == nil && err == nil && res.Requests > 0 {
 			res.ServerUS = after.since(before) / float64(res.Requests)
 		}
-		if sideErr == nil {
+		if sideOK {
 			if side, err := sidecarMicros(ctx, cfg.SidecarURL); err == nil {
 				res.SidecarUS, res.SidecarRedisUS = side.perRequest(side0)
 			}

@@ -304,8 +304,8 @@ if cfrom then
     end
   else
     -- Rows r:<id> = theta (d doubles) .. upper triangle of A^-1 (row-major).
-    local ntri_all = d * (d + 1) / 2
-    prefix, rowlen = 'r:', 8 * (d + ntri_all)
+    local dtri = d * (d + 1) / 2
+    prefix, rowlen = 'r:', 8 * (d + dtri)
     -- Positions (1-based, in doubles) of A^-1_ij in the triangle, and the
     -- quadratic-form coefficients: x_i^2 on the diagonal, 2 x_i x_j above.
     local qpos, qcoef = {}, {}
@@ -320,7 +320,7 @@ if cfrom then
     -- Decode a whole part of a row with one call when it is not much longer
     -- than what is needed (one C call per value costs about ten values
     -- decoded in bulk).
-    local thetafmt, trifmt = '<' .. string.rep('d', d), '<' .. string.rep('d', ntri_all)
+    local thetafmt, trifmt = '<' .. string.rep('d', d), '<' .. string.rep('d', dtri)
     if d <= 10 * ns then
       rowmean = function(row)
         local v = { unpack_values(thetafmt, row) }
@@ -335,7 +335,7 @@ if cfrom then
         return mean
       end
     end
-    if ntri_all <= 10 * #qpos then
+    if dtri <= 10 * #qpos then
       rowquad = function(row)
         local v = { unpack_values(trifmt, row, 8 * d + 1) }
         local quad = 0
