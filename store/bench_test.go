@@ -42,7 +42,7 @@ func BenchmarkApply(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, n := range []int{products, 20, 1} {
+	for _, n := range []int{products, 67, 20, 1} {
 		b.Run(fmt.Sprintf("arms=%d", n), func(b *testing.B) {
 			stride := products / n
 			idx := make([]int, n)

@@ -527,8 +527,9 @@ func foldedRows(t *testing.T, c rueidis.Client, root string) map[string][]string
 
 // TestWriteWholeBlock covers write.lua's shortcut: a call that writes
 // exactly one block's arms, in slot order, stores each of that block's
-// transposed values as sent. Every arm's score is checked after each write
-// (k = all arms), so a slot holding another arm's values would show.
+// transposed values as sent; and its merge of many runs of arms value by
+// value instead of run by run. Every arm's score is checked after each
+// write (k = all arms), so a slot holding another arm's values would show.
 func TestWriteWholeBlock(t *testing.T) {
 	srv := redistest.Start(t)
 	r := newRowsModel(t, srv.Client(), "whole", shopDim, shopGroups, 7)
@@ -554,4 +555,16 @@ func TestWriteWholeBlock(t *testing.T) {
 	r.write([]string{"b0"}) // block 1's slots: a1024…a1029, b1, b2, b0
 	r.write(append(slices.Clone(ids[store.DefaultBlock:]), "b0", "b1", "b2"))
 	all("block 1 alone, not in slot order")
+	// Arms created one call at a time in the reverse of their ids' order:
+	// written together (the writer sends records in id order), each is a
+	// run of its own, so that every field of block 1 is merged value by
+	// value rather than spliced run by run.
+	var late []string
+	for a := 29; a >= 0; a-- {
+		id := fmt.Sprintf("r%02d", a)
+		r.write([]string{id})
+		late = append(late, id)
+	}
+	r.write(late)
+	all("block 1 with 30 runs of one arm")
 }
