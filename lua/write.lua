@@ -340,11 +340,6 @@ local function runsof(touched)
   end
   return runs
 end
--- build returns a block's blob of cnt slots of width bytes: the slots of
--- the runs (runsof) from src, where the arm of record q has bytes
--- (q-1)*width + 1 .. q*width, the other slots as in old (zeros past its
--- end), copying run by run or, with many runs, value by value. nil if old
--- is malformed.
 local DFMT = {} -- DFMT[n]: the struct format of n little-endian doubles
 local function dfmt(n)
   local f = DFMT[n]
@@ -354,6 +349,11 @@ local function dfmt(n)
   end
   return f
 end
+-- build returns a block's blob of cnt slots of width bytes: the slots of
+-- the runs (runsof) from src, where the arm of record q has bytes
+-- (q-1)*width + 1 .. q*width, the other slots as in old (zeros past its
+-- end), copying run by run or, with many runs, value by value. nil if old
+-- is malformed.
 local function build(old, cnt, width, runs, src)
   if width == 0 then return '' end
   local have = 0
@@ -366,7 +366,8 @@ local function build(old, cnt, width, runs, src)
     -- Many runs for the field's size (a partial write of many arms):
     -- splicing makes a string per run and per gap, ~0.3 µs each; decoding
     -- the old and the sent values and encoding the result once costs
-    -- ~0.08 µs per value (measured on the development machine).
+    -- ~0.08 µs per value (measured on the development machine). At most
+    -- 4,000 values: unpack and pack hold them all on Lua's stack.
     local vals = { unpack_values(dfmt(have * nv), old or '') }
     for i = have * nv + 1, cnt * nv do vals[i] = 0 end
     for _, r in ipairs(runs) do
