@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -33,8 +34,26 @@ func kafka(t *testing.T) (*kfake.Cluster, *kgo.Client, func() []*kgo.Record) {
 		t.Fatal(err)
 	}
 	t.Cleanup(prod.Close)
+	// read consumes the topic from the start up to the end offsets listed
+	// when it is called, so it neither misses a slow fetch nor waits on a
+	// timer; a topic that cannot be read to its end in 30s fails the test.
 	read := func() []*kgo.Record {
 		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		ends, err := kadm.NewClient(prod).ListEndOffsets(ctx, sidecar.DefaultTopic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		left := map[int32]int64{}
+		ends.Each(func(o kadm.ListedOffset) {
+			if o.Err != nil {
+				t.Fatalf("end offset of partition %d: %v", o.Partition, o.Err)
+			}
+			if o.Offset > 0 {
+				left[o.Partition] = o.Offset
+			}
+		})
 		cons, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ConsumeTopics(sidecar.DefaultTopic),
 			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 		if err != nil {
@@ -42,15 +61,19 @@ func kafka(t *testing.T) (*kfake.Cluster, *kgo.Client, func() []*kgo.Record) {
 		}
 		defer cons.Close()
 		var out []*kgo.Record
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		for {
+		for len(left) > 0 {
 			fs := cons.PollFetches(ctx)
 			if ctx.Err() != nil {
-				return out
+				t.Fatalf("read %d records; partitions not read to their end: %v", len(out), left)
 			}
-			fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
+			fs.EachRecord(func(r *kgo.Record) {
+				out = append(out, r)
+				if end, ok := left[r.Partition]; ok && r.Offset+1 >= end {
+					delete(left, r.Partition)
+				}
+			})
 		}
+		return out
 	}
 	return cluster, prod, read
 }
