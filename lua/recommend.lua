@@ -75,7 +75,7 @@ if root == nil then
   return err('BADARG', 'expected 1 key (the model root rb:{M}), got 0')
 end
 
-local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'arms', 'block', 'groups', 'fpats')
+local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'arms', 'block', 'groups', 'fpats', 'gmap')
 if not meta[1] then
   return err('NOMODEL', 'no model at %s', root)
 end
@@ -195,31 +195,63 @@ local fast, pid = false, 0
 local cont, nc, ntri = {}, 0, 0
 local npat = 0
 if meta[6] and meta[6] ~= '[]' then
-  local ok, groups = pcall(cjson.decode, meta[6])
-  if not ok or type(groups) ~= 'table' then
-    return err('BADMODEL', '%s has malformed groups', root)
-  end
-  local ingroup, stride = {}, 1
-  fast = true
-  for g = 1, #groups do
-    if type(groups[g]) ~= 'table' or type(groups[g].features) ~= 'table' then
+  -- gv: the groups as numbers: their count, then per group its size, 1 if
+  -- optional (else 0) and its 0-based feature indexes; from the packed
+  -- field gmap (one struct.unpack), else decoded from the JSON in groups
+  -- (a model whose writer did not add gmap; several microseconds more).
+  local gv
+  local gmap = meta[8]
+  if gmap then
+    if #gmap % 2 ~= 0 or #gmap < 2 then
+      return err('BADMODEL', '%s has a malformed gmap', root)
+    end
+    gv = { unpack_values('<' .. string.rep('H', #gmap / 2), gmap) }
+    gv[#gv] = nil -- struct.unpack's next position
+  else
+    local ok, groups = pcall(cjson.decode, meta[6])
+    if not ok or type(groups) ~= 'table' then
       return err('BADMODEL', '%s has malformed groups', root)
     end
-    local grp, pos = groups[g].features, nil
-    local optional = groups[g].optional == true
-    for p = 1, #grp do
-      local v = x[grp[p] + 1]
-      ingroup[grp[p] + 1] = true
+    gv = { #groups }
+    for g = 1, #groups do
+      if type(groups[g]) ~= 'table' or type(groups[g].features) ~= 'table' then
+        return err('BADMODEL', '%s has malformed groups', root)
+      end
+      local grp = groups[g].features
+      gv[#gv + 1] = #grp
+      gv[#gv + 1] = groups[g].optional == true and 1 or 0
+      for p = 1, #grp do gv[#gv + 1] = grp[p] end
+    end
+  end
+  local ingroup, stride, at = {}, 1, 2
+  fast = true
+  for g = 1, gv[1] do
+    local size, optional = gv[at], gv[at + 1] == 1
+    if not size or at + 1 + size > #gv then
+      return err('BADMODEL', '%s has malformed groups', root)
+    end
+    local pos = nil
+    for p = 1, size do
+      local f = gv[at + 1 + p]
+      if type(f) ~= 'number' or f < 0 or f >= d then
+        return err('BADMODEL', '%s has malformed groups', root)
+      end
+      local v = x[f + 1]
+      ingroup[f + 1] = true
       if v ~= 0 then
         if v ~= 1 or pos then fast = false end
         pos = p - 1
       end
     end
     if not pos then
-      if optional then pos = #grp else fast = false end -- the "none" digit
+      if optional then pos = size else fast = false end -- the "none" digit
     end
     pid = pid + (pos or 0) * stride
-    stride = stride * (#grp + (optional and 1 or 0))
+    stride = stride * (size + (optional and 1 or 0))
+    at = at + 2 + size
+  end
+  if at ~= #gv + 1 then
+    return err('BADMODEL', '%s has malformed groups', root)
   end
   npat = stride
   for i = 1, d do

@@ -93,18 +93,26 @@ end
 -- 2 + #cont values per arm, cont being the features in no group.
 local ok, groups = pcall(cjson.decode, groupsjson or '')
 if not ok or type(groups) ~= 'table' then return err('BADARG', 'groups is not a JSON array') end
-local npat, cont, ingroup = 1, {}, {}
+-- gmap: the groups packed for the scoring script (docs/FORMAT.md): their
+-- count, then per group its size, 1 if optional (else 0) and its feature
+-- indexes, as LE uint16.
+local npat, cont, ingroup, gmap = 1, {}, {}, { #groups }
 for gi = 1, #groups do
   local grp = type(groups[gi]) == 'table' and groups[gi].features
   if type(grp) ~= 'table' or #grp < 1 then return err('BADARG', 'group %d has no features', gi) end
+  local optional = groups[gi].optional == true
+  gmap[#gmap + 1] = #grp
+  gmap[#gmap + 1] = optional and 1 or 0
   for _, f in ipairs(grp) do
     if type(f) ~= 'number' or f ~= math.floor(f) or f < 0 or f >= d or ingroup[f] then
       return err('BADARG', 'group %d has a bad or repeated feature index', gi)
     end
     ingroup[f] = true
+    gmap[#gmap + 1] = f
   end
-  npat = npat * (#grp + (groups[gi].optional == true and 1 or 0))
+  npat = npat * (#grp + (optional and 1 or 0))
 end
+gmap = pack('<' .. string.rep('H', #gmap), unpack(gmap))
 if #groups == 0 then npat = 0 end
 for f = 0, d - 1 do
   if not ingroup[f] then cont[#cont + 1] = f end
@@ -182,7 +190,7 @@ for k = 1, #widths do
 end
 
 -- Checks: the model's identity, the guards, every arm's version and blobs.
-local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'features', 'block', 'arms', 'groups', 'rewards', 'fpats')
+local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'features', 'block', 'arms', 'groups', 'rewards', 'fpats', 'gmap')
 local exists = meta[1] ~= false
 local migrate = exists and meta[1] == '2' -- format 2: one row f:<id> per arm
 if exists then
@@ -437,6 +445,10 @@ end
 -- Writes.
 if not exists then
   redis.call('HSET', root, 'format', FORMAT, 'dim', d, 'lambda', lambda, 'features', features, 'groups', groupsjson, 'block', B)
+end
+if npat > 0 and meta[10] ~= gmap then
+  -- At creation, or first written here for a model created without it.
+  redis.call('HSET', root, 'gmap', gmap)
 end
 if migrate then
   -- One arm at a time (the catalogue's rows together could be large).

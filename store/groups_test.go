@@ -113,6 +113,66 @@ func TestOneHotFastPath(t *testing.T) {
 	check(oneHot, "one-hot context")
 	check(other, "other context")
 
+	// The groups packed for the script (gmap, docs/FORMAT.md): their count,
+	// then per group its size, 1 if optional and its features, LE uint16.
+	root := store.RootKey(m.name)
+	hget := func(f string) string {
+		t.Helper()
+		v, err := c.Do(ctx, c.B().Hget().Key(root).Field(f).Build()).ToString()
+		if err != nil {
+			t.Fatalf("HGET %s: %v", f, err)
+		}
+		return v
+	}
+	hset := func(f, v string) {
+		t.Helper()
+		if err := c.Do(ctx, c.B().Hset().Key(root).FieldValue().FieldValue(f, v).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	packed := func(vs ...int) string {
+		var b []byte
+		for _, v := range vs {
+			b = append(b, byte(v), byte(v>>8))
+		}
+		return string(b)
+	}
+	wantGmap := packed(4, 2, 0, 3, 4, 5, 0, 5, 6, 7, 8, 9, 3, 1, 10, 11, 12, 2, 0, 13, 14)
+	if g := hget("gmap"); g != wantGmap {
+		t.Fatalf("gmap %x, want %x", g, wantGmap)
+	}
+	// The script reads gmap, not the JSON: with the JSON spoilt, answers
+	// are unchanged.
+	groupsJSON := hget("groups")
+	hset("groups", "not json")
+	check(oneHot, "one-hot context, groups from gmap only")
+	check(other, "other context, groups from gmap only")
+	hset("groups", groupsJSON)
+	// A model without gmap (created by an older writer) is read from the
+	// JSON; the next write adds gmap.
+	if err := c.Do(ctx, c.B().Hdel().Key(root).Field("gmap").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	check(oneHot, "one-hot context without gmap")
+	check(other, "other context without gmap")
+	empty := store.Write{Model: m.name, Features: featureNames(d), Groups: shopGroups, Lambda: 1}
+	if _, err := empty.Apply(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if g := hget("gmap"); g != wantGmap {
+		t.Fatalf("gmap after a write %x, want %x", g, wantGmap)
+	}
+	// A malformed gmap is a BADMODEL for every context, never a wrong answer.
+	for _, bad := range []string{"abc", packed(5, 2, 0, 3, 4), packed(1, 2, 0, 3, 15), packed(1, 2, 0, 3, 4, 7), packed(1, 9, 0, 3, 4)} {
+		hset("gmap", bad)
+		for _, x := range [][]float64{oneHot[0], other[0]} {
+			if _, err := store.Recommend(ctx, c, m.name, store.Query{K: 5, Alpha: 0.1, Context: x}); !errors.Is(err, store.ErrBadModel) {
+				t.Fatalf("gmap %x: err %v, want ErrBadModel", bad, err)
+			}
+		}
+	}
+	hset("gmap", wantGmap)
+
 	// gender × source: read by the general path only.
 	var gxs []string
 	for i := 3; i <= 4; i++ {
@@ -120,7 +180,7 @@ func TestOneHotFastPath(t *testing.T) {
 			gxs = append(gxs, fmt.Sprintf("q:0:%d:%d", i, j))
 		}
 	}
-	if err := c.Do(ctx, c.B().Hdel().Key(store.RootKey(m.name)).Field(gxs...).Build()).Error(); err != nil {
+	if err := c.Do(ctx, c.B().Hdel().Key(root).Field(gxs...).Build()).Error(); err != nil {
 		t.Fatal(err)
 	}
 	check(oneHot, "one-hot context without general group columns")
