@@ -197,13 +197,15 @@ func TestOpenLoop(t *testing.T) {
 	if res.Latency.Max() < 80*time.Millisecond || res.Latency.Min() < 5*time.Millisecond {
 		t.Fatalf("coordinated omission: latencies %v..%v, want the last >= 80ms", res.Latency.Min(), res.Latency.Max())
 	}
-	// The same closed loop: every latency is about the 5 ms service time.
+	// The same closed loop: every latency is about the 5 ms service time
+	// (the median, so that one stall of a loaded machine does not count;
+	// latencies growing with the schedule would put it near 40 ms).
 	p.rate = 0
 	if res, err = p.run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if res.Latency.Max() > 50*time.Millisecond {
-		t.Fatalf("closed loop: max latency %v, want about 5ms", res.Latency.Max())
+	if q := res.Latency.Quantile(0.5); q > 20*time.Millisecond {
+		t.Fatalf("closed loop: median latency %v, want about 5ms", q)
 	}
 }
 
