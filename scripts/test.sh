@@ -4,10 +4,10 @@
 # then the end-to-end suites once more against a real Kafka broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh kafka browser
-# The dashboard's browser test must run (not skip); its screenshot goes to
-# artifacts/.
-export REDBANDIT_TEST_BROWSER=1 REDBANDIT_ARTIFACTS="$PWD/artifacts"
+bash scripts/deps.sh kafka browser python
+# The dashboard's browser test and the README's Python example must run
+# (not skip); the browser test's screenshot goes to artifacts/.
+export REDBANDIT_TEST_BROWSER=1 REDBANDIT_TEST_PYTHON=1 REDBANDIT_ARTIFACTS="$PWD/artifacts"
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then
