@@ -4,7 +4,7 @@
 # then the end-to-end suites once more against a real Kafka broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh kafka browser python
+bash scripts/deps.sh kafka browser examples
 # The dashboard's browser test and the README's Python example must run
 # (not skip); the browser test's screenshot goes to artifacts/.
 export REDBANDIT_TEST_BROWSER=1 REDBANDIT_TEST_PYTHON=1 REDBANDIT_ARTIFACTS="$PWD/artifacts"

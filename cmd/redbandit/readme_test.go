@@ -1,40 +1,60 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"net"
+	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/redbandit/redbandit/event"
 	"github.com/redbandit/redbandit/internal/redistest"
 	"github.com/redbandit/redbandit/linucb"
 	"github.com/redbandit/redbandit/lua"
+	"github.com/redbandit/redbandit/sidecar"
+	"github.com/redbandit/redbandit/spec"
 	"github.com/redbandit/redbandit/store"
 )
 
-// readmeBlock returns the first fenced code block of language lang after
-// the heading in README.md.
-func readmeBlock(t *testing.T, readme, heading, lang string) string {
+// readReadme returns the text of the module's README.md.
+func readReadme(t *testing.T) string {
 	t.Helper()
-	_, rest, ok := strings.Cut(readme, "\n"+heading+"\n")
+	raw, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(raw)
+}
+
+// readmeBlock returns the first fenced code block of language lang after
+// the text marker (a heading, say) in README.md.
+func readmeBlock(t *testing.T, readme, marker, lang string) string {
+	t.Helper()
+	_, rest, ok := strings.Cut(readme, marker)
 	if !ok {
-		t.Fatalf("README.md has no heading %q", heading)
+		t.Fatalf("README.md has no %q", marker)
 	}
 	_, rest, ok = strings.Cut(rest, "```"+lang+"\n")
 	if !ok {
-		t.Fatalf("README.md has no %s block after %q", lang, heading)
+		t.Fatalf("README.md has no %s block after %q", lang, marker)
 	}
 	block, _, ok := strings.Cut(rest, "```")
 	if !ok {
-		t.Fatalf("README.md: the %s block after %q is not closed", lang, heading)
+		t.Fatalf("README.md: the %s block after %q is not closed", lang, marker)
 	}
 	return block
 }
@@ -57,14 +77,10 @@ func replaceOnce(t *testing.T, s, old, new string) string {
 // relative). Products 17, 42 and 79 are trained to top the README's
 // context, so that the examples' exclusions change the answer. The Python
 // part needs python3 with redis-py; it is skipped without, unless
-// REDBANDIT_TEST_PYTHON=1 (make test sets it after scripts/deps.sh python
-// installs Debian's python3-redis).
+// REDBANDIT_TEST_PYTHON=1 (make test sets it after scripts/deps.sh
+// examples installs Debian's python3-redis).
 func TestReadmeExamples(t *testing.T) {
-	raw, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	readme := string(raw)
+	readme := readReadme(t)
 	srv := redistest.Start(t)
 	host, port, err := net.SplitHostPort(srv.Addr)
 	if err != nil {
@@ -149,7 +165,7 @@ func TestReadmeExamples(t *testing.T) {
 	}
 
 	// redis-cli: FCALL_RO, then EVALSHA excluding 17 and 42.
-	sh := readmeBlock(t, readme, "### redis-cli", "sh")
+	sh := readmeBlock(t, readme, "\n### redis-cli\n", "sh")
 	sh = strings.ReplaceAll(sh, "redis-cli ", "redis-cli -h "+host+" -p "+port+" ")
 	sh = replaceOnce(t, sh, "$(bin/redbandit script sha)", lua.RecommendSHA())
 	out, err := exec.Command("bash", "-euo", "pipefail", "-c", sh).CombinedOutput()
@@ -166,11 +182,11 @@ func TestReadmeExamples(t *testing.T) {
 	// Python: the script with EXCLUDE 1 79 (its FCALL_RO reply is replaced).
 	if err := exec.Command("python3", "-c", "import redis").Run(); err != nil {
 		if os.Getenv("REDBANDIT_TEST_PYTHON") == "1" {
-			t.Fatalf("REDBANDIT_TEST_PYTHON=1 but python3 cannot import redis (scripts/deps.sh python installs it): %v", err)
+			t.Fatalf("REDBANDIT_TEST_PYTHON=1 but python3 cannot import redis (scripts/deps.sh examples installs it): %v", err)
 		}
 		t.Skip("python3 with redis-py not found; REDBANDIT_TEST_PYTHON=1 makes this a failure")
 	}
-	py := readmeBlock(t, readme, "### Python (redis-py)", "python")
+	py := readmeBlock(t, readme, "\n### Python (redis-py)\n", "python")
 	py = replaceOnce(t, py, "redis.Redis(decode_responses=True)", "redis.Redis(host="+strconv.Quote(host)+", port="+port+", decode_responses=True)")
 	py += "\nimport json\nprint(json.dumps([v for item in top for v in (item[0], repr(item[1]))]))\n"
 	cmd := exec.Command("python3", "-")
@@ -195,4 +211,161 @@ func cmpFloat(a, b float64) int {
 		return 1
 	}
 	return 0
+}
+
+// TestReadmeSidecarExamples runs the README's curl examples for the HTTP
+// sidecar as written, pointed at a sidecar of this test, over a model
+// "default" bootstrapped with the reference spec: the three forms of a
+// recommendation must answer what store.Recommend answers for the context
+// each encodes (scores within 1e-9 relative; the README's exclusion of
+// product 17, which tops the unexcluded answer, honoured), and the feedback
+// example must put its event into the feedback topic, keyed by product.
+func TestReadmeSidecarExamples(t *testing.T) {
+	readme := readReadme(t)
+	srv := redistest.Start(t)
+	c := srv.Client()
+	ctx := context.Background()
+
+	// A history in the reference spec's columns: products 0..99, clicked
+	// one time in five; 17 and 42 clicked in the README's dense context.
+	sp := spec.Reference()
+	dense := []float64{0.33, 0.5, 0.5, 1, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 0}
+	groups := [][]int{{3, 4}, {5, 6, 7, 8, 9}, {10, 11, 12}, {13, 14}}
+	var csv strings.Builder
+	csv.WriteString("event_id," + strings.Join(sp.Names(), ",") + ",product_id,response\n")
+	rng := rand.New(rand.NewPCG(8, 9))
+	row := func(n int, x []float64, id, r int) {
+		fmt.Fprintf(&csv, "e%d", n)
+		for _, v := range x {
+			fmt.Fprintf(&csv, ",%v", v)
+		}
+		fmt.Fprintf(&csv, ",%d,%d\n", id, r)
+	}
+	for n := range 3000 {
+		x := make([]float64, len(dense))
+		x[0], x[1], x[2] = rng.Float64(), rng.Float64(), rng.Float64()
+		for _, g := range groups {
+			x[g[rng.IntN(len(g))]] = 1
+		}
+		row(n, x, n%100, rng.IntN(5)/4)
+	}
+	for n := range 60 {
+		row(3000+n, dense, []int{17, 42}[n%2], 1)
+	}
+	path := filepath.Join(t.TempDir(), "history.csv")
+	if err := os.WriteFile(path, []byte(csv.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(t, "--redis", srv.URL(), "bootstrap", "--spec", "reference", path); err != nil {
+		t.Fatalf("bootstrap: %v\n%s", err, out)
+	}
+
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, sidecar.DefaultTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	prod, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prod.Close)
+	s := sidecar.New(sidecar.Config{Redis: c, Producer: prod})
+	if err := s.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(s.Handler())
+	t.Cleanup(hs.Close)
+	curl := func(block string, calls int) []byte {
+		t.Helper()
+		if n := strings.Count(block, "curl -s localhost:8080/"); n != calls {
+			t.Fatalf("README example: %d curl calls to localhost:8080, want %d:\n%s", n, calls, block)
+		}
+		block = strings.ReplaceAll(block, "localhost:8080", strings.TrimPrefix(hs.URL, "http://"))
+		cmd := exec.Command("bash", "-euo", "pipefail", "-c", block)
+		cmd.Env = append(os.Environ(), "no_proxy=127.0.0.1,localhost", "NO_PROXY=127.0.0.1,localhost") // loopback, even behind a proxy
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("the README's curl lines: %v\n%s", err, out)
+		}
+		return out
+	}
+
+	type answer struct {
+		Model   string       `json:"model"`
+		Items   []store.Item `json:"items"`
+		EventID string       `json:"event_id"`
+		Error   string       `json:"error"`
+	}
+	var answers []answer
+	dec := json.NewDecoder(bytes.NewReader(curl(readmeBlock(t, readme, "\n## HTTP sidecar\n", "sh"), 3)))
+	for dec.More() {
+		var a answer
+		if err := dec.Decode(&a); err != nil {
+			t.Fatal(err)
+		}
+		answers = append(answers, a)
+	}
+	if len(answers) != 3 {
+		t.Fatalf("%d answers to the README's three requests: %+v", len(answers), answers)
+	}
+	named := make([]float64, len(dense))
+	for _, f := range []string{"age", "gender_F", "traffic_source_Search", "morning", "weekend"} {
+		named[slices.Index(sp.Names(), f)] = 1
+	}
+	named[0] = 0.33
+	attrs, err := sp.Encode(map[string]any{"age": 34.0, "latitude": -37.8, "longitude": 145.0, "gender": "F",
+		"traffic_source": "Search", "timestamp": "2026-01-03T08:15:00+11:00"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if top, err := store.Recommend(ctx, c, "default", store.Query{K: 5, Alpha: 0.1, Context: attrs}); err != nil || !slices.ContainsFunc(top, func(it store.Item) bool { return it.ID == "17" }) {
+		t.Fatalf("product 17 is not in the unexcluded top 5 of the README's attributes: %v %v", top, err)
+	}
+	for i, q := range []store.Query{{Context: dense}, {Context: named}, {Context: attrs, Exclude: []string{"17"}}} {
+		q.K, q.Alpha = 5, 0.1
+		want, err := store.Recommend(ctx, c, "default", q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := answers[i]
+		if got.Error != "" || got.Model != "default" || len(got.EventID) != 32 || len(got.Items) != len(want) {
+			t.Fatalf("README request %d: %+v, want the items %v", i+1, got, want)
+		}
+		for j, w := range want {
+			if g := got.Items[j]; g.ID != w.ID || math.Abs(g.Score-w.Score) > 1e-9*math.Abs(w.Score) {
+				t.Fatalf("README request %d, item %d: %v, want %v", i+1, j, g, w)
+			}
+		}
+	}
+
+	// Feedback: 202 {"accepted":1}, and the event in the topic.
+	out := curl(readmeBlock(t, readme, "Feedback (with `--brokers`)", "sh"), 1)
+	if strings.TrimSpace(string(out)) != `{"accepted":1}` {
+		t.Fatalf("the README's feedback example answered %q", out)
+	}
+	cons, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ConsumeTopics(sidecar.DefaultTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var recs []*kgo.Record
+	for len(recs) == 0 && pctx.Err() == nil {
+		recs = append(recs, cons.PollFetches(pctx).Records()...)
+	}
+	codec, err := event.NewCodec(len(dense))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 {
+		t.Fatalf("%d records in %s, want the README's one", len(recs), sidecar.DefaultTopic)
+	}
+	ev, err := codec.Decode(recs[0].Value)
+	if err != nil || string(recs[0].Key) != "42" || ev.ProductID != "42" || ev.Reward != 1 || ev.EventID != "9caad668…" ||
+		fmt.Sprint(ev.ContextVector) != fmt.Sprint(attrs) {
+		t.Fatalf("the README's feedback reached Kafka as %q: %+v, %v", recs[0].Key, ev, err)
+	}
 }
