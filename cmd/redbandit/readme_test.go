@@ -20,6 +20,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/urfave/cli/v2"
 
 	"github.com/redbandit/redbandit/event"
 	"github.com/redbandit/redbandit/internal/redistest"
@@ -367,5 +368,71 @@ func TestReadmeSidecarExamples(t *testing.T) {
 	if err != nil || string(recs[0].Key) != "42" || ev.ProductID != "42" || ev.Reward != 1 || ev.EventID != "9caad668…" ||
 		fmt.Sprint(ev.ContextVector) != fmt.Sprint(attrs) {
 		t.Fatalf("the README's feedback reached Kafka as %q: %+v, %v", recs[0].Key, ev, err)
+	}
+}
+
+// TestReadmeFlagTables checks the flag tables of README.md (global flags)
+// and trainer/README.md (the trainer's) against the command line both ways:
+// every row's flag exists with the row's environment variable and default,
+// and every flag of the command that has an environment variable has a row.
+func TestReadmeFlagTables(t *testing.T) {
+	app := newApp()
+	var trainerFlags []cli.Flag
+	for _, c := range app.Commands {
+		if c.Name == "trainer" {
+			trainerFlags = c.Flags
+		}
+	}
+	raw, err := os.ReadFile("../../trainer/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		doc, text string
+		flags     []cli.Flag
+	}{{"README.md", readReadme(t), app.Flags}, {"trainer/README.md", string(raw), trainerFlags}} {
+		rows := map[string][2]string{} // flag name → env, default
+		for _, line := range strings.Split(tc.text, "\n") {
+			cells := strings.Split(line, " | ")
+			if len(cells) != 3 || !strings.HasPrefix(line, "| `--") {
+				continue
+			}
+			name := strings.Fields(strings.Trim(cells[0], "| `"))[0]
+			name = strings.TrimSuffix(strings.TrimPrefix(name, "--"), "`")
+			def := strings.TrimSuffix(cells[2], " |")
+			if strings.HasPrefix(def, "`") {
+				def = strings.Split(def, "`")[1]
+			}
+			rows[name] = [2]string{strings.Trim(cells[1], "`"), def}
+		}
+		if len(rows) == 0 {
+			t.Fatalf("%s: no flag table found", tc.doc)
+		}
+		for _, f := range tc.flags {
+			df, ok := f.(cli.DocGenerationFlag)
+			if !ok || len(df.GetEnvVars()) == 0 {
+				continue
+			}
+			name := f.Names()[0]
+			row, ok := rows[name]
+			if !ok {
+				t.Errorf("%s: no row for --%s", tc.doc, name)
+				continue
+			}
+			delete(rows, name)
+			if env := strings.Join(df.GetEnvVars(), ","); env != row[0] {
+				t.Errorf("%s: --%s reads %s, the table says %s", tc.doc, name, env, row[0])
+			}
+			def := strings.Trim(df.GetDefaultText(), `"`)
+			switch {
+			case row[1] == "none" && df.GetValue() == "":
+			case row[1] == "off" && def == "false":
+			case row[1] != def:
+				t.Errorf("%s: --%s defaults to %q, the table says %q", tc.doc, name, def, row[1])
+			}
+		}
+		for name := range rows {
+			t.Errorf("%s: a row for --%s, which has no environment variable or does not exist", tc.doc, name)
+		}
 	}
 }

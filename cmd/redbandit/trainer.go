@@ -34,7 +34,7 @@ func trainerCommand() *cli.Command {
 			&cli.StringFlag{Name: "group", Value: trainer.DefaultGroup, EnvVars: []string{"REDBANDIT_GROUP"},
 				Usage: "consumer group"},
 			&cli.StringFlag{Name: "dlq-topic", EnvVars: []string{"REDBANDIT_DLQ_TOPIC"},
-				Usage: "dead-letter topic (default: <topic>" + topic.DLQSuffix + ")"},
+				DefaultText: "<topic>" + topic.DLQSuffix, Usage: "dead-letter topic"},
 			&cli.DurationFlag{Name: "flush-interval", Value: trainer.DefaultFlushInterval, EnvVars: []string{"REDBANDIT_FLUSH_INTERVAL"},
 				Usage: "time between writes to Redis (also one as soon as a backlog is caught up)"},
 			&cli.IntFlag{Name: "max-dirty", Value: trainer.DefaultMaxDirty, EnvVars: []string{"REDBANDIT_MAX_DIRTY"},
