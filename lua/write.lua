@@ -370,18 +370,24 @@ local function build(old, cnt, width, runs, src)
     if have ~= math.floor(have) or have > cnt then return nil end
   end
   local nv = width / 8
-  if cnt * nv < 8 * #runs and cnt * nv <= 4000 then
+  -- The records the runs take their values from: qlo..qhi.
+  local qlo, qhi = runs[1][3], runs[1][4]
+  for _, r in ipairs(runs) do
+    if r[3] < qlo then qlo = r[3] end
+    if r[4] > qhi then qhi = r[4] end
+  end
+  if cnt * nv < 8 * #runs and cnt * nv <= 4000 and (qhi - qlo + 1) * nv <= 4000 then
     -- Many runs for the field's size (a partial write of many arms):
     -- splicing makes a string per run and per gap, ~0.3 µs each; decoding
-    -- the old and the sent values and encoding the result once costs
-    -- ~0.08 µs per value (measured on the development machine). At most
-    -- 4,000 values: unpack and pack hold them all on Lua's stack.
+    -- the old and the sent values (one call each) and encoding the result
+    -- once costs ~0.08 µs per value (measured on the development machine).
+    -- At most 4,000 values: unpack and pack hold them all on Lua's stack.
     local vals = { unpack_values(dfmt(have * nv), old or '') }
     for i = have * nv + 1, cnt * nv do vals[i] = 0 end
+    local new = { unpack_values(dfmt((qhi - qlo + 1) * nv), src, (qlo - 1) * width + 1) }
     for _, r in ipairs(runs) do
-      local n, o = (r[2] - r[1] + 1) * nv, (r[1] - 1) * nv
-      local new = { unpack_values(dfmt(n), src, (r[3] - 1) * width + 1) }
-      for i = 1, n do vals[o + i] = new[i] end
+      local o, f = (r[1] - 1) * nv, (r[3] - qlo) * nv
+      for i = 1, (r[2] - r[1] + 1) * nv do vals[o + i] = new[f + i] end
     end
     return pack(dfmt(cnt * nv), unpack(vals, 1, cnt * nv))
   end
