@@ -424,7 +424,13 @@ if efrom and eto >= efrom then
   for i = efrom, eto do fields[#fields + 1] = 'ix:' .. ARGV[i] end
   local idx = redis.call('HMGET', root, unpack(fields))
   for i = 1, #idx do
-    if idx[i] then skip[tonumber(idx[i]) + 1] = true end
+    if idx[i] then
+      local v = integer(idx[i])
+      if not v or v < 0 or v >= n then
+        return err('BADMODEL', 'index ix:%s of %s is malformed', ARGV[efrom + i - 1], root)
+      end
+      skip[v + 1] = true
+    end
   end
 end
 

@@ -190,7 +190,7 @@ for k = 1, #widths do
 end
 
 -- Checks: the model's identity, the guards, every arm's version and blobs.
-local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'features', 'block', 'arms', 'groups', 'rewards', 'fpats', 'gmap')
+local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'features', 'block', 'arms', 'groups', 'rewards', 'fpats', 'gmap', 'events', 'invalid')
 local exists = meta[1] ~= false
 local migrate = exists and meta[1] == '2' -- format 2: one row f:<id> per arm
 if exists then
@@ -262,6 +262,15 @@ local function oldblock(blk, cnt)
 end
 local total = tonumber(meta[8] or '0')
 if not total then return err('BADMODEL', '%s has a malformed reward sum', root) end
+-- The counters HINCRBY adds to after the arms are written: a value it
+-- refuses would fail the call half-way (Redis keeps what a script wrote
+-- before an error).
+for i, f in ipairs({ 'events', 'invalid' }) do
+  local v = meta[10 + i]
+  if v and v ~= '0' and not (#v <= 18 and string.match(v, '^%-?[1-9]%d*$')) then
+    return err('BADMODEL', '%s has a malformed %s count %s', root, f, v)
+  end
+end
 
 for i = 1, g do
   local have = redis.call('HGET', root, guards[i][1])

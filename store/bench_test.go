@@ -11,7 +11,6 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/redbandit/redbandit/internal/redistest"
-	"github.com/redbandit/redbandit/linucb"
 	"github.com/redbandit/redbandit/store"
 )
 
@@ -26,18 +25,7 @@ func BenchmarkApply(b *testing.B) {
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(7, 7))
 	const products = 200
-	w := store.Write{Model: "bench", Features: featureNames(shopDim), Groups: shopGroups, Lambda: 1}
-	for a := 0; a < products; a++ {
-		arm := linucb.NewArm(shopDim, 1)
-		for e := 0; e < 50; e++ {
-			_ = arm.Update(newShopContext(rng), float64(rng.IntN(2)))
-		}
-		p, err := arm.Solve()
-		if err != nil {
-			b.Fatal(err)
-		}
-		w.Arms = append(w.Arms, store.ArmWrite{ID: fmt.Sprintf("dish-%d", a), Arm: arm, Params: p})
-	}
+	w := shopWrite(b, rng, "bench", "dish-%d", products, func() int { return 50 })
 	vers, err := w.Apply(ctx, c)
 	if err != nil {
 		b.Fatal(err)
