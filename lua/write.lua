@@ -303,8 +303,27 @@ for i = 1, m do
   if have ~= arm.ver then
     return err('CONFLICT', 'arm %s is at version %s, expected %s', arm.id, have, arm.ver)
   end
-  arm.idx = int(cur[2])
+  if cur[1] then
+    arm.idx = int(cur[2])
+    if not arm.idx or arm.idx >= narms0 then
+      return err('BADMODEL', 'arm %s of %s has a malformed index %s', arm.id, root, tostring(cur[2]))
+    end
+  end
   arms[i] = arm
+end
+-- The product index must agree: a stored arm at its index, a new one not
+-- indexed yet (else the write would give a product a second index).
+for from = 1, m, 1000 do -- HMGET in slices: unpack() of many values overflows Lua's C stack
+  local to = math.min(from + 999, m)
+  local ixf = {}
+  for i = from, to do ixf[#ixf + 1] = 'ix:' .. arms[i].id end
+  local ix = redis.call('HMGET', root, unpack(ixf))
+  for i = from, to do
+    local arm, have = arms[i], ix[i - from + 1]
+    if have ~= (arm.idx and tostring(arm.idx) or false) then
+      return err('BADMODEL', '%s indexes product %s at %s, its arm hash at %s', root, arm.id, tostring(have), tostring(arm.idx))
+    end
+  end
 end
 
 -- Plan every write before making any, so that a failure writes nothing:
