@@ -86,8 +86,17 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 		_, _ = w.Write(b)
 		return
 	}
+	// Encode first: a body that cannot be encoded is a 500 with a message,
+	// not a status already sent with an empty body.
+	b, err := json.Marshal(body)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b, _ = json.Marshal(map[string]string{"error": fmt.Sprintf("encode the answer: %v", err)})
+	}
+	b = append(b, '\n')
+	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(body)
+	_, _ = w.Write(b)
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
@@ -410,6 +419,9 @@ func (s *Server) model(w http.ResponseWriter, r *http.Request) (int, any, error)
 		Lambda: m.Lambda, Products: m.Arms, Events: m.Events, Invalid: m.Invalid, UpdatedMS: m.UpdatedMS,
 		Updated: time.UnixMilli(m.UpdatedMS).UTC().Format(time.RFC3339Nano)}
 	if m.Spec != "" {
+		if !json.Valid([]byte(m.Spec)) {
+			return 0, nil, fmt.Errorf("%w: %s has a spec that is not JSON", store.ErrBadModel, store.RootKey(name))
+		}
 		resp.Spec = json.RawMessage(m.Spec)
 	}
 	return http.StatusOK, resp, nil
