@@ -306,7 +306,7 @@ for i = 1, m do
   if cur[1] then
     arm.idx = int(cur[2])
     if not arm.idx or arm.idx >= narms0 then
-      return err('BADMODEL', 'arm %s of %s has a malformed index %s', arm.id, root, tostring(cur[2]))
+      return err('BADMODEL', '%s has index %s, but %s has %d arms (a root deleted without its arm hashes?)', arm.key, tostring(cur[2]), root, narms0)
     end
   end
   arms[i] = arm
