@@ -436,3 +436,58 @@ func TestReadmeFlagTables(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeByHand runs the README's "serving core by hand" lines as a
+// shell script — build, a scratch redis-server, datagen, bootstrap, script
+// load, recommend, model, shutdown — in a scratch directory, with the port
+// changed to a free one and the binary built there: it must exit 0, print
+// a top 5 whose scores fall, and describe the model it bootstrapped.
+func TestReadmeByHand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	sh := readmeBlock(t, readReadme(t), "The serving core by hand", "sh")
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin", "redbandit")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	sh = replaceOnce(t, sh, "make build\n", "") // built above
+	if n := strings.Count(sh, "6399"); n != 3 {
+		t.Fatalf("README example: port 6399 occurs %d times, want 3 (server, URL, shutdown)", n)
+	}
+	sh = strings.ReplaceAll(sh, "6399", port)
+	sh = strings.ReplaceAll(sh, "--daemonize yes", "--daemonize yes --dir "+dir+" --bind 127.0.0.1")
+	// The server goes down even if a line fails.
+	sh = "trap 'redis-cli -p " + port + " shutdown nosave >/dev/null 2>&1 || true' EXIT\n" + sh
+	cmd := exec.Command("bash", "-euo", "pipefail", "-c", sh)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the README's lines: %v\n%s", err, out)
+	}
+	var scores []float64
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) != 3 {
+			continue
+		}
+		if rank, err := strconv.Atoi(f[0]); err != nil || rank != len(scores)+1 {
+			continue
+		}
+		s, err := strconv.ParseFloat(f[2], 64)
+		if err != nil || (len(scores) > 0 && s > scores[len(scores)-1]) {
+			t.Fatalf("recommend printed %q", line)
+		}
+		scores = append(scores, s)
+	}
+	if len(scores) != 5 || !strings.Contains(string(out), "folded 10000 events") || !strings.Contains(string(out), "events    10000") {
+		t.Fatalf("the README's lines printed:\n%s", out)
+	}
+}
