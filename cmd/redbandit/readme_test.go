@@ -219,8 +219,10 @@ func cmpFloat(a, b float64) int {
 // "default" bootstrapped with the reference spec: the three forms of a
 // recommendation must answer what store.Recommend answers for the context
 // each encodes (scores within 1e-9 relative; the README's exclusion of
-// product 17, which tops the unexcluded answer, honoured), and the feedback
-// example must put its event into the feedback topic, keyed by product.
+// product 17, which tops the unexcluded answer, honoured), the dashboard's
+// data endpoints must describe model "demo" (the same history) and its 20
+// busiest products, and the feedback example must put its event into the
+// feedback topic, keyed by product.
 func TestReadmeSidecarExamples(t *testing.T) {
 	readme := readReadme(t)
 	srv := redistest.Start(t)
@@ -257,8 +259,10 @@ func TestReadmeSidecarExamples(t *testing.T) {
 	if err := os.WriteFile(path, []byte(csv.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := run(t, "--redis", srv.URL(), "bootstrap", "--spec", "reference", path); err != nil {
-		t.Fatalf("bootstrap: %v\n%s", err, out)
+	for _, model := range []string{"default", "demo"} { // the dashboard's examples name "demo"
+		if out, err := run(t, "--redis", srv.URL(), "--model", model, "bootstrap", "--spec", "reference", path); err != nil {
+			t.Fatalf("bootstrap: %v\n%s", err, out)
+		}
 	}
 
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, sidecar.DefaultTopic))
@@ -279,7 +283,7 @@ func TestReadmeSidecarExamples(t *testing.T) {
 	t.Cleanup(hs.Close)
 	curl := func(block string, calls int) []byte {
 		t.Helper()
-		if n := strings.Count(block, "curl -s localhost:8080/"); n != calls {
+		if n := strings.Count(block, "localhost:8080/"); n != calls || strings.Count(block, "curl -s ") != calls {
 			t.Fatalf("README example: %d curl calls to localhost:8080, want %d:\n%s", n, calls, block)
 		}
 		block = strings.ReplaceAll(block, "localhost:8080", strings.TrimPrefix(hs.URL, "http://"))
@@ -338,6 +342,19 @@ func TestReadmeSidecarExamples(t *testing.T) {
 				t.Fatalf("README request %d, item %d: %v, want %v", i+1, j, g, w)
 			}
 		}
+	}
+
+	// The dashboard's data endpoints: the panels of model demo, and its 20
+	// busiest products for a visitor, busiest first.
+	dec = json.NewDecoder(bytes.NewReader(curl(readmeBlock(t, readme, "The data endpoints are plain JSON:", "sh"), 2)))
+	var board sidecar.DashboardResponse
+	var busiest sidecar.ArmsResponse
+	if err := dec.Decode(&board); err != nil || board.Model != "demo" || board.Products != 100 {
+		t.Fatalf("the README's dashboard example: %+v, %v", board, err)
+	}
+	if err := dec.Decode(&busiest); err != nil || busiest.Model != "demo" || busiest.Products != 100 || len(busiest.Arms) != 20 ||
+		!slices.IsSortedFunc(busiest.Arms, func(a, b sidecar.ArmDetail) int { return int(b.Events - a.Events) }) || busiest.Arms[0].Events < 60 {
+		t.Fatalf("the README's arms example: %+v, %v", busiest, err)
 	}
 
 	// Feedback: 202 {"accepted":1}, and the event in the topic.
