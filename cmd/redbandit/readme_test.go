@@ -481,6 +481,8 @@ func TestReadmeByHand(t *testing.T) {
 	}
 	sh = strings.ReplaceAll(sh, "6399", port)
 	sh = strings.ReplaceAll(sh, "--daemonize yes", "--daemonize yes --dir "+dir+" --bind 127.0.0.1")
+	// A daemonized server may not listen yet when the next line runs.
+	sh = replaceOnce(t, sh, "--save ''\n", "--save ''\nfor _ in $(seq 1 100); do redis-cli -p "+port+" ping >/dev/null 2>&1 && break; sleep 0.05; done\n")
 	// The server goes down even if a line fails.
 	sh = "trap 'redis-cli -p " + port + " shutdown nosave >/dev/null 2>&1 || true' EXIT\n" + sh
 	cmd := exec.Command("bash", "-euo", "pipefail", "-c", sh)
