@@ -33,7 +33,8 @@ Errors (returned as Redis errors, never raised):
   BADMODEL the model's data is missing, malformed or of another format version
            (this script reads formats 2 and 3)
   BADARG   a malformed call: wrong number of context values, a value that is
-           not a finite number, k < 1, alpha < 0, an unknown option.
+           not a finite number, k < 1, alpha < 0, an unknown option, a
+           context or alpha so large that the scores would overflow.
 ]]
 
 local FORMAT = '3' -- and '2', scored from its general layout (docs/FORMAT.md)
@@ -120,6 +121,12 @@ local xx = 0
 for p = 1, #S do xx = xx + x[S[p]] * x[S[p]] end
 local xxl = xx / lambda
 local bound = alpha * xxl ^ 0.5 * (1 + 1e-6)
+-- Finite inputs whose scores would overflow (a sum over up to |S|^2 terms
+-- of |x|^2 / lambda, or the bonus bound) have no answer: an infinite or NaN
+-- score would rank wrongly or drop arms.
+if not finite(xxl * (#S * #S + 1)) or not finite(bound) then
+  return err('BADARG', 'context or alpha too large: the scores would overflow a double')
+end
 
 -- The options' lists stay in ARGV: cfrom..cto the candidates', efrom..eto
 -- the exclusions' (empty ranges if not given).

@@ -242,6 +242,9 @@ func TestRecommendErrors(t *testing.T) {
 		{"k = 0", store.RootKey(m.name), []string{"0", "0.1", "1", "0", "0"}, store.ErrBadArg},
 		{"k fractional", store.RootKey(m.name), []string{"1.5", "0.1", "1", "0", "0"}, store.ErrBadArg},
 		{"negative alpha", store.RootKey(m.name), []string{"5", "-1", "1", "0", "0"}, store.ErrBadArg},
+		{"context overflowing", store.RootKey(m.name), []string{"5", "0.1", "1e200", "0", "0"}, store.ErrBadArg},
+		{"context overflowing in sum", store.RootKey(m.name), []string{"5", "0.1", "1e154", "1e154", "0"}, store.ErrBadArg},
+		{"alpha overflowing", store.RootKey(m.name), []string{"5", "1e308", "100", "0", "0"}, store.ErrBadArg},
 		{"unknown option", store.RootKey(m.name), append(slices.Clone(ok), "LIMIT", "1", "x"), store.ErrBadArg},
 		{"short candidate list", store.RootKey(m.name), append(slices.Clone(ok), "CANDIDATES", "3", "p1"), store.ErrBadArg},
 		{"twice", store.RootKey(m.name), append(slices.Clone(ok), "EXCLUDE", "0", "exclude", "0"), store.ErrBadArg},
@@ -268,6 +271,16 @@ func TestRecommendErrors(t *testing.T) {
 				t.Errorf("%s %s: unclear error %q", via, tc.name, msg)
 			}
 		}
+	}
+
+	// Large contexts short of overflowing are answered, like the reference.
+	for _, x := range [][]float64{{1e100, 0, -3e99}, {0, 1e-300, 0}} {
+		q := store.Query{K: 4, Alpha: 0.1, Context: x}
+		got, err := store.Recommend(ctx, c, m.name, q)
+		if err != nil {
+			t.Fatalf("context %v: %v", x, err)
+		}
+		sameItems(t, fmt.Sprintf("context %v", x), got, m.reference(q))
 	}
 
 	// A malformed model: a column of the wrong length.
