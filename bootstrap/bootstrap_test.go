@@ -684,18 +684,21 @@ func TestModelMismatchAtWrite(t *testing.T) {
 	}
 }
 
-// TestSolveFailure: an event whose outer product overflows makes its arm
-// unsolvable; the run names the product and writes nothing.
-func TestSolveFailure(t *testing.T) {
+// TestHugeFeature: a feature whose outer product could overflow A (beyond
+// ±linucb.MaxAbsContext) is a bad row: the run names its line and writes
+// nothing, or with SkipBad skips it and folds the rest.
+func TestHugeFeature(t *testing.T) {
 	srv := redistest.Start(t)
 	c := srv.Client()
 	in := "event_id,a,b,product_id,response\ne1,1,2,ok,1\ne2,1e200,1,huge,1\n"
-	for _, skip := range []bool{false, true} {
-		_, err := bootstrap.RunReader(context.Background(), c, strings.NewReader(in), "s", bootstrap.Config{Model: "s", SkipBad: skip})
-		if !errors.Is(err, linucb.ErrNonFinite) || !strings.Contains(err.Error(), `"huge"`) {
-			t.Fatalf("SkipBad=%v: error %v, want ErrNonFinite naming product huge", skip, err)
-		}
-		requireEmpty(t, c, "s")
+	_, err := bootstrap.RunReader(context.Background(), c, strings.NewReader(in), "s", bootstrap.Config{Model: "s"})
+	if err == nil || !strings.Contains(err.Error(), "line 3") || !strings.Contains(err.Error(), "1e200") {
+		t.Fatalf("error %v, want the bad row at line 3", err)
+	}
+	requireEmpty(t, c, "s")
+	res, err := bootstrap.RunReader(context.Background(), c, strings.NewReader(in), "s", bootstrap.Config{Model: "s", SkipBad: true})
+	if err != nil || res.Skipped != 1 || res.Events != 1 || res.Products != 1 {
+		t.Fatalf("SkipBad: %+v, %v; want one event folded and one row skipped", res, err)
 	}
 }
 

@@ -28,6 +28,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/redbandit/redbandit/linucb"
 )
 
 // MaxFeatures is the largest number of feature columns a log may have. It
@@ -232,6 +234,8 @@ func parseNumber(s string) (float64, string) {
 		return 0, fmt.Sprintf("%q is not a number", s)
 	case math.IsNaN(v) || math.IsInf(v, 0):
 		return 0, fmt.Sprintf("%q is not a finite number", s)
+	case math.Abs(v) > linucb.MaxAbsContext:
+		return 0, fmt.Sprintf("%q is beyond ±%g: a model's sums of its products would overflow", s, linucb.MaxAbsContext)
 	}
 	return v, ""
 }

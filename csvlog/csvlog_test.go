@@ -115,6 +115,7 @@ func TestRows(t *testing.T) {
 		{"Inf feature", "e1,0,+Inf,p1,1", nil, `"+Inf" is not a finite number`},
 		{"-infinity feature", "e1,-infinity,0,p1,1", nil, "not a finite number"},
 		{"overflowing feature", "e1,1e400,0,p1,1", nil, `"1e400" overflows`},
+		{"feature beyond 1e100", "e1,0,-2e100,p1,1", nil, `"-2e100" is beyond ±1e+100`},
 		{"non-numeric response", "e1,0,1,p1,yes", nil, `response (column 5): "yes" is not a number`},
 		{"empty response", "e1,0,1,p1,", nil, "response (column 5): empty value"},
 		{"NaN response", "e1,0,1,p1,nan", nil, "not a finite number"},

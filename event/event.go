@@ -55,6 +55,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/hamba/avro/v2"
+
+	"github.com/redbandit/redbandit/linucb"
 )
 
 // Magic is the first byte of a record in the Confluent wire format.
@@ -267,6 +269,9 @@ func (c *Codec) check(productIDLen int, x []float64, reward float64) error {
 	for i, v := range x {
 		if math.Float64bits(v)&(0x7ff<<52) == 0x7ff<<52 { // ±Inf or NaN
 			return reject(ErrNonFinite, "context_vector[%d] is %v", i, v)
+		}
+		if math.Abs(v) > linucb.MaxAbsContext {
+			return reject(ErrNonFinite, "context_vector[%d] is %v, beyond ±%g: a model's sums of its products would overflow", i, v, linucb.MaxAbsContext)
 		}
 	}
 	return nil

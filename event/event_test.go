@@ -109,6 +109,8 @@ func TestRejections(t *testing.T) {
 		{"json dimension", []byte(`{"event_id":"e","product_id":"p","reward":1,"context_vector":[1],"timestamp":1}`), ErrDimension, "wrong-dimension"},
 		{"avro nan", avro(with(func(e *Event) { e.ContextVector[1] = math.NaN() })), ErrNonFinite, "non-finite"},
 		{"avro inf", avro(with(func(e *Event) { e.ContextVector[0] = math.Inf(-1) })), ErrNonFinite, "non-finite"},
+		{"avro beyond 1e100", avro(with(func(e *Event) { e.ContextVector[1] = -1e200 })), ErrNonFinite, "non-finite"},
+		{"json beyond 1e100", []byte(`{"event_id":"e","product_id":"p","reward":1,"context_vector":[1e101,2],"timestamp":1}`), ErrNonFinite, "non-finite"},
 		{"json reward", []byte(`{"event_id":"e","product_id":"p","reward":1.5,"context_vector":[1,2],"timestamp":1}`), ErrReward, "bad-reward"},
 		{"json negative reward", []byte(`{"event_id":"e","product_id":"p","reward":-0.1,"context_vector":[1,2],"timestamp":1}`), ErrReward, "bad-reward"},
 		{"avro product", avro(with(func(e *Event) { e.ProductID = "" })), ErrProductID, "empty-product-id"},

@@ -33,7 +33,8 @@ import (
 // Errors returned by this package. Callers branch on them with errors.Is.
 var (
 	// ErrNonFinite reports a NaN or infinite value in a context, a reward,
-	// a restored state or a computed result.
+	// a restored state or a computed result, or a context value beyond
+	// ±MaxAbsContext (whose products could overflow).
 	ErrNonFinite = errors.New("linucb: non-finite value")
 	// ErrNotPositiveDefinite reports that A could not be factorised by
 	// Cholesky: it is not (numerically) symmetric positive definite.
@@ -229,11 +230,10 @@ func (e *Delta) Merge(o *Delta) {
 	e.r += o.r
 }
 
-// nonZero checks an event (x of length d, finite values) and gathers x's
-// non-zero entries, ascending: their indexes in idx and values in val
-// (both of length nnz(x), backed by the arrays when d ≤ 64). One pass: a
-// zero is finite, so only the non-zero entries are tested, by their
-// exponent bits.
+// nonZero checks an event (x of length d, values finite and within
+// ±MaxAbsContext) and gathers x's non-zero entries, ascending: their
+// indexes in idx and values in val (both of length nnz(x), backed by the
+// arrays when d ≤ 64). One pass, each value tested by its bits.
 func nonZero(x []float64, r float64, d int, idx *[64]int, val *[64]float64) ([]int, []float64, error) {
 	if len(x) != d {
 		panic(fmt.Sprintf("linucb: context of length %d for dimension %d", len(x), d))
@@ -246,7 +246,7 @@ func nonZero(x []float64, r float64, d int, idx *[64]int, val *[64]float64) ([]i
 		var vs []float64
 		for i, xi := range x {
 			if xi != 0 {
-				if math.Float64bits(xi)&expMask == expMask {
+				if math.Float64bits(xi)&^signBit > maxAbsBits {
 					return nil, nil, ErrNonFinite
 				}
 				is = append(is, i)
@@ -260,7 +260,7 @@ func nonZero(x []float64, r float64, d int, idx *[64]int, val *[64]float64) ([]i
 	k := 0
 	for i, xi := range x {
 		u := math.Float64bits(xi)
-		if u&expMask == expMask {
+		if u&^signBit > maxAbsBits {
 			return nil, nil, ErrNonFinite
 		}
 		idx[k], val[k] = i, xi
@@ -272,6 +272,23 @@ func nonZero(x []float64, r float64, d int, idx *[64]int, val *[64]float64) ([]i
 
 // expMask selects a float64's exponent bits, all set for ±Inf and NaN.
 const expMask = 0x7ff << 52
+
+// MaxAbsContext bounds the magnitude of the context values an arm folds
+// (Arm.Update, Delta.Update): a product x_i·x_j then stays within 1e200,
+// so the sums of A stay finite over any feasible number of events. Update
+// refuses a larger value, like NaN and ±Inf, with ErrNonFinite; a finite
+// context beyond it would otherwise overflow A to ±Inf and every later
+// Solve of the arm would fail. Real features are many orders of magnitude
+// smaller.
+const MaxAbsContext = 1e100
+
+// maxAbsBits holds the bits of MaxAbsContext: a float64's bits without the
+// sign exceed it exactly when its magnitude exceeds MaxAbsContext or it is
+// ±Inf or NaN (IEEE 754 orders non-negative doubles like their bits).
+var maxAbsBits = math.Float64bits(MaxAbsContext)
+
+// signBit selects a float64's sign bit.
+const signBit = 1 << 63
 
 // Params are the serving parameters of an arm: θ = A⁻¹b and A⁻¹
 // (d×d row-major).

@@ -121,10 +121,29 @@ func TestUpdateRejectsNonFinite(t *testing.T) {
 		{[]float64{1, math.NaN(), 0}, 1},
 		{[]float64{1, 0, math.Inf(1)}, 0},
 		{[]float64{1, 0, 0}, math.NaN()},
+		{[]float64{1, 0, 1.0000001e100}, 1}, // x_i·x_j could overflow A
+		{[]float64{-1e200, 0, 0}, 0},
 	} {
 		if err := arm.Update(c.x, c.r); !errors.Is(err, ErrNonFinite) {
 			t.Fatalf("Update(%v, %v) = %v, want ErrNonFinite", c.x, c.r, err)
 		}
+	}
+	// The same through the path for more than 64 features.
+	big := NewArm(65, 1)
+	x := make([]float64, 65)
+	x[64] = -2e100
+	if err := big.Update(x, 1); !errors.Is(err, ErrNonFinite) || big.N() != 0 {
+		t.Fatalf("Update of 65 features with %v: %v", x[64], err)
+	}
+	// MaxAbsContext itself is folded, and A stays finite.
+	edge := NewArm(2, 1)
+	for range 1000 {
+		if err := edge.Update([]float64{MaxAbsContext, -MaxAbsContext}, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !finite(edge.A()) {
+		t.Fatalf("A overflowed: %v", edge.A())
 	}
 	if arm.N() != 0 || arm.A()[0] != 1 || arm.B()[0] != 0 {
 		t.Fatalf("a rejected update changed the arm: n=%d A00=%v b0=%v", arm.N(), arm.A()[0], arm.B()[0])

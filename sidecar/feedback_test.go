@@ -138,6 +138,7 @@ func TestFeedback(t *testing.T) {
 		"no reward":          `{"product_id": "a", "context": [` + dense + `]}`,
 		"wrong dimension":    `{"product_id": "a", "reward": 1, "context": [1, 0]}`,
 		"unknown feature":    `{"product_id": "a", "reward": 1, "context": {"shoe": 1}}`,
+		"beyond 1e100":       `{"product_id": "a", "reward": 1, "context": {"age": 1e200}}`,
 		"bad timestamp":      `{"product_id": "a", "reward": 1, "context": [` + dense + `], "timestamp": "yesterday"}`,
 		"one bad of a batch": `{"events": [{"product_id": "a", "reward": 1, "context": [` + dense + `]}, {"product_id": "b", "reward": 1, "context": [1]}]}`,
 		"both forms":         `{"product_id": "a", "reward": 1, "context": [` + dense + `], "events": [{"product_id": "b", "reward": 1, "context": [1]}]}`,

@@ -164,7 +164,9 @@ func TestTrainerDeadLetters(t *testing.T) {
 			ev.ContextVector = append(ev.ContextVector, 1)
 			bad(ev.ProductID, avroRecord(t, codec, ev).Value, "wrong-dimension")
 		case 2:
-			ev.ContextVector[i%d] = math.NaN()
+			// NaN, or finite but so large that A would overflow and no
+			// later flush of the product could solve it.
+			ev.ContextVector[i%d] = []float64{math.NaN(), 1e200}[i%2]
 			bad(ev.ProductID, avroRecord(t, codec, ev).Value, "non-finite")
 		case 3:
 			j, _ := event.AppendJSON(nil, ev)
