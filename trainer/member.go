@@ -375,10 +375,14 @@ func (m *member) drainOrNote(ctx context.Context) {
 }
 
 // note records a flush failure: fatal ones stop the trainer, others are
-// retried at the next flush.
+// retried at the next flush. An arm that cannot be solved is fatal: decoding
+// refuses events that could make one (non-finite or beyond
+// linucb.MaxAbsContext), so its stored state is damaged, and a retry would
+// fail every flush of the member forever.
 func (m *member) note(err error) {
 	m.lastFailure = time.Now()
-	if errors.Is(err, ErrDeadLetter) || errors.Is(err, store.ErrBadModel) || errors.Is(err, store.ErrBadArg) {
+	if errors.Is(err, ErrDeadLetter) || errors.Is(err, store.ErrBadModel) || errors.Is(err, store.ErrBadArg) ||
+		errors.Is(err, linucb.ErrNonFinite) || errors.Is(err, linucb.ErrNotPositiveDefinite) {
 		m.fatal = err
 		return
 	}

@@ -16,10 +16,12 @@ import (
 	"time"
 
 	"github.com/hamba/avro/v2"
+	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/redbandit/redbandit/event"
+	"github.com/redbandit/redbandit/linucb"
 	"github.com/redbandit/redbandit/producer"
 	"github.com/redbandit/redbandit/store"
 )
@@ -507,6 +509,34 @@ func TestTrainerOffsetOutOfRange(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.check(want)
+}
+
+// TestTrainerUnsolvableArm damages a stored arm so that it cannot be solved
+// (A indefinite, though finite): the trainer's next flush fails, and the
+// trainer stops with that error instead of retrying every flush forever;
+// the stored offset does not move, so nothing is lost once it is repaired.
+func TestTrainerUnsolvableArm(t *testing.T) {
+	const d = 2
+	e := newEnv(t, 1)
+	history := genEvents(11, 40, d, 3)
+	e.createModel(d, history, newRefModel(d))
+	ctx := context.Background()
+	key := store.ArmKey(testModel, history[0].ProductID)
+	if err := e.redis.Do(ctx, e.redis.B().Hset().Key(key).FieldValue().FieldValue("a", string(store.AppendFloats(nil, []float64{1, 2, 2, 1}))).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	codec := newCodec(t, d)
+	ev := history[0]
+	ev.EventID = "after"
+	e.produce(avroRecord(t, codec, ev))
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := Run(rctx, e.config()); !errors.Is(err, linucb.ErrNotPositiveDefinite) {
+		t.Fatalf("Run: %v, want ErrNotPositiveDefinite", err)
+	}
+	if v, err := e.redis.Do(ctx, e.redis.B().Hget().Key(store.RootKey(testModel)).Field(OffsetField(e.topic, 0)).Build()).ToString(); !rueidis.IsRedisNil(err) {
+		t.Fatalf("stored offset %q (%v), want none", v, err)
+	}
 }
 
 // TestTrainerSchemaRegistry reads Avro records written with another writer
