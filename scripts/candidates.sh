@@ -29,9 +29,9 @@ src = open("lua/recommend.lua").read()
 cuts = [
     ("arguments parsed", "local excluded = {}\n"),
     ("+ one-hot groups, pattern, coefficients", "if cfrom then\n"),
-    ("+ candidates deduplicated, field names built", "  local rows = redis.call('HMGET', root, unpack(fields))"),
+    ("+ candidates deduplicated, field names built", "  local rows = hmget(fields)"),
     ("+ HMGET of the candidates' rows", "  for c = 1, m do\n    local row = rows[c]"),
-    ("+ decode, score, top-k", "  local out = {}\n  for i = 1, #best do out[i] = ids[best[i]] end\n  return reply(out)"),
+    ("+ decode, score, top-k", "  local out = {}\n  ranked()\n  for i = 1, #best do out[i] = ids[best[i]] end\n  return reply(out)"),
 ]
 scripts = []
 for name, marker in cuts:

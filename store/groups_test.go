@@ -252,7 +252,7 @@ func TestPruningBound(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i := 0; i < 40; i++ {
-				q := store.Query{K: []int{1, 5, 8, 12, 40}[i%5], Alpha: []float64{0, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 3}[i%8], Context: newShopContext(rng)}
+				q := store.Query{K: []int{1, 5, 8, 12, 40, 34, 36}[i%7], Alpha: []float64{0, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 3}[i%8], Context: newShopContext(rng)}
 				switch i % 6 {
 				case 0, 3:
 					q.Exclude = []string{"p00", "p12", m.reference(q)[0].ID}

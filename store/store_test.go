@@ -303,3 +303,78 @@ func containsAny(s string, subs ...string) bool {
 	}
 	return false
 }
+
+// TestLongLists: option lists and answers longer than Lua can unpack in one
+// call (about 8,000 values) — 9,000 exclusions, 9,000 candidates, k beyond
+// 4,000 — are read in slices and answer like the reference; k beyond the
+// script's sorted list (a heap) keeps ties in arm or candidate order.
+func TestLongLists(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client()
+	ctx := context.Background()
+	m := writeRandomModel(t, c, "long", 1, 4500, 3)
+	var many []string
+	for i := range 9000 {
+		many = append(many, fmt.Sprintf("p%d", i)) // p4500 and beyond are unknown
+	}
+	for _, q := range []store.Query{
+		{K: 5, Alpha: 0.1, Context: []float64{1}, Exclude: many[:4490]},
+		{K: 5, Alpha: 0.1, Context: []float64{1}, Exclude: many},
+		{K: 7, Alpha: 0.5, Context: []float64{-1}, Candidates: many},
+		{K: 4400, Alpha: 0.1, Context: []float64{0.5}},
+		{K: 9000, Alpha: 0.1, Context: []float64{0.5}, Exclude: many[:7]},
+		// Every score 0: the top 50 (beyond the sorted list, in the heap)
+		// are the first arms in index order, past the excluded ones.
+		{K: 50, Alpha: 0.1, Context: []float64{0}},
+		{K: 50, Alpha: 1, Context: []float64{0}, Exclude: many[3:40]},
+		{K: 40, Alpha: 1, Context: []float64{0}, Candidates: many[100:200]},
+	} {
+		got, err := store.Recommend(ctx, c, m.name, q)
+		if err != nil {
+			t.Fatalf("k=%d, %d candidates, %d exclusions: %v", q.K, len(q.Candidates), len(q.Exclude), err)
+		}
+		sameItems(t, fmt.Sprintf("k=%d, %d candidates, %d exclusions", q.K, len(q.Candidates), len(q.Exclude)), got, m.reference(q))
+	}
+}
+
+// TestTopKTies: beyond the script's sorted list (k > 32, a heap), arms that
+// tie keep arm order when better ones arrive later and evict some of them:
+// 40 fresh arms (all scoring α|x|/√λ) come first, 10 rewarded arms after;
+// the top 35 are the 10 rewarded arms and the first 25 fresh ones.
+func TestTopKTies(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client()
+	ctx := context.Background()
+	m := &testModel{name: "ties", d: 1, lambda: 1, byID: map[string]linucb.Params{}}
+	w := store.Write{Model: m.name, Features: featureNames(1), Lambda: 1}
+	for a := range 50 {
+		arm := linucb.NewArm(1, 1)
+		for e := 0; a >= 40 && e < a-35; e++ {
+			if err := arm.Update([]float64{1}, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p, err := arm.Solve()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := fmt.Sprintf("a%02d", a) // product-id order is index order
+		m.ids, m.params, m.byID[id] = append(m.ids, id), append(m.params, p), p
+		w.Arms = append(w.Arms, store.ArmWrite{ID: id, Arm: arm, Params: p})
+	}
+	if _, err := w.Apply(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []int{35, 45} {
+		q := store.Query{K: k, Alpha: 0.1, Context: []float64{1}}
+		got, err := store.Recommend(ctx, c, m.name, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := m.reference(q)
+		if want[10].ID != "a00" || want[k-1].ID != fmt.Sprintf("a%02d", k-11) {
+			t.Fatalf("k=%d: the reference is not the case tested: %v", k, want)
+		}
+		sameItems(t, fmt.Sprintf("k=%d", k), got, want)
+	}
+}
