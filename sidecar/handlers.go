@@ -203,8 +203,8 @@ func (s *Server) score(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	if req.K != nil {
 		q.K = *req.K
 	}
-	if q.K < 1 {
-		return "", q, nil, badRequest("k must be >= 1, got %d", q.K)
+	if q.K < 1 || q.K > s.cfg.MaxK {
+		return "", q, nil, badRequest("k must be in 1..%d, got %d", s.cfg.MaxK, q.K)
 	}
 	if req.Alpha != nil {
 		q.Alpha = *req.Alpha

@@ -50,6 +50,7 @@ const (
 	DefaultListen        = "127.0.0.1:8080"
 	DefaultModel         = "default"
 	DefaultK             = 5
+	DefaultMaxK          = 1000 // a k of 1,000 of 20,000 products holds Redis ~40 ms (docs/BENCHMARKS.md)
 	DefaultMaxBody       = 64 << 10
 	DefaultTimeout       = 2 * time.Second
 	DefaultMetaTTL       = 5 * time.Second
@@ -63,6 +64,7 @@ type Config struct {
 	Redis   rueidis.Client // required
 	Model   string         // model of requests that name none; default "default"
 	K       int            // products per recommendation when the request says none; default 5
+	MaxK    int            // the largest k a request may ask for; default 1000
 	Alpha   float64        // exploration weight when the request says none; default 0.1 (linucb.DefaultAlpha)
 	FCall   bool           // score with FCALL_RO instead of EVALSHA_RO
 	MaxBody int64          // request body limit in bytes; default 64 KiB
@@ -103,6 +105,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.K == 0 {
 		c.K = DefaultK
+	}
+	if c.MaxK == 0 {
+		c.MaxK = DefaultMaxK
 	}
 	if c.Alpha == 0 {
 		c.Alpha = linucb.DefaultAlpha

@@ -228,6 +228,8 @@ func TestBadRequests(t *testing.T) {
 		{"unknown feature", `{"context": {"age": 0.5, "shoe_size": 1}}`, 400, "unknown feature"},
 		{"NaN as a string", `{"context": [1, "NaN", 0]}`, 400, "array of numbers"},
 		{"k = 0", `{"context": [1], "k": 0}`, 400, "k must be"},
+		{"k beyond max-k", `{"context": {"age": 1}, "k": 1001}`, 400, "k must be in 1..1000"},
+		{"alpha overflowing the scores", `{"context": {"age": 1, "gender_F": 1, "morning": 1, "weekend": 1}, "alpha": 1e308}`, 400, "overflow"},
 		{"negative alpha", `{"context": [1], "alpha": -1}`, 400, "alpha"},
 		{"unknown model", `{"model": "nope", "context": {"age": 1}}`, 404, "no model"},
 		{"unknown model, dense", `{"model": "nope", "context": [1]}`, 404, "no model"},

@@ -21,6 +21,7 @@ func sidecarCommand() *cli.Command {
 			&cli.StringFlag{Name: "listen", Value: sidecar.DefaultListen, EnvVars: []string{"REDBANDIT_LISTEN"}, Usage: "listen address"},
 			&cli.BoolFlag{Name: "fcall", EnvVars: []string{"REDBANDIT_FCALL"}, Usage: "score with FCALL_RO rb_recommend instead of EVALSHA_RO"},
 			&cli.IntFlag{Name: "k", Value: sidecar.DefaultK, Usage: "products per recommendation when a request gives no k"},
+			&cli.IntFlag{Name: "max-k", Value: sidecar.DefaultMaxK, Usage: "the largest k a request may ask for (a larger one is a 400: a large k holds Redis longer)"},
 			&cli.Float64Flag{Name: "alpha", Value: linucb.DefaultAlpha, Usage: "exploration weight when a request gives no alpha"},
 			&cli.DurationFlag{Name: "timeout", Value: sidecar.DefaultTimeout, Usage: "per-request limit on Redis"},
 			&cli.Int64Flag{Name: "max-body", Value: sidecar.DefaultMaxBody, Usage: "request body limit in bytes"},
@@ -39,7 +40,7 @@ func sidecarCommand() *cli.Command {
 			return withRedis(c, func(client rueidis.Client) error {
 				return sidecar.Run(c.Context, sidecar.Config{
 					Listen: c.String("listen"), Redis: client, Model: c.String("model"), FCall: c.Bool("fcall"),
-					K: c.Int("k"), Alpha: c.Float64("alpha"), Timeout: c.Duration("timeout"), MaxBody: c.Int64("max-body"),
+					K: c.Int("k"), MaxK: c.Int("max-k"), Alpha: c.Float64("alpha"), Timeout: c.Duration("timeout"), MaxBody: c.Int64("max-body"),
 					Logger: slog.Default(), Brokers: c.StringSlice("brokers"), Topic: c.String("topic"),
 				})
 			})
