@@ -284,7 +284,7 @@ if meta[6] and meta[6] ~= '[]' then
   local gv
   local gmap = meta[8]
   if gmap then
-    if #gmap % 2 ~= 0 or #gmap < 2 then
+    if #gmap % 2 ~= 0 or #gmap < 2 or #gmap > 2 * (1 + 3 * d) then -- a count, and at most 2 + 1 values per feature
       return err('BADMODEL', '%s has a malformed gmap', root)
     end
     gv = { unpack_values('<' .. string.rep('H', #gmap / 2), gmap) }

@@ -163,7 +163,7 @@ func TestOneHotFastPath(t *testing.T) {
 		t.Fatalf("gmap after a write %x, want %x", g, wantGmap)
 	}
 	// A malformed gmap is a BADMODEL for every context, never a wrong answer.
-	for _, bad := range []string{"abc", packed(5, 2, 0, 3, 4), packed(1, 2, 0, 3, 15), packed(1, 2, 0, 3, 4, 7), packed(1, 9, 0, 3, 4)} {
+	for _, bad := range []string{"abc", packed(5, 2, 0, 3, 4), packed(1, 2, 0, 3, 15), packed(1, 2, 0, 3, 4, 7), packed(1, 9, 0, 3, 4), strings.Repeat("\x01\x00", 10000)} {
 		hset("gmap", bad)
 		for _, x := range [][]float64{oneHot[0], other[0]} {
 			if _, err := store.Recommend(ctx, c, m.name, store.Query{K: 5, Alpha: 0.1, Context: x}); !errors.Is(err, store.ErrBadModel) {
