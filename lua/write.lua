@@ -362,16 +362,17 @@ end
 local zero8 = pack('<d', 0)
 -- runsof returns the runs of touched (a block's written arms, in slot
 -- order) that are consecutive both in slots and in records, as {first
--- slot, last slot, first record, last record}: found once per block, used
--- for every field of it.
+-- slot, last slot, first record, last record}, and in runs.qlo..runs.qhi
+-- the records they span: found once per block, used for every field of it.
 local function runsof(touched)
-  local runs, t = {}, 1
+  local runs, t = { qlo = math.huge, qhi = 0 }, 1
   while t <= #touched do
     local e = t
     while e < #touched and touched[e + 1].slot == touched[e].slot + 1 and touched[e + 1].q == touched[e].q + 1 do
       e = e + 1
     end
     runs[#runs + 1] = { touched[t].slot, touched[e].slot, touched[t].q, touched[e].q }
+    runs.qlo, runs.qhi = math.min(runs.qlo, touched[t].q), math.max(runs.qhi, touched[e].q)
     t = e + 1
   end
   return runs
@@ -398,12 +399,7 @@ local function build(old, cnt, width, runs, src)
     if have ~= math.floor(have) or have > cnt then return nil end
   end
   local nv = width / 8
-  -- The records the runs take their values from: qlo..qhi.
-  local qlo, qhi = runs[1][3], runs[1][4]
-  for _, r in ipairs(runs) do
-    if r[3] < qlo then qlo = r[3] end
-    if r[4] > qhi then qhi = r[4] end
-  end
+  local qlo, qhi = runs.qlo, runs.qhi -- the records the runs take their values from
   if cnt * nv < 8 * #runs and cnt * nv <= 4000 and (qhi - qlo + 1) * nv <= 4000 then
     -- Many runs for the field's size (a partial write of many arms):
     -- splicing makes a string per run and per gap, ~0.3 µs each; decoding
