@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -140,7 +141,7 @@ func TestReadmeExamples(t *testing.T) {
 			}
 		}
 		slices.SortStableFunc(idx, func(i, j int) int {
-			return -cmpFloat(linucb.Score(x, params[i], 0.1), linucb.Score(x, params[j], 0.1))
+			return -cmp.Compare(linucb.Score(x, params[i], 0.1), linucb.Score(x, params[j], 0.1))
 		})
 		var out []string
 		for _, a := range idx[:5] {
@@ -202,16 +203,6 @@ func TestReadmeExamples(t *testing.T) {
 		t.Fatalf("the README's Python snippet printed %q: %v", out, err)
 	}
 	same("Python script(… EXCLUDE 1 79)", got, want(79))
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // TestReadmeSidecarExamples runs the README's curl examples for the HTTP
