@@ -10,8 +10,8 @@ import (
 
 	"github.com/redis/rueidis"
 
-	"github.com/redbandit/redbandit/linucb"
-	"github.com/redbandit/redbandit/store"
+	"github.com/redbandit/redbandit/model/linucb"
+	"github.com/redbandit/redbandit/model/store"
 )
 
 // smallCatalog returns a catalogue of n products of dimension 2 whose arm

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redbandit/redbandit/store"
+	"github.com/redbandit/redbandit/model/store"
 )
 
 // Errors of this package, for errors.Is.

@@ -18,7 +18,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/redbandit/redbandit/lua"
-	"github.com/redbandit/redbandit/store"
+	"github.com/redbandit/redbandit/model/store"
 )
 
 // Lean clients (Config.Client = ClientLean) write each request and read its

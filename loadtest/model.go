@@ -11,8 +11,9 @@ import (
 
 	"github.com/redis/rueidis"
 
-	"github.com/redbandit/redbandit/linucb"
-	"github.com/redbandit/redbandit/store"
+	"github.com/redbandit/redbandit/model"
+	"github.com/redbandit/redbandit/model/linucb"
+	"github.com/redbandit/redbandit/model/store"
 )
 
 // ShopFeatures returns the context layout of the reference shop: three
@@ -31,8 +32,8 @@ func ShopFeatures() []string {
 // ShopGroups returns the one-hot groups of ShopFeatures, as feature
 // indexes: gender (2), traffic source (5), time of day (3), weekday/weekend
 // (2).
-func ShopGroups() []store.Group {
-	return []store.Group{
+func ShopGroups() []model.Group {
+	return []model.Group{
 		{Features: []int{3, 4}}, {Features: []int{5, 6, 7, 8, 9}}, {Features: []int{10, 11, 12}}, {Features: []int{13, 14}},
 	}
 }
@@ -47,7 +48,7 @@ func productID(i int) string { return "p" + strconv.Itoa(i) }
 type Catalog struct {
 	Model  string
 	Dim    int
-	Groups []store.Group // one-hot groups; nil if none
+	Groups []model.Group // one-hot groups; nil if none
 	IDs    []string      // product ids in arm-index order
 	index  map[string]int
 	// Params are the arms' θ and A⁻¹ for a synthetic model (nil for an
@@ -68,13 +69,13 @@ func (cat *Catalog) buildIndex() {
 // without, nonzero random features in (0, 1].
 type contextGen struct {
 	d       int
-	groups  []store.Group
+	groups  []model.Group
 	cont    []int // features in no group
 	nonzero int
 	perm    []int // scratch for choosing features
 }
 
-func newContextGen(d int, groups []store.Group, nonzero int) *contextGen {
+func newContextGen(d int, groups []model.Group, nonzero int) *contextGen {
 	g := &contextGen{d: d, groups: groups, nonzero: min(nonzero, d), perm: make([]int, d)}
 	in := make([]bool, d)
 	for _, grp := range groups {

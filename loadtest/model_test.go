@@ -4,7 +4,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/redbandit/redbandit/store"
+	"github.com/redbandit/redbandit/model"
 )
 
 func TestContextGen(t *testing.T) {
@@ -64,7 +64,7 @@ func TestContextGen(t *testing.T) {
 			t.Errorf("feature %d non-zero in %d of 1000 contexts, want about 400", i, h)
 		}
 	}
-	opt := newContextGen(3, []store.Group{{Features: []int{1, 2}, Optional: true}}, 0)
+	opt := newContextGen(3, []model.Group{{Features: []int{1, 2}, Optional: true}}, 0)
 	x = make([]float64, 3)
 	none := 0
 	for range 300 {

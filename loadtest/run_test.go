@@ -16,8 +16,8 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/redbandit/redbandit/internal/redistest"
+	"github.com/redbandit/redbandit/model/store"
 	"github.com/redbandit/redbandit/sidecar"
-	"github.com/redbandit/redbandit/store"
 )
 
 // sane fails the test unless r ran want requests (if > 0) without errors and

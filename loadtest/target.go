@@ -16,9 +16,9 @@ import (
 
 	"github.com/redis/rueidis"
 
-	"github.com/redbandit/redbandit/linucb"
 	"github.com/redbandit/redbandit/lua"
-	"github.com/redbandit/redbandit/store"
+	"github.com/redbandit/redbandit/model/linucb"
+	"github.com/redbandit/redbandit/model/store"
 )
 
 // Kinds of errors: of wrong answers (AnswerError.Kind), then of failed

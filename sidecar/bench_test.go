@@ -18,11 +18,11 @@ import (
 	"time"
 
 	"github.com/redbandit/redbandit/internal/redistest"
-	"github.com/redbandit/redbandit/linucb"
 	"github.com/redbandit/redbandit/lua"
+	"github.com/redbandit/redbandit/model/linucb"
+	"github.com/redbandit/redbandit/model/spec"
+	"github.com/redbandit/redbandit/model/store"
 	"github.com/redbandit/redbandit/sidecar"
-	"github.com/redbandit/redbandit/spec"
-	"github.com/redbandit/redbandit/store"
 )
 
 // BenchmarkSidecar compares POST /v1/recommend with the direct EVALSHA it

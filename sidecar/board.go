@@ -17,8 +17,8 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kadm"
 
-	"github.com/redbandit/redbandit/linucb"
-	"github.com/redbandit/redbandit/store"
+	"github.com/redbandit/redbandit/model/linucb"
+	"github.com/redbandit/redbandit/model/store"
 )
 
 // The dashboard: GET / serves a page (sidecar/ui, embedded) that polls

@@ -18,10 +18,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/redbandit/redbandit/internal/redistest"
-	"github.com/redbandit/redbandit/linucb"
+	"github.com/redbandit/redbandit/model/linucb"
+	"github.com/redbandit/redbandit/model/spec"
+	"github.com/redbandit/redbandit/model/store"
 	"github.com/redbandit/redbandit/sidecar"
-	"github.com/redbandit/redbandit/spec"
-	"github.com/redbandit/redbandit/store"
 )
 
 // TestArms: every product's events, mean reward, estimate and bonus equal

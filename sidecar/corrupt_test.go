@@ -13,9 +13,9 @@ import (
 	"testing"
 
 	"github.com/redbandit/redbandit/internal/redistest"
+	"github.com/redbandit/redbandit/model/spec"
+	"github.com/redbandit/redbandit/model/store"
 	"github.com/redbandit/redbandit/sidecar"
-	"github.com/redbandit/redbandit/spec"
-	"github.com/redbandit/redbandit/store"
 )
 
 // TestCorruptModelHTTP damages one field at a time of a model's metadata
@@ -23,7 +23,7 @@ import (
 // product's arm hash, then calls every endpoint that reads the model through
 // a fresh sidecar (no cached model information): each answer must be JSON,
 // a 4xx or 5xx one with an error message — never a panic, a dropped
-// connection or an empty body. store/corrupt_test.go does the same for the
+// connection or an empty body. model/store/corrupt_test.go does the same for the
 // scripts themselves.
 func TestCorruptModelHTTP(t *testing.T) {
 	srv := redistest.Start(t)

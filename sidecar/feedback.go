@@ -13,7 +13,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/redbandit/redbandit/event"
+	"github.com/redbandit/redbandit/training/event"
 )
 
 // DefaultTopic is the topic feedback is produced to.

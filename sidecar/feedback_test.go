@@ -12,11 +12,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/redbandit/redbandit/event"
+	"github.com/redbandit/redbandit/model/spec"
+	"github.com/redbandit/redbandit/model/store"
 	"github.com/redbandit/redbandit/sidecar"
-	"github.com/redbandit/redbandit/spec"
-	"github.com/redbandit/redbandit/store"
 	"github.com/redbandit/redbandit/trainer"
+	"github.com/redbandit/redbandit/training/event"
 )
 
 // kafka starts an in-process Kafka with the feedback topic and returns a

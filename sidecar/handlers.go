@@ -15,10 +15,11 @@ import (
 
 	"github.com/redis/rueidis"
 
-	"github.com/redbandit/redbandit/linucb"
 	"github.com/redbandit/redbandit/lua"
-	"github.com/redbandit/redbandit/spec"
-	"github.com/redbandit/redbandit/store"
+	"github.com/redbandit/redbandit/model"
+	"github.com/redbandit/redbandit/model/linucb"
+	"github.com/redbandit/redbandit/model/spec"
+	"github.com/redbandit/redbandit/model/store"
 )
 
 // errBadRequest marks errors that are the client's mistake (400).
@@ -396,7 +397,7 @@ type ModelResponse struct {
 	Format    int             `json:"format"`
 	Dim       int             `json:"dimension"`
 	Features  []string        `json:"features"`
-	Groups    []store.Group   `json:"groups"`
+	Groups    []model.Group   `json:"groups"`
 	Spec      json.RawMessage `json:"spec,omitempty"`
 	Lambda    float64         `json:"lambda"`
 	Products  int             `json:"products"`

@@ -7,7 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/redbandit/redbandit/store"
+	"github.com/redbandit/redbandit/model/store"
 )
 
 // metrics are the sidecar's Prometheus metrics, in a registry of its own.

@@ -17,10 +17,10 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/redbandit/redbandit/internal/redistest"
-	"github.com/redbandit/redbandit/linucb"
+	"github.com/redbandit/redbandit/model/linucb"
+	"github.com/redbandit/redbandit/model/spec"
+	"github.com/redbandit/redbandit/model/store"
 	"github.com/redbandit/redbandit/sidecar"
-	"github.com/redbandit/redbandit/spec"
-	"github.com/redbandit/redbandit/store"
 )
 
 var genders = []string{"F", "M"}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/redbandit/redbandit/store"
+	"github.com/redbandit/redbandit/model/store"
 )
 
 // BenchmarkProcess measures the per-event path of the poll loop — decode,

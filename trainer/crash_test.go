@@ -18,8 +18,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/redbandit/redbandit/event"
-	"github.com/redbandit/redbandit/store"
+	"github.com/redbandit/redbandit/model/store"
+	"github.com/redbandit/redbandit/training/event"
 )
 
 // Environment of a child trainer process (TestChildTrainer).

@@ -18,9 +18,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/redbandit/redbandit/event"
+	"github.com/redbandit/redbandit/model/store"
 	"github.com/redbandit/redbandit/sidecar"
-	"github.com/redbandit/redbandit/store"
+	"github.com/redbandit/redbandit/training/event"
 )
 
 // TestTrainerRedisKilled kills redis-server with SIGKILL eight times in the

@@ -20,12 +20,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/redbandit/redbandit/bootstrap"
-	"github.com/redbandit/redbandit/event"
 	"github.com/redbandit/redbandit/internal/redistest"
-	"github.com/redbandit/redbandit/linucb"
-	"github.com/redbandit/redbandit/store"
-	"github.com/redbandit/redbandit/topic"
+	"github.com/redbandit/redbandit/model/linucb"
+	"github.com/redbandit/redbandit/model/store"
+	"github.com/redbandit/redbandit/training/bootstrap"
+	"github.com/redbandit/redbandit/training/event"
+	"github.com/redbandit/redbandit/training/topic"
 )
 
 const (

@@ -18,9 +18,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 
-	"github.com/redbandit/redbandit/event"
-	"github.com/redbandit/redbandit/linucb"
-	"github.com/redbandit/redbandit/store"
+	"github.com/redbandit/redbandit/model/linucb"
+	"github.com/redbandit/redbandit/model/store"
+	"github.com/redbandit/redbandit/training/event"
 )
 
 // partition is the state of one owned partition.

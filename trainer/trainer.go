@@ -45,10 +45,10 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/redbandit/redbandit/bootstrap"
-	"github.com/redbandit/redbandit/linucb"
-	"github.com/redbandit/redbandit/store"
-	"github.com/redbandit/redbandit/topic"
+	"github.com/redbandit/redbandit/model/linucb"
+	"github.com/redbandit/redbandit/model/store"
+	"github.com/redbandit/redbandit/training/bootstrap"
+	"github.com/redbandit/redbandit/training/topic"
 )
 
 // Defaults of Config.

@@ -20,10 +20,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/redbandit/redbandit/event"
-	"github.com/redbandit/redbandit/linucb"
-	"github.com/redbandit/redbandit/producer"
-	"github.com/redbandit/redbandit/store"
+	"github.com/redbandit/redbandit/model/linucb"
+	"github.com/redbandit/redbandit/model/store"
+	"github.com/redbandit/redbandit/tools/produce"
+	"github.com/redbandit/redbandit/training/event"
 )
 
 // TestTrainerFoldsLog produces a seeded log with the producer (Avro) and
@@ -41,8 +41,8 @@ func TestTrainerFoldsLog(t *testing.T) {
 		want.add(ev.ProductID, ev.ContextVector, ev.Reward)
 	}
 	stream := genEvents(2, 20000, d, 50)
-	res, err := producer.RunReader(context.Background(), bytes.NewReader(csvOf(stream, d)),
-		producer.Config{Brokers: e.brokers, Topic: e.topic, Format: producer.FormatAvro})
+	res, err := produce.RunReader(context.Background(), bytes.NewReader(csvOf(stream, d)),
+		produce.Config{Brokers: e.brokers, Topic: e.topic, Format: produce.FormatAvro})
 	if err != nil || res.Produced != int64(len(stream)) {
 		t.Fatalf("produced %d of %d: %v", res.Produced, len(stream), err)
 	}

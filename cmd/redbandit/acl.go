@@ -7,7 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/redbandit/redbandit/acl"
+	"github.com/redbandit/redbandit/ops/acl"
 )
 
 func aclCommand() *cli.Command {

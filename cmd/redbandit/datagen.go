@@ -7,7 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/redbandit/redbandit/scenario"
+	"github.com/redbandit/redbandit/tools/scenario"
 )
 
 func datagenCommand() *cli.Command {

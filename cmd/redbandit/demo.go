@@ -11,8 +11,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/redbandit/redbandit/demo"
-	"github.com/redbandit/redbandit/simulate"
+	"github.com/redbandit/redbandit/tools/demo"
+	"github.com/redbandit/redbandit/tools/simulate"
 )
 
 func demoCommand() *cli.Command {

@@ -9,8 +9,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/redbandit/redbandit/linucb"
 	"github.com/redbandit/redbandit/loadtest"
+	"github.com/redbandit/redbandit/model/linucb"
 )
 
 func loadtestCommand() *cli.Command {

@@ -17,11 +17,11 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/urfave/cli/v2"
 
-	"github.com/redbandit/redbandit/bootstrap"
-	"github.com/redbandit/redbandit/linucb"
 	"github.com/redbandit/redbandit/lua"
-	"github.com/redbandit/redbandit/spec"
-	"github.com/redbandit/redbandit/store"
+	"github.com/redbandit/redbandit/model/linucb"
+	"github.com/redbandit/redbandit/model/spec"
+	"github.com/redbandit/redbandit/model/store"
+	"github.com/redbandit/redbandit/training/bootstrap"
 )
 
 func main() {

@@ -9,10 +9,10 @@ import (
 	"testing"
 
 	"github.com/redbandit/redbandit/internal/redistest"
-	"github.com/redbandit/redbandit/linucb"
 	"github.com/redbandit/redbandit/lua"
-	"github.com/redbandit/redbandit/spec"
-	"github.com/redbandit/redbandit/store"
+	"github.com/redbandit/redbandit/model/linucb"
+	"github.com/redbandit/redbandit/model/spec"
+	"github.com/redbandit/redbandit/model/store"
 )
 
 // run runs the CLI in-process, as a user would from the shell.

@@ -23,13 +23,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/urfave/cli/v2"
 
-	"github.com/redbandit/redbandit/event"
 	"github.com/redbandit/redbandit/internal/redistest"
-	"github.com/redbandit/redbandit/linucb"
 	"github.com/redbandit/redbandit/lua"
+	"github.com/redbandit/redbandit/model"
+	"github.com/redbandit/redbandit/model/linucb"
+	"github.com/redbandit/redbandit/model/spec"
+	"github.com/redbandit/redbandit/model/store"
 	"github.com/redbandit/redbandit/sidecar"
-	"github.com/redbandit/redbandit/spec"
-	"github.com/redbandit/redbandit/store"
+	"github.com/redbandit/redbandit/training/event"
 )
 
 // readReadme returns the text of the module's README.md.
@@ -97,7 +98,7 @@ func TestReadmeExamples(t *testing.T) {
 	for i := range features {
 		features[i] = fmt.Sprintf("f%d", i)
 	}
-	groups := []store.Group{{Features: []int{3, 4}}, {Features: []int{5, 6, 7, 8, 9}},
+	groups := []model.Group{{Features: []int{3, 4}}, {Features: []int{5, 6, 7, 8, 9}},
 		{Features: []int{10, 11, 12}, Optional: true}, {Features: []int{13, 14}}}
 	w := store.Write{Model: "default", Features: features, Groups: groups, Lambda: 1}
 	rng := rand.New(rand.NewPCG(5, 6))

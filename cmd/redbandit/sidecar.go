@@ -9,7 +9,7 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/urfave/cli/v2"
 
-	"github.com/redbandit/redbandit/linucb"
+	"github.com/redbandit/redbandit/model/linucb"
 	"github.com/redbandit/redbandit/sidecar"
 )
 

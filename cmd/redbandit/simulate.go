@@ -8,11 +8,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/urfave/cli/v2"
 
-	"github.com/redbandit/redbandit/event"
-	"github.com/redbandit/redbandit/linucb"
+	"github.com/redbandit/redbandit/model/linucb"
+	"github.com/redbandit/redbandit/model/spec"
 	"github.com/redbandit/redbandit/sidecar"
-	"github.com/redbandit/redbandit/simulate"
-	"github.com/redbandit/redbandit/spec"
+	"github.com/redbandit/redbandit/tools/simulate"
+	"github.com/redbandit/redbandit/training/event"
 )
 
 func simulateCommand() *cli.Command {

@@ -8,10 +8,10 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/urfave/cli/v2"
 
-	"github.com/redbandit/redbandit/event"
-	"github.com/redbandit/redbandit/producer"
-	"github.com/redbandit/redbandit/topic"
+	"github.com/redbandit/redbandit/tools/produce"
 	"github.com/redbandit/redbandit/trainer"
+	"github.com/redbandit/redbandit/training/event"
+	"github.com/redbandit/redbandit/training/topic"
 )
 
 // kafkaFlags are the flags the trainer and produce commands share.
@@ -70,14 +70,14 @@ func produceCommand() *cli.Command {
 		Usage: "publish a CSV feedback log to the feedback topic, keyed by product id",
 		Flags: append(kafkaFlags(),
 			&cli.StringFlag{Name: "csv", Required: true, Usage: "the CSV log (layout of `redbandit bootstrap`)"},
-			&cli.StringFlag{Name: "format", Value: producer.FormatAvro, EnvVars: []string{"REDBANDIT_FORMAT"},
+			&cli.StringFlag{Name: "format", Value: produce.FormatAvro, EnvVars: []string{"REDBANDIT_FORMAT"},
 				Usage: "avro (Confluent wire format; rewards 0/1) or json"},
 			&cli.UintFlag{Name: "schema-id", Value: uint(event.DefaultSchemaID), Usage: "schema id written in the Avro wire header"},
 			&cli.Float64Flag{Name: "rate", Usage: "events per second (0: as fast as possible)"},
 			&cli.BoolFlag{Name: "skip-bad", Usage: "skip and count malformed rows instead of stopping at the first"},
 		),
 		Action: func(c *cli.Context) error {
-			res, err := producer.Run(c.Context, c.String("csv"), producer.Config{
+			res, err := produce.Run(c.Context, c.String("csv"), produce.Config{
 				Brokers: c.StringSlice("brokers"), Topic: c.String("topic"), Partitions: int32(c.Int("partitions")),
 				Format: c.String("format"), SchemaID: uint32(c.Uint("schema-id")), Rate: c.Float64("rate"),
 				SkipBad: c.Bool("skip-bad"), Logger: slog.Default(),

@@ -13,7 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/redbandit/redbandit/internal/redistest"
-	"github.com/redbandit/redbandit/store"
+	"github.com/redbandit/redbandit/model/store"
 )
 
 // TestProduceAndTrainer replays a CSV log through `produce` (JSON, so the

@@ -1,0 +1,341 @@
+// Package simulate plays the reference shop's visitors against a live
+// recommender: for each visit it picks a user and a time, builds the context
+// through the feature spec, asks for the top 5, lets the simulated user
+// click by the hidden ground truth, and sends the feedback event on — the
+// Act step of the Read → Act → Learn → Write loop.
+//
+// Every visit is scored three ways on the same random numbers: the served
+// policy (LinUCB through Redis or the sidecar, or one of the others), a
+// uniformly random choice (the floor) and the oracle that knows the ground
+// truth (the ceiling). The user examines the five products in order and
+// clicks the first one whose click draw falls under its click probability;
+// the same five draws decide for every policy, so their click rates differ
+// only by what they recommend.
+package simulate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/redbandit/redbandit/model/spec"
+	"github.com/redbandit/redbandit/tools/scenario"
+	"github.com/redbandit/redbandit/training/event"
+)
+
+// Policies.
+const (
+	LinUCB = "linucb" // the model, through a Recommender
+	Random = "random" // five distinct products uniformly at random
+	Oracle = "oracle" // the five highest true click probabilities
+)
+
+// Slate is the number of products shown per visit.
+const Slate = 5
+
+// Recommender returns the top k product ids for a visit.
+type Recommender interface {
+	Recommend(ctx context.Context, v *Visit, k int) ([]string, error)
+}
+
+// Sink receives the feedback event of each served visit.
+type Sink interface {
+	Send(ctx context.Context, ev event.Event) error
+}
+
+// Visit is one simulated visit.
+type Visit struct {
+	N          int // 1-based
+	User       scenario.User
+	At         time.Time
+	Attributes map[string]any // raw attributes, as the sidecar takes them
+	X          []float64      // the context encoded by the spec
+	draws      [Slate]float64 // the user's click draws, one per slate position
+}
+
+// Config configures Run. Zero values take the defaults.
+type Config struct {
+	Visits   int       // default 20,000
+	Policy   string    // the policy served and fed back: linucb (default), random or oracle
+	Rate     float64   // visits per second; 0 = as fast as possible
+	Seed     uint64    // seed of the visits (users, times, draws); default 1
+	DataSeed uint64    // seed of the catalogue and users (datagen's --seed); default 1
+	Now      time.Time // visits fall in the 7 days before; default time.Now()
+	Window   int       // visits in the rolling CTR; default 1,000
+
+	Recommender Recommender // required for the linucb policy
+	Sink        Sink        // required: where feedback goes
+	Out         io.Writer   // one line per visit and progress; nil: none
+	Every       int         // with Out, print a CTR line every this many visits (default 1,000); per-visit lines if Verbose
+	Verbose     bool        // print one line per visit
+	Live        *Live       // if set, updated after every visit
+	Logger      *slog.Logger
+}
+
+// Summary is the outcome of a run.
+type Summary struct {
+	Visits  int                `json:"visits"`
+	Policy  string             `json:"policy"`
+	CTR     map[string]float64 `json:"ctr"`      // over all visits, by policy
+	CTRLast map[string]float64 `json:"ctr_last"` // over the last quarter of the visits made
+	Clicks  map[string]int     `json:"clicks"`
+	Sent    int                `json:"events_sent"`
+	// Curve holds, every Window/10 visits, the rolling CTR of each policy
+	// over the last Window visits.
+	Curve   []Point         `json:"-"`
+	Latency []time.Duration `json:"-"` // of each Recommender call
+}
+
+// Point is one sample of the learning curve.
+type Point struct {
+	Visit int
+	CTR   map[string]float64
+}
+
+// ErrNoRecommender reports a linucb run without a Recommender.
+var ErrNoRecommender = errors.New("simulate: the linucb policy needs a recommender")
+
+func (c *Config) defaults() error {
+	if c.Visits == 0 {
+		c.Visits = 20000
+	}
+	if c.Policy == "" {
+		c.Policy = LinUCB
+	}
+	if c.Seed == 0 {
+		c.Seed = 1
+	}
+	if c.DataSeed == 0 {
+		c.DataSeed = 1
+	}
+	if c.Now.IsZero() {
+		c.Now = time.Now()
+	}
+	if c.Window == 0 {
+		c.Window = 1000
+	}
+	if c.Every == 0 {
+		c.Every = 1000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	switch {
+	case c.Policy != LinUCB && c.Policy != Random && c.Policy != Oracle:
+		return fmt.Errorf("simulate: unknown policy %q (linucb, random or oracle)", c.Policy)
+	case c.Policy == LinUCB && c.Recommender == nil:
+		return ErrNoRecommender
+	case c.Sink == nil:
+		return errors.New("simulate: no sink for the feedback")
+	case c.Visits < 1 || c.Rate < 0:
+		return fmt.Errorf("simulate: visits %d and rate %v must be positive", c.Visits, c.Rate)
+	}
+	return nil
+}
+
+// Run simulates cfg.Visits visits and returns the summary. It stops early,
+// with the summary so far, when ctx is done.
+func Run(ctx context.Context, cfg Config) (Summary, error) {
+	if err := cfg.defaults(); err != nil {
+		return Summary{}, err
+	}
+	sp := spec.Reference()
+	cat := scenario.Catalogue(cfg.DataSeed)
+	users := scenario.Users(cfg.DataSeed)
+	truth := scenario.NewTruth(cat)
+	byID := make(map[string]scenario.Product, len(cat))
+	for _, p := range cat {
+		byID[p.ID] = p
+	}
+	rng := rand.New(rand.NewPCG(cfg.Seed, 0x5171))
+	pick := rand.New(rand.NewPCG(cfg.Seed, 0x2a2d)) // the random policy's own stream
+
+	policies := []string{LinUCB, Random, Oracle}
+	if cfg.Recommender == nil {
+		policies = []string{Random, Oracle}
+	}
+	sum := Summary{Policy: cfg.Policy, CTR: map[string]float64{}, CTRLast: map[string]float64{}, Clicks: map[string]int{}}
+	hits := map[string][]bool{}
+	var tick *time.Ticker
+	if cfg.Rate > 0 {
+		tick = time.NewTicker(time.Duration(float64(time.Second) / cfg.Rate))
+		defer tick.Stop()
+	}
+	for n := 1; n <= cfg.Visits; n++ {
+		if tick != nil {
+			select {
+			case <-ctx.Done():
+			case <-tick.C:
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		v := &Visit{N: n, User: users[rng.IntN(len(users))]}
+		v.At = scenario.RandomTime(rng, cfg.Now)
+		v.Attributes = v.User.Attributes(v.At)
+		x, err := sp.Encode(v.Attributes)
+		if err != nil {
+			return sum, fmt.Errorf("simulate: visit %d: %w", n, err)
+		}
+		v.X = x
+		for i := range v.draws {
+			v.draws[i] = rng.Float64()
+		}
+		shown := map[string][]string{
+			Random: randomSlate(pick, cat),
+			Oracle: oracleSlate(truth, v, cat),
+		}
+		if cfg.Recommender != nil {
+			start := time.Now()
+			ids, err := cfg.Recommender.Recommend(ctx, v, Slate)
+			if err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				return sum, fmt.Errorf("simulate: visit %d: recommend: %w", n, err)
+			}
+			sum.Latency = append(sum.Latency, time.Since(start))
+			shown[LinUCB] = ids
+		}
+		clicked := map[string]int{}
+		for _, pol := range policies {
+			clicked[pol] = click(truth, v, shown[pol], byID)
+			hit := clicked[pol] >= 0
+			hits[pol] = append(hits[pol], hit)
+			if hit {
+				sum.Clicks[pol]++
+			}
+		}
+		served := shown[cfg.Policy]
+		if len(served) > 0 {
+			ev := event.Event{EventID: fmt.Sprintf("sim-%d-%d", cfg.Seed, n), ProductID: served[0], Reward: 0,
+				ContextVector: v.X, Timestamp: v.At.UnixMilli()}
+			if i := clicked[cfg.Policy]; i >= 0 {
+				ev.ProductID, ev.Reward = served[i], 1
+			}
+			if err := cfg.Sink.Send(ctx, ev); err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				return sum, fmt.Errorf("simulate: visit %d: send feedback: %w", n, err)
+			}
+			sum.Sent++
+		}
+		sum.Visits = n
+		if cfg.Live != nil {
+			cfg.Live.record(n, cfg.Window, clicked)
+		}
+		if n%max(1, cfg.Window/10) == 0 {
+			p := Point{Visit: n, CTR: map[string]float64{}}
+			for _, pol := range policies {
+				p.CTR[pol] = rolling(hits[pol], cfg.Window)
+			}
+			sum.Curve = append(sum.Curve, p)
+		}
+		if cfg.Out != nil {
+			if cfg.Verbose {
+				c := "-"
+				if i := clicked[cfg.Policy]; i >= 0 {
+					c = served[i]
+				}
+				local := v.At.In(scenario.ShopZone)
+				fmt.Fprintf(cfg.Out, "visit %6d  %s age %2d %s %s  shown %s  click %s\n", n, v.User.ID, v.User.Age,
+					local.Format("Mon"), local.Format("15:04"), strings.Join(served, ","), c)
+			}
+			if n%cfg.Every == 0 {
+				fmt.Fprintf(cfg.Out, "visits %6d  rolling CTR (last %d):%s\n", n, cfg.Window, ctrLine(policies, hits, cfg.Window))
+			}
+		}
+	}
+	// The last quarter of the visits made (all of them if interrupted early).
+	last := max(1, sum.Visits/4)
+	for _, pol := range policies {
+		if sum.Visits > 0 {
+			sum.CTR[pol] = float64(sum.Clicks[pol]) / float64(sum.Visits)
+			sum.CTRLast[pol] = rolling(hits[pol], last)
+		}
+	}
+	return sum, ctx.Err()
+}
+
+func ctrLine(policies []string, hits map[string][]bool, window int) string {
+	var b strings.Builder
+	for _, pol := range policies {
+		fmt.Fprintf(&b, "  %s %.3f", pol, rolling(hits[pol], window))
+	}
+	return b.String()
+}
+
+func rolling(h []bool, window int) float64 {
+	from := max(0, len(h)-window)
+	n := 0
+	for _, x := range h[from:] {
+		if x {
+			n++
+		}
+	}
+	if len(h) == from {
+		return 0
+	}
+	return float64(n) / float64(len(h)-from)
+}
+
+// click returns the slate position the user clicks, or -1.
+func click(truth *scenario.Truth, v *Visit, slate []string, byID map[string]scenario.Product) int {
+	for i, id := range slate {
+		if i >= Slate {
+			break
+		}
+		p, ok := byID[id]
+		if ok && v.draws[i] < truth.Prob(v.User, p, v.At) {
+			return i
+		}
+	}
+	return -1
+}
+
+func randomSlate(rng *rand.Rand, cat []scenario.Product) []string {
+	perm := rng.Perm(len(cat))[:Slate]
+	out := make([]string, Slate)
+	for i, j := range perm {
+		out[i] = cat[j].ID
+	}
+	return out
+}
+
+// oracleSlate ranks the catalogue by true click probability.
+func oracleSlate(truth *scenario.Truth, v *Visit, cat []scenario.Product) []string {
+	type scored struct {
+		id string
+		p  float64
+	}
+	all := make([]scored, len(cat))
+	for i, p := range cat {
+		all[i] = scored{p.ID, truth.Prob(v.User, p, v.At)}
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].p > all[j].p })
+	out := make([]string, Slate)
+	for i := range out {
+		out[i] = all[i].id
+	}
+	return out
+}
+
+// Percentile returns the p-quantile (nearest rank) of durations.
+func Percentile(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := int(p*float64(len(s))+0.5) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
