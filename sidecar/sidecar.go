@@ -50,7 +50,7 @@ const (
 	DefaultListen        = "127.0.0.1:8080"
 	DefaultModel         = "default"
 	DefaultK             = 5
-	DefaultMaxK          = 1000 // a k of 1,000 of 20,000 products holds Redis ~40 ms (docs/BENCHMARKS.md)
+	DefaultMaxK          = 1000 // the script holds Redis longer the larger k is (docs/BENCHMARKS.md)
 	DefaultMaxBody       = 64 << 10
 	DefaultTimeout       = 2 * time.Second
 	DefaultMetaTTL       = 5 * time.Second
