@@ -127,7 +127,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	if slices.Contains(cfg.Targets, TargetClientSide) {
 		fetch = make([]rueidis.Completed, len(cat.IDs))
 		for i, id := range cat.IDs {
-			fetch[i] = setup.B().Hmget().Key(store.ArmKey(cat.Model, id)).Field("theta", "ainv").Build().Pin()
+			fetch[i] = store.ParamsCommand(setup.B(), cat.Model, id).Pin()
 		}
 	}
 	clients := make([]rueidis.Client, cfg.Clients)

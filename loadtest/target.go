@@ -326,37 +326,16 @@ func (t *clientTarget) score(r *request, res []rueidis.RedisResult) ([]store.Ite
 		if r.cands != nil {
 			a = r.cands[j]
 		}
-		vals, err := rr.ToArray()
+		stored, err := store.DecodeParams(rr, &t.p)
+		if errors.Is(err, store.ErrBadModel) || err == nil && !stored {
+			return nil, wrong(KindBadReply, "arm %s: theta or ainv missing or of the wrong size", t.cat.IDs[a])
+		}
 		if err != nil {
 			return nil, fmt.Errorf("fetch arm %s: %w", t.cat.IDs[a], err)
-		}
-		if len(vals) != 2 {
-			return nil, wrong(KindBadReply, "arm %s: %d values", t.cat.IDs[a], len(vals))
-		}
-		theta, err1 := vals[0].ToString()
-		ainv, err2 := vals[1].ToString()
-		if err1 != nil || err2 != nil || !decodeFloats(t.p.Theta, theta) || !decodeFloats(t.p.AInv, ainv) {
-			return nil, wrong(KindBadReply, "arm %s: theta or ainv missing or of the wrong size", t.cat.IDs[a])
 		}
 		t.top = offerTop(t.top, t.k, store.Item{ID: t.cat.IDs[a], Score: linucb.Score(r.x, t.p, t.alpha)})
 	}
 	return t.top, nil
-}
-
-// decodeFloats decodes the little-endian doubles of s into dst without
-// allocating; it reports whether s holds exactly len(dst) of them.
-func decodeFloats(dst []float64, s string) bool {
-	if len(s) != 8*len(dst) {
-		return false
-	}
-	for i := range dst {
-		o := 8 * i
-		_ = s[o+7]
-		u := uint64(s[o]) | uint64(s[o+1])<<8 | uint64(s[o+2])<<16 | uint64(s[o+3])<<24 |
-			uint64(s[o+4])<<32 | uint64(s[o+5])<<40 | uint64(s[o+6])<<48 | uint64(s[o+7])<<56
-		dst[i] = math.Float64frombits(u)
-	}
-	return true
 }
 
 // offerTop inserts it into top (best first, at most k) if it beats the

@@ -5,16 +5,13 @@ import (
 	"embed"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io/fs"
 	"math"
 	"net/http"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
-	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/redbandit/redbandit/model/linucb"
@@ -252,47 +249,29 @@ func (s *Server) endOffsets(ctx context.Context) map[int32]partitionRange {
 	return out
 }
 
-// sampleModel reads the model's counters (and, with ends, its stored
+// sampleModel reads the model's summary (and, with ends, its stored
 // offsets) in one HMGET and appends a sample.
 func (s *Server) sampleModel(ctx context.Context, model string, now time.Time, ends map[int32]partitionRange) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	fields := []string{"format", "events", "rewards", "invalid", "arms", "flush:at_ms", "flush:ms", "flush:arms", "flush:events"}
-	const fixed = 9
 	parts := make([]int32, 0, len(ends))
 	for p := range ends {
 		parts = append(parts, p)
 	}
 	slices.Sort(parts)
-	for _, p := range parts {
-		fields = append(fields, "off:"+s.cfg.Topic+":"+strconv.Itoa(int(p)))
-	}
-	c := s.cfg.Redis
-	vals, err := c.Do(ctx, c.B().Hmget().Key(store.RootKey(model)).Field(fields...).Build()).ToArray()
+	sum, err := store.ReadSummary(ctx, s.cfg.Redis, model, s.cfg.Topic, parts)
 	if err != nil {
 		return err
 	}
-	str := make([]string, len(vals))
-	for i, v := range vals {
-		str[i], _ = v.ToString() // "" for nil
-	}
-	if str[0] == "" {
-		return store.ErrNoModel
-	}
-	smp := sample{t: now}
-	smp.events, _ = strconv.ParseInt(str[1], 10, 64)
-	smp.rewards, _ = strconv.ParseFloat(str[2], 64)
-	smp.invalid, _ = strconv.ParseInt(str[3], 10, 64)
-	arms, _ := strconv.Atoi(str[4])
-	var fl FlushInfo
-	fl.FlushAtMS, _ = strconv.ParseInt(str[5], 10, 64)
-	fl.FlushMS, fl.FlushArms, fl.FlushEvents = parseFloat(str[6]), parseInt(str[7]), parseInt(str[8])
+	smp := sample{t: now, events: sum.Events, rewards: sum.Rewards, invalid: sum.Invalid}
+	arms := sum.Arms
+	fl := FlushInfo{FlushAtMS: sum.FlushAtMS, FlushMS: sum.FlushMS, FlushArms: sum.FlushArms, FlushEvents: sum.FlushEvents}
 	if ends != nil {
 		var lag int64
-		for i, p := range parts {
+		for _, p := range parts {
 			r := ends[p]
 			next := r.start // no stored offset: the trainers have not folded this partition yet
-			if o, err := strconv.ParseInt(str[fixed+i], 10, 64); err == nil {
+			if o, ok := sum.Offsets[p]; ok {
 				next = max(o, r.start)
 			}
 			lag += max(0, r.end-next)
@@ -313,22 +292,6 @@ func (s *Server) sampleModel(ctx context.Context, model string, now time.Time, e
 	tr.samples = appendCapped(tr.samples, smp)
 	tr.arms, tr.flush = arms, fl
 	return nil
-}
-
-func parseFloat(s string) *float64 {
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return nil
-	}
-	return &v
-}
-
-func parseInt(s string) *int64 {
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return nil
-	}
-	return &v
 }
 
 // appendCapped appends v and drops the oldest values beyond boardSamples.
@@ -577,41 +540,31 @@ func (s *Server) arms(w http.ResponseWriter, r *http.Request) (int, any, error) 
 	if err != nil {
 		return 0, nil, err
 	}
-	c := s.cfg.Redis
-	cmds := make(rueidis.Commands, len(ids))
-	for i, id := range ids {
-		cmds[i] = c.B().Hmget().Key(store.ArmKey(model, id)).Field("n", "rewards").Build()
+	counts, err := store.ReadCounts(ctx, s.cfg.Redis, model, ids)
+	if err != nil {
+		return 0, nil, err
 	}
 	all := make([]ArmDetail, len(ids))
-	for i, res := range c.DoMulti(ctx, cmds...) {
-		vals, err := res.ToArray()
-		if err != nil {
-			return 0, nil, fmt.Errorf("read arm %s: %w", ids[i], err)
+	for i, cn := range counts {
+		all[i] = ArmDetail{ID: cn.ID, Events: cn.Events}
+		if m, ok := cn.MeanReward(); ok {
+			all[i].MeanReward = &m
 		}
-		a := ArmDetail{ID: ids[i]}
-		a.Events, _ = vals[0].AsInt64()
-		if rs, err := vals[1].ToString(); err == nil && a.Events > 0 {
-			if sum, err := strconv.ParseFloat(rs, 64); err == nil {
-				m := sum / float64(a.Events)
-				a.MeanReward = &m
-			}
-		}
-		all[i] = a
 	}
 	slices.SortStableFunc(all, func(a, b ArmDetail) int { return cmpEvents(a, b) })
 	all = all[:min(limit, len(all))]
-	cmds = cmds[:len(all)]
+	top := make([]string, len(all))
 	for i, a := range all {
-		cmds[i] = c.B().Hmget().Key(store.ArmKey(model, a.ID)).Field("theta", "ainv").Build()
+		top[i] = a.ID
 	}
-	for i, res := range c.DoMulti(ctx, cmds...) {
-		vals, err := res.ToArray()
-		if err != nil {
-			return 0, nil, fmt.Errorf("read arm %s: %w", all[i].ID, err)
-		}
-		p, err := params(vals, d, meta.Lambda)
-		if err != nil {
-			return 0, nil, fmt.Errorf("%w: arm %s of %s: %v", store.ErrBadModel, all[i].ID, model, err)
+	params, err := store.ReadParams(ctx, s.cfg.Redis, model, d, top)
+	if err != nil {
+		return 0, nil, err
+	}
+	for i, a := range params {
+		p := a.Params
+		if !a.Stored {
+			p = store.PriorParams(d, meta.Lambda)
 		}
 		mean, quad := linucb.MeanVar(x, p)
 		all[i].Estimate, all[i].Bonus = mean, alpha*math.Sqrt(quad)

@@ -148,9 +148,10 @@ func TestDashboard(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	hset("off:"+sidecar.DefaultTopic+":0", strconv.FormatInt(end(0)-2, 10), "off:"+sidecar.DefaultTopic+":1", strconv.FormatInt(end(1), 10))
-	hset("flush:at_ms", "1764000000000", "flush:ms", "12.5")
-	hset("flush:arms", "7", "flush:events", "123")
+	hset(store.OffsetField(sidecar.DefaultTopic, 0), store.FormatOffset(end(0)-2), store.OffsetField(sidecar.DefaultTopic, 1), store.FormatOffset(end(1)))
+	if err := store.WriteFlushRecord(ctx, c, "shop", store.FlushRecord{AtMS: 1764000000000, MS: 12.5, Arms: 7, Events: 123}); err != nil {
+		t.Fatal(err)
+	}
 
 	sim := sidecar.SimulationStats{Visits: 4321, CTR: map[string]float64{"linucb": 0.12, "random": 0.05, "oracle": 0.2}}
 	s := sidecar.New(sidecar.Config{Redis: c, Model: "shop", Admin: admin, BoardInterval: 50 * time.Millisecond,

@@ -13,9 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/rueidis"
-
-	"github.com/redbandit/redbandit/lua"
 	"github.com/redbandit/redbandit/model"
 	"github.com/redbandit/redbandit/model/linucb"
 	"github.com/redbandit/redbandit/model/spec"
@@ -255,60 +252,33 @@ func (s *Server) explain(w http.ResponseWriter, r *http.Request) (int, any, erro
 	if err != nil {
 		return 0, nil, err
 	}
-	c := s.cfg.Redis
-	cmds := make(rueidis.Commands, len(items))
-	for i, it := range items {
-		cmds[i] = c.B().Hmget().Key(store.ArmKey(model, it.ID)).Field("theta", "ainv", "n").Build()
+	arms, err := store.ReadParams(ctx, s.cfg.Redis, model, len(q.Context), itemIDs(items))
+	if err != nil {
+		return 0, nil, err
 	}
 	resp := ExplainResponse{Model: model, Context: q.Context, Items: make([]ExplainedItem, len(items))}
-	d := len(q.Context)
-	for i, res := range c.DoMulti(ctx, cmds...) {
-		it := ExplainedItem{ID: items[i].ID, Score: items[i].Score}
-		vals, err := res.ToArray()
-		if err != nil {
-			return 0, nil, fmt.Errorf("read arm %s: %w", it.ID, err)
-		}
-		lambda := 1.0
-		if vals[0].IsNil() { // a candidate the model has never seen: the prior arm
+	for i, a := range arms {
+		p := a.Params
+		if !a.Stored { // a candidate the model has never seen: the prior arm
 			info, err := s.modelInfo(ctx, model)
 			if err != nil {
 				return 0, nil, err
 			}
-			lambda = info.meta.Lambda
+			p = store.PriorParams(len(q.Context), info.meta.Lambda)
 		}
-		p, err := params(vals, d, lambda)
-		if err != nil {
-			return 0, nil, fmt.Errorf("%w: arm %s of %s: %v", store.ErrBadModel, it.ID, model, err)
-		}
-		it.Events, _ = vals[2].AsInt64()
 		mean, quad := linucb.MeanVar(q.Context, p)
-		it.Mean, it.Bonus = mean, q.Alpha*math.Sqrt(quad)
-		resp.Items[i] = it
+		resp.Items[i] = ExplainedItem{ID: items[i].ID, Score: items[i].Score, Mean: mean, Bonus: q.Alpha * math.Sqrt(quad), Events: a.Events}
 	}
 	return http.StatusOK, resp, nil
 }
 
-// params decodes θ and A⁻¹ from the first two values of an arm's HMGET
-// (theta, ainv, …); an arm not in Redis has the prior parameters θ = 0,
-// A⁻¹ = I/λ.
-func params(vals []rueidis.RedisMessage, d int, lambda float64) (linucb.Params, error) {
-	p := linucb.Params{Theta: make([]float64, d), AInv: make([]float64, d*d)}
-	if vals[0].IsNil() {
-		for j := 0; j < d; j++ {
-			p.AInv[j*d+j] = 1 / lambda
-		}
-		return p, nil
+// itemIDs returns the products of items, in order.
+func itemIDs(items []store.Item) []string {
+	ids := make([]string, len(items))
+	for i, it := range items {
+		ids[i] = it.ID
 	}
-	th, _ := vals[0].ToString()
-	ai, _ := vals[1].ToString()
-	var err error
-	if p.Theta, err = store.Floats([]byte(th)); err == nil {
-		p.AInv, err = store.Floats([]byte(ai))
-	}
-	if err == nil && (len(p.Theta) != d || len(p.AInv) != d*d) {
-		err = fmt.Errorf("θ has %d values and A⁻¹ %d for dimension %d", len(p.Theta), len(p.AInv), d)
-	}
-	return p, err
+	return ids
 }
 
 // context builds x from the request: a dense array (its length is checked by
@@ -433,21 +403,12 @@ func (s *Server) healthz(http.ResponseWriter, *http.Request) (int, any, error) {
 }
 
 // readyz checks that Redis answers and that the scoring script (EVALSHA) or
-// function (FCALL_RO) is loaded, by calling it on a model that does not
-// exist: a loaded script answers NOMODEL. This needs no more permission than
-// serving does.
+// function (FCALL_RO) is loaded (store.CheckLoaded: one call on a model
+// that does not exist, no more permission than serving needs).
 func (s *Server) readyz(_ http.ResponseWriter, r *http.Request) (int, any, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
 	defer cancel()
-	c := s.cfg.Redis
-	key := store.RootKey("__readyz__")
-	var err error
-	if s.cfg.FCall {
-		err = c.Do(ctx, c.B().FcallRo().Function(lua.RecommendFunction).Numkeys(1).Key(key).Arg("1", "0").Build()).Error()
-	} else {
-		err = c.Do(ctx, c.B().EvalshaRo().Sha1(lua.RecommendSHA()).Numkeys(1).Key(key).Arg("1", "0").Build()).Error()
-	}
-	if !errors.Is(store.ScriptError(err), store.ErrNoModel) {
+	if err := store.CheckLoaded(ctx, s.cfg.Redis, s.cfg.FCall); err != nil {
 		return http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": fmt.Sprintf("scoring script: %v", err)}, nil
 	}
 	if s.cfg.Producer != nil {

@@ -139,7 +139,7 @@ func BenchmarkTrainerEndToEnd(b *testing.B) {
 		caughtUp := func() bool {
 			ok := true
 			ends.Each(func(o kadm.ListedOffset) {
-				v, err := c.Do(ctx, c.B().Hget().Key(store.RootKey(model)).Field(OffsetField(name, o.Partition)).Build()).ToString()
+				v, err := c.Do(ctx, c.B().Hget().Key(store.RootKey(model)).Field(store.OffsetField(name, o.Partition)).Build()).ToString()
 				if err != nil || v != strconv.FormatInt(o.Offset, 10) {
 					ok = false
 				}

@@ -250,7 +250,7 @@ func (e *env) caughtUp(ctx context.Context) (bool, string, error) {
 			problems = errors.Join(problems, o.Err)
 			return
 		}
-		v, err := e.redis.Do(ctx, e.redis.B().Hget().Key(store.RootKey(testModel)).Field(OffsetField(e.topic, o.Partition)).Build()).ToString()
+		v, err := e.redis.Do(ctx, e.redis.B().Hget().Key(store.RootKey(testModel)).Field(store.OffsetField(e.topic, o.Partition)).Build()).ToString()
 		if rueidis.IsRedisNil(err) {
 			v, err = "0", nil
 		}

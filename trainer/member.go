@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -39,9 +38,9 @@ type partition struct {
 func newPartition(stored string) (*partition, error) {
 	p := &partition{guard: stored, written: -1, next: -1, hwm: -1, deltas: map[string]*linucb.Delta{}}
 	if stored != "" {
-		v, err := strconv.ParseInt(stored, 10, 64)
-		if err != nil || v < 0 {
-			return nil, fmt.Errorf("%w: stored offset %q is not an offset", store.ErrBadModel, stored)
+		v, err := store.ParseOffset(stored)
+		if err != nil {
+			return nil, err
 		}
 		p.written, p.next = v, v
 	}
@@ -241,7 +240,7 @@ func (m *member) fetchErrors(ctx context.Context, fetches kgo.Fetches) error {
 			}
 			if !m.cfg.ResetOutOfRange {
 				fatal = fmt.Errorf("%w: partition %d of %s at offset %d (field %s of %s); restart with --reset-out-of-range to resume from the oldest available event",
-					ErrOffsetOutOfRange, p, topic, st.next, OffsetField(topic, p), store.RootKey(m.cfg.Model))
+					ErrOffsetOutOfRange, p, topic, st.next, store.OffsetField(topic, p), store.RootKey(m.cfg.Model))
 				return
 			}
 			m.log.Warn("trainer: stored offset out of range, restarting the partition from its first available offset",
@@ -457,7 +456,7 @@ func (m *member) start(ctx context.Context, prev *flushing) error {
 	w, err := m.prepare(ctx, f)
 	if err != nil {
 		m.giveBack(f)
-		return fmt.Errorf("flush: %w", err)
+		return fmt.Errorf("flushing: %w", err)
 	}
 	if m.cfg.beforeApply != nil {
 		m.cfg.beforeApply(f.attempt)
@@ -527,10 +526,10 @@ func (m *member) prepare(ctx context.Context, f *flushing) (*store.Write, error)
 		Events: events, Rewards: rewards, Invalid: invalid, Arms: f.arms}
 	for _, pid := range pids {
 		st, sp := m.parts[pid], f.parts[pid]
-		field := OffsetField(m.cfg.Topic, pid)
+		field := store.OffsetField(m.cfg.Topic, pid)
 		w.Guards = append(w.Guards, store.Guard{Field: field, Want: st.guard})
 		if sp.next >= 0 && sp.next != st.written {
-			w.Set = append(w.Set, store.Field{Name: field, Value: strconv.FormatInt(sp.next, 10)})
+			w.Set = append(w.Set, store.Field{Name: field, Value: store.FormatOffset(sp.next)})
 		}
 	}
 	return w, nil
@@ -583,17 +582,17 @@ func (m *member) settle(ctx context.Context, block bool) error {
 	}
 	m.giveBack(f)
 	if !errors.Is(err, store.ErrConflict) {
-		return fmt.Errorf("flush: %w", err)
+		return fmt.Errorf("flushing: %w", err)
 	}
 	m.total.conflicts++
 	fenced, rerr := m.refence(ctx)
 	if rerr != nil {
-		return fmt.Errorf("flush: %w", errors.Join(err, rerr))
+		return fmt.Errorf("flushing: %w", errors.Join(err, rerr))
 	}
 	f.stats.Fenced = append(f.stats.Fenced, fenced...)
 	m.log.Warn("trainer: write conflict", "attempt", f.attempt, "fenced_partitions", fenced, "err", err)
 	if f.attempt == maxWriteAttempts {
-		return fmt.Errorf("flush: %w", err)
+		return fmt.Errorf("flushing: %w", err)
 	}
 	if !m.changed() {
 		f.stats.Attempts, f.stats.Duration = f.attempt, time.Since(f.start)
@@ -619,7 +618,7 @@ func (m *member) landed(f *flushing) {
 		}
 		st.Offsets[pid] = sp.next
 		if p := m.parts[pid]; p != nil {
-			p.written, p.guard = sp.next, strconv.FormatInt(sp.next, 10)
+			p.written, p.guard = sp.next, store.FormatOffset(sp.next)
 		}
 	}
 	m.report(st)
@@ -660,13 +659,8 @@ func (m *member) report(st FlushStats) {
 // (docs/FORMAT.md, flush:* fields). They are informational, so they are
 // written after the atomic write and a failure is only logged.
 func (m *member) recordFlush(ctx context.Context, took time.Duration, arms int, events int64) {
-	c := m.cfg.Redis
-	err := c.Do(ctx, c.B().Hset().Key(store.RootKey(m.cfg.Model)).FieldValue().
-		FieldValue("flush:at_ms", strconv.FormatInt(time.Now().UnixMilli(), 10)).
-		FieldValue("flush:ms", strconv.FormatFloat(float64(took.Microseconds())/1000, 'f', 3, 64)).
-		FieldValue("flush:arms", strconv.Itoa(arms)).
-		FieldValue("flush:events", strconv.FormatInt(events, 10)).Build()).Error()
-	if err != nil {
+	rec := store.FlushRecord{AtMS: time.Now().UnixMilli(), MS: float64(took.Microseconds()) / 1000, Arms: arms, Events: events}
+	if err := store.WriteFlushRecord(ctx, m.cfg.Redis, m.cfg.Model, rec); err != nil {
 		m.log.Warn("trainer: record flush statistics", "err", err)
 	}
 }
@@ -755,27 +749,7 @@ func (m *member) seekFenced(ctx context.Context) error {
 // readOffsets reads the stored offsets ("" if absent) of the given
 // partitions.
 func (m *member) readOffsets(ctx context.Context, pids []int32) (map[int32]string, error) {
-	fields := make([]string, len(pids))
-	for i, pid := range pids {
-		fields[i] = OffsetField(m.cfg.Topic, pid)
-	}
-	out := make(map[int32]string, len(pids))
-	if len(pids) == 0 {
-		return out, nil
-	}
-	c := m.cfg.Redis
-	vals, err := c.Do(ctx, c.B().Hmget().Key(store.RootKey(m.cfg.Model)).Field(fields...).Build()).ToArray()
-	if err != nil {
-		return nil, fmt.Errorf("read offsets: %w", err)
-	}
-	for i, v := range vals {
-		if s, err := v.ToString(); err == nil {
-			out[pids[i]] = s
-		} else if !rueidis.IsRedisNil(err) {
-			return nil, fmt.Errorf("read offset %s: %w", fields[i], err)
-		}
-	}
-	return out, nil
+	return store.ReadOffsets(ctx, m.cfg.Redis, m.cfg.Model, m.cfg.Topic, pids)
 }
 
 // assigned is the AdjustFetchOffsetsFn: it reads the stored offsets of the

@@ -6,7 +6,7 @@
 // # Exactly-once effect
 //
 // Offsets are not committed to Kafka. For every partition p of the topic the
-// model's root hash holds the field off:<topic>:<p> (OffsetField): the next
+// model's root hash holds the field off:<topic>:<p> (store.OffsetField): the next
 // offset to consume. A flush is a single store.Write.Apply carrying the
 // changed arms (each checked against the version it was read at) and the new
 // offset of every partition this member owns, each guarded on the value the
@@ -66,10 +66,6 @@ const (
 	DefaultFlushTimeout = 30 * time.Second
 )
 
-// OffsetFieldPrefix starts the root-hash fields that hold the trainer's
-// Kafka offsets: off:<topic>:<partition>.
-const OffsetFieldPrefix = "off:"
-
 // maxWriteAttempts bounds the write attempts of one flush when writes
 // conflict (fencing or a concurrent writer of the same arms).
 const maxWriteAttempts = 5
@@ -90,12 +86,6 @@ var (
 	// trainer stops rather than move its offsets past the event.
 	ErrDeadLetter = errors.New("trainer: dead-letter produce failed")
 )
-
-// OffsetField returns the root-hash field holding the next offset to consume
-// of topic's partition: off:<topic>:<partition>.
-func OffsetField(topic string, partition int32) string {
-	return fmt.Sprintf("%s%s:%d", OffsetFieldPrefix, topic, partition)
-}
 
 // Config configures a trainer.
 type Config struct {

@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -67,11 +66,14 @@ func TestTrainerFoldsLog(t *testing.T) {
 		t.Errorf("%d flushes, want several (MaxDirty 20)", flushes.Load())
 	}
 	// The last flush's statistics are in the root for dashboards.
-	root := e.hgetall(store.RootKey(testModel))
+	sum, err := store.ReadSummary(context.Background(), e.redis, testModel, e.topic, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	st := last.Load()
-	if at := atoi(root["flush:at_ms"]); at < start.UnixMilli() || at > time.Now().UnixMilli() ||
-		root["flush:arms"] != strconv.Itoa(st.Products) || root["flush:events"] != strconv.FormatInt(st.Events, 10) || root["flush:ms"] == "" {
-		t.Errorf("flush statistics in the root: %v; the last flush: %+v", root, st)
+	if at := sum.FlushAtMS; at < start.UnixMilli() || at > time.Now().UnixMilli() || sum.FlushArms == nil || *sum.FlushArms != int64(st.Products) ||
+		sum.FlushEvents == nil || *sum.FlushEvents != st.Events || sum.FlushMS == nil {
+		t.Errorf("flush statistics in the root: %+v; the last flush: %+v", sum, st)
 	}
 	// A restart with the same bootstrap file folds nothing twice.
 	stop = r.start(cfg)
@@ -382,7 +384,7 @@ func TestTrainerFenced(t *testing.T) {
 
 	// The "newer owner" folds the second batch itself and moves the offset.
 	ctx := context.Background()
-	field := OffsetField(e.topic, 0)
+	field := store.OffsetField(e.topic, 0)
 	ids := []string{}
 	delta := newRefModel(d)
 	for _, ev := range second {
@@ -475,7 +477,7 @@ func TestTrainerOffsetOutOfRange(t *testing.T) {
 	e.produce(recs...)
 	ctx := context.Background()
 	meta := e.mustMeta()
-	field := OffsetField(e.topic, 0)
+	field := store.OffsetField(e.topic, 0)
 	w := store.Write{Model: testModel, Features: meta.Features, Lambda: 1, Set: []store.Field{{Name: field, Value: "10"}}}
 	if _, err := w.Apply(ctx, e.redis); err != nil {
 		t.Fatal(err)
@@ -534,7 +536,7 @@ func TestTrainerUnsolvableArm(t *testing.T) {
 	if err := Run(rctx, e.config()); !errors.Is(err, linucb.ErrNotPositiveDefinite) {
 		t.Fatalf("Run: %v, want ErrNotPositiveDefinite", err)
 	}
-	if v, err := e.redis.Do(ctx, e.redis.B().Hget().Key(store.RootKey(testModel)).Field(OffsetField(e.topic, 0)).Build()).ToString(); !rueidis.IsRedisNil(err) {
+	if v, err := e.redis.Do(ctx, e.redis.B().Hget().Key(store.RootKey(testModel)).Field(store.OffsetField(e.topic, 0)).Build()).ToString(); !rueidis.IsRedisNil(err) {
 		t.Fatalf("stored offset %q (%v), want none", v, err)
 	}
 }
@@ -633,7 +635,7 @@ func TestTrainerRegistryDown(t *testing.T) {
 		t.Fatalf("Run: %v, want ErrRegistry", err)
 	}
 	e.check(want)
-	if v, _ := e.redis.Do(ctx, e.redis.B().Hget().Key(store.RootKey(testModel)).Field(OffsetField(e.topic, 0)).Build()).ToString(); v != "10" {
+	if v, _ := e.redis.Do(ctx, e.redis.B().Hget().Key(store.RootKey(testModel)).Field(store.OffsetField(e.topic, 0)).Build()).ToString(); v != "10" {
 		t.Fatalf("stored offset %q, want 10 (the first Avro record)", v)
 	}
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -96,4 +97,29 @@ func Load(ctx context.Context, c rueidis.Client) error {
 		return fmt.Errorf("function load: %w", err)
 	}
 	return nil
+}
+
+// readyModel is the model CheckLoaded scores: one that does not exist.
+const readyModel = "__readyz__"
+
+// CheckLoaded checks that Redis answers and that the scoring script
+// (EVALSHA_RO; with fcall, the function rb_recommend through FCALL_RO) is
+// loaded, by calling it once on a model that does not exist: a loaded
+// script answers NOMODEL without reading anything else. It needs no more
+// permission than Recommend. It returns nil if the script is loaded.
+func CheckLoaded(ctx context.Context, c rueidis.Client, fcall bool) error {
+	key := RootKey(readyModel)
+	var err error
+	if fcall {
+		err = c.Do(ctx, c.B().FcallRo().Function(lua.RecommendFunction).Numkeys(1).Key(key).Arg("1", "0").Build()).Error()
+	} else {
+		err = c.Do(ctx, c.B().EvalshaRo().Sha1(lua.RecommendSHA()).Numkeys(1).Key(key).Arg("1", "0").Build()).Error()
+	}
+	if errors.Is(ScriptError(err), ErrNoModel) {
+		return nil
+	}
+	if err == nil {
+		return fmt.Errorf("the scoring script answered model %s, which does not exist", readyModel)
+	}
+	return err
 }
