@@ -45,9 +45,7 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/redbandit/redbandit/model/linucb"
 	"github.com/redbandit/redbandit/model/store"
-	"github.com/redbandit/redbandit/training/bootstrap"
 	"github.com/redbandit/redbandit/training/topic"
 )
 
@@ -112,8 +110,8 @@ type Config struct {
 	// closes it.
 	Redis rueidis.Client
 	// Model is the model name M (keys rb:{M}...). Required. The model must
-	// exist (its dimension is the events' dimension) unless Bootstrap
-	// creates it.
+	// exist: its dimension is the events' dimension (`redbandit trainer
+	// --bootstrap` creates it with training/bootstrap before Run).
 	Model string
 	// SchemaRegistry, if set, is the URL of a Confluent-compatible schema
 	// registry: Avro records are then read with the writer schema
@@ -122,10 +120,6 @@ type Config struct {
 	// skipping the record); a restart resumes there. Default none: every
 	// Avro record is read with event.Schema.
 	SchemaRegistry string
-	// Bootstrap, if set, is a CSV log folded into the model with
-	// bootstrap.Run before consuming; bootstrap applies a file once, so
-	// restarts and concurrent trainers fold it exactly once.
-	Bootstrap string
 	// ResetOutOfRange restarts a partition whose stored offset is out of
 	// range from its first available offset (losing the events in
 	// between) instead of stopping with ErrOffsetOutOfRange. Default off.
@@ -156,7 +150,10 @@ type FlushStats struct {
 	Duration time.Duration
 }
 
-func (cfg *Config) validate() error {
+// Validate checks cfg and fills in its defaults; Run calls it. A caller
+// that does work of its own before Run (the command's bootstrap) calls it
+// first, so that a bad config fails before that work.
+func (cfg *Config) Validate() error {
 	var problems []string
 	if len(cfg.Brokers) == 0 {
 		problems = append(problems, "no brokers")
@@ -200,12 +197,11 @@ func (cfg *Config) validate() error {
 	return nil
 }
 
-// Run runs one trainer until ctx is cancelled or a fatal error: it
-// bootstraps the model if asked, creates the topics if missing, joins the
-// group and consumes. On cancellation it flushes, leaves the group and
+// Run runs one trainer until ctx is cancelled or a fatal error: it creates
+// the topics if missing, joins the group and consumes. On cancellation it flushes, leaves the group and
 // returns nil (also when cancelled while starting).
 func Run(ctx context.Context, cfg Config) error {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	err := run(ctx, cfg)
@@ -217,17 +213,6 @@ func Run(ctx context.Context, cfg Config) error {
 
 func run(ctx context.Context, cfg Config) error {
 	log := cfg.Logger.With("model", cfg.Model, "topic", cfg.Topic, "group", cfg.Group)
-	if cfg.Bootstrap != "" {
-		lambda := linucb.DefaultLambda
-		if meta, err := store.ReadMeta(ctx, cfg.Redis, cfg.Model); err == nil {
-			lambda = meta.Lambda
-		}
-		res, err := bootstrap.Run(ctx, cfg.Redis, cfg.Bootstrap, bootstrap.Config{Model: cfg.Model, Lambda: lambda, Logger: cfg.Logger})
-		if err != nil {
-			return fmt.Errorf("trainer: %w", err)
-		}
-		log.Info("trainer: bootstrap done", "file", cfg.Bootstrap, "already_applied", res.AlreadyApplied, "events", res.Events)
-	}
 	meta, err := store.ReadMeta(ctx, cfg.Redis, cfg.Model)
 	if err != nil {
 		return fmt.Errorf("trainer: %w (create the model with `redbandit bootstrap` or --bootstrap)", err)

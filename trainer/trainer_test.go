@@ -22,11 +22,13 @@ import (
 	"github.com/redbandit/redbandit/model/linucb"
 	"github.com/redbandit/redbandit/model/store"
 	"github.com/redbandit/redbandit/tools/produce"
+	"github.com/redbandit/redbandit/training/bootstrap"
 	"github.com/redbandit/redbandit/training/event"
 )
 
 // TestTrainerFoldsLog produces a seeded log with the producer (Avro) and
-// runs one trainer, started with --bootstrap, until it has caught up.
+// runs one trainer, after bootstrapping a history as --bootstrap does,
+// until it has caught up.
 func TestTrainerFoldsLog(t *testing.T) {
 	const d = 4
 	e := newEnv(t, 6)
@@ -51,7 +53,15 @@ func TestTrainerFoldsLog(t *testing.T) {
 	var r runner
 	r.t = t
 	cfg := e.config()
-	cfg.Bootstrap = path
+	// The command (cmd/redbandit) bootstraps before it runs the trainer.
+	boot := func(again bool) {
+		t.Helper()
+		res, err := bootstrap.Run(context.Background(), e.redis, path, bootstrap.Config{Model: testModel})
+		if err != nil || res.AlreadyApplied != again || !again && res.Events != int64(len(history)) {
+			t.Fatalf("bootstrap (again %v): %+v, %v", again, res, err)
+		}
+	}
+	boot(false)
 	var flushes atomic.Int64
 	var last atomic.Pointer[FlushStats]
 	cfg.OnFlush = func(st FlushStats) { flushes.Add(1); last.Store(&st) }
@@ -76,6 +86,7 @@ func TestTrainerFoldsLog(t *testing.T) {
 		t.Errorf("flush statistics in the root: %+v; the last flush: %+v", sum, st)
 	}
 	// A restart with the same bootstrap file folds nothing twice.
+	boot(true)
 	stop = r.start(cfg)
 	time.Sleep(500 * time.Millisecond)
 	if err := stop(); err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,8 +9,11 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/urfave/cli/v2"
 
+	"github.com/redbandit/redbandit/model/linucb"
+	"github.com/redbandit/redbandit/model/store"
 	"github.com/redbandit/redbandit/tools/produce"
 	"github.com/redbandit/redbandit/trainer"
+	"github.com/redbandit/redbandit/training/bootstrap"
 	"github.com/redbandit/redbandit/training/event"
 	"github.com/redbandit/redbandit/training/topic"
 )
@@ -51,17 +55,48 @@ func trainerCommand() *cli.Command {
 				return errors.New("trainer takes no arguments")
 			}
 			return withRedis(c, func(client rueidis.Client) error {
-				return trainer.Run(c.Context, trainer.Config{
+				cfg := trainer.Config{
 					Brokers: c.StringSlice("brokers"), Topic: c.String("topic"), Group: c.String("group"),
 					Partitions: int32(c.Int("partitions")), DLQTopic: c.String("dlq-topic"),
 					FlushInterval: c.Duration("flush-interval"), MaxDirty: c.Int("max-dirty"),
-					Redis: client, Model: c.String("model"), Bootstrap: c.String("bootstrap"),
+					Redis: client, Model: c.String("model"),
 					SchemaRegistry: c.String("schema-registry"), ResetOutOfRange: c.Bool("reset-out-of-range"),
 					Logger: slog.Default(),
-				})
+				}
+				if err := cfg.Validate(); err != nil {
+					return err
+				}
+				if path := c.String("bootstrap"); path != "" {
+					err := bootstrapTrainer(c.Context, cfg, path)
+					if err != nil && c.Context.Err() != nil && errors.Is(err, c.Context.Err()) {
+						return nil // stopped while bootstrapping, like trainer.Run while starting
+					}
+					if err != nil {
+						return err
+					}
+				}
+				return trainer.Run(c.Context, cfg)
 			})
 		},
 	}
+}
+
+// bootstrapTrainer folds the CSV log at path into the trainer's model
+// before it consumes, with the model's λ if it exists (else
+// linucb.DefaultLambda). bootstrap applies a file once, so restarts and
+// concurrent trainers fold it exactly once.
+func bootstrapTrainer(ctx context.Context, cfg trainer.Config, path string) error {
+	lambda := linucb.DefaultLambda
+	if meta, err := store.ReadMeta(ctx, cfg.Redis, cfg.Model); err == nil {
+		lambda = meta.Lambda
+	}
+	res, err := bootstrap.Run(ctx, cfg.Redis, path, bootstrap.Config{Model: cfg.Model, Lambda: lambda, Logger: cfg.Logger})
+	if err != nil {
+		return fmt.Errorf("trainer: %w", err)
+	}
+	cfg.Logger.Info("trainer: bootstrap done", "model", cfg.Model, "topic", cfg.Topic, "group", cfg.Group,
+		"file", path, "already_applied", res.AlreadyApplied, "events", res.Events)
+	return nil
 }
 
 func produceCommand() *cli.Command {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/redbandit/redbandit/internal/redistest"
 	"github.com/redbandit/redbandit/model/store"
+	"github.com/redbandit/redbandit/trainer"
 )
 
 // TestProduceAndTrainer replays a CSV log through `produce` (JSON, so the
@@ -81,5 +83,28 @@ func TestProduceAndTrainer(t *testing.T) {
 	// a: the history row plus the 100 stream rows with i%3 == 0 (x = (0,1)).
 	if a := arms[0].Arm; a.N() != 101 || a.A()[0] != 2 || a.A()[3] != 101 || a.B()[1] != 50 {
 		t.Fatalf("arm a: n %d A %v b %v", a.N(), a.A(), a.B())
+	}
+}
+
+// TestTrainerBadConfigBeforeBootstrap: the command checks the trainer's
+// config before it bootstraps, so a bad one folds nothing; and without
+// --bootstrap a missing model fails with the hint how to create it.
+func TestTrainerBadConfigBeforeBootstrap(t *testing.T) {
+	srv := redistest.Start(t)
+	history := filepath.Join(t.TempDir(), "history.csv")
+	if err := os.WriteFile(history, []byte("event_id,f1,f2,product_id,response\nh1,1,0,a,1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := run(t, "--redis", srv.URL(), "--model", "cli", "trainer", "--brokers", "127.0.0.1:1",
+		"--topic", "t", "--dlq-topic", "t", "--bootstrap", history)
+	if !errors.Is(err, trainer.ErrBadConfig) {
+		t.Fatalf("dead-letter topic = topic: %v, want ErrBadConfig", err)
+	}
+	if _, err := store.ReadMeta(context.Background(), srv.Client(), "cli"); !errors.Is(err, store.ErrNoModel) {
+		t.Fatalf("the model after a bad config: %v, want none", err)
+	}
+	_, err = run(t, "--redis", srv.URL(), "--model", "cli", "trainer", "--brokers", "127.0.0.1:1")
+	if !errors.Is(err, store.ErrNoModel) || !strings.Contains(err.Error(), "--bootstrap") {
+		t.Fatalf("no model: %v, want ErrNoModel with the hint", err)
 	}
 }
