@@ -122,17 +122,8 @@ func (m *member) start(ctx context.Context, prev *flushing) error {
 	if m.inflight != nil {
 		panic("trainer: flush started with a write in flight")
 	}
-	if m.dlqPending {
-		if err := m.dlq.Flush(ctx); err != nil {
-			return fmt.Errorf("wait for dead letters: %w", err)
-		}
-		m.dlqMu.Lock()
-		err := m.dlqErr
-		m.dlqMu.Unlock()
-		if err != nil {
-			return fmt.Errorf("%w: %w", ErrDeadLetter, err)
-		}
-		m.dlqPending = false
+	if err := m.dlq.settle(ctx); err != nil {
+		return err
 	}
 	f := &flushing{attempt: 1, parts: map[int32]sealedPart{}, stats: FlushStats{Offsets: map[int32]int64{}},
 		start: time.Now(), done: make(chan error, 1), ended: make(chan struct{})}

@@ -48,14 +48,13 @@ type member struct {
 	codec   *event.Codec
 	view    event.View  // the record being folded; reused
 	cl      *kgo.Client // consumer
-	dlq     *kgo.Client // dead-letter producer
+	dlq     *deadLetters
 	baseCtx context.Context
 
 	mu          sync.Mutex
 	parts       map[int32]*partition
 	bases       map[string]store.StoredArm // stored state of arms, as last read or written
 	dirty       int                        // number of (partition, product) deltas
-	dlqPending  bool                       // dead letters produced since the last flush
 	inflight    *flushing                  // the write in flight, if any
 	lastFailure time.Time                  // of the last failed flush
 	behind      bool                       // a backlog seen since the last flush that found none
@@ -63,9 +62,6 @@ type member struct {
 	flushedAt   time.Time                  // when the poll loop last started a flush
 	fatal       error
 	total       struct{ events, invalid, flushes, conflicts int64 }
-
-	dlqMu  sync.Mutex
-	dlqErr error
 }
 
 func newMember(ctx context.Context, cfg Config, meta store.Meta, log *slog.Logger) (*member, error) {
@@ -101,9 +97,9 @@ func newMember(ctx context.Context, cfg Config, meta store.Meta, log *slog.Logge
 	if m.cl, err = kgo.NewClient(append(opts, cfg.KafkaOpts...)...); err != nil {
 		return nil, fmt.Errorf("kafka consumer: %w", err)
 	}
-	if m.dlq, err = kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.DefaultProduceTopic(cfg.DLQTopic)); err != nil {
+	if m.dlq, err = newDeadLetters(m.baseCtx, cfg.Brokers, cfg.DLQTopic); err != nil {
 		m.cl.Close()
-		return nil, fmt.Errorf("kafka dead-letter producer: %w", err)
+		return nil, err
 	}
 	return m, nil
 }

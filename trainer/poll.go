@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -20,7 +19,7 @@ import (
 
 // run is the poll loop. It owns both Kafka clients and closes them.
 func (m *member) run(ctx context.Context) error {
-	defer m.dlq.Close()
+	defer m.dlq.close()
 	m.log.Info("trainer: started", "dim", m.meta.Dim, "flush_interval", m.cfg.FlushInterval, "max_dirty", m.cfg.MaxDirty, "dlq", m.cfg.DLQTopic)
 	var runErr error
 	nextFlush := time.Now().Add(m.cfg.FlushInterval)
@@ -200,25 +199,6 @@ func rejected(err error) bool {
 }
 
 func (m *member) deadLetter(r *kgo.Record, err error) {
-	var e *event.Error
-	detail := err.Error()
-	if errors.As(err, &e) {
-		detail = e.Detail
-	}
-	rec := &kgo.Record{Key: r.Key, Value: r.Value, Headers: []kgo.RecordHeader{
-		{Key: "reason", Value: []byte(event.Reason(err))},
-		{Key: "error", Value: []byte(detail)},
-		{Key: "source-topic", Value: []byte(r.Topic)},
-		{Key: "source-partition", Value: []byte(strconv.Itoa(int(r.Partition)))},
-		{Key: "source-offset", Value: []byte(strconv.FormatInt(r.Offset, 10))},
-	}}
-	m.dlqPending = true
-	m.dlq.Produce(m.baseCtx, rec, func(_ *kgo.Record, err error) {
-		if err != nil {
-			m.dlqMu.Lock()
-			m.dlqErr = errors.Join(m.dlqErr, err)
-			m.dlqMu.Unlock()
-		}
-	})
+	detail := m.dlq.send(r, err)
 	m.log.Debug("trainer: dead letter", "partition", r.Partition, "offset", r.Offset, "reason", event.Reason(err), "err", detail)
 }
