@@ -11,12 +11,21 @@
 //     restart empties; FCALL_RO does not (functions persist with the data).
 //   - trainer: reads and writes model keys through the write script
 //     (EVALSHA, or EVAL when a restart emptied the script cache) and
-//     MULTI/EXEC; no admin commands, no FLUSH*, no KEYS.
+//     MULTI/EXEC; reads INFO and may ask ACL DRYRUN (the start-up durability
+//     check); no admin commands, no FLUSH*, no KEYS.
 //   - admin: loads scripts and the function library, reads and deletes model
-//     keys, reads INFO; no FLUSH*, CONFIG SET, DEBUG or SHUTDOWN.
+//     keys, reads INFO and CONFIG, asks ACL WHOAMI and DRYRUN (redbandit
+//     doctor); no FLUSH*, CONFIG SET, DEBUG or SHUTDOWN.
 //
-// The default user is switched off. Passwords are never stored in clear:
-// the file holds their SHA-256 (ACL's #<hex> form).
+// The default user is switched off: nobody can log in as it. It holds only
+// the rights the AOF replay needs (Replay): Redis 7.0 to at least 7.4 loads
+// the AOF as the default user and checks its ACL rights at each EXEC, and
+// script effects (every model write) are logged as MULTI/EXEC, so a default
+// user without them loses every model write on restart, silently. Disabled
+// ("off") users cannot authenticate, but the EXEC check ignores the flag.
+//
+// Passwords are never stored in clear: the file holds their SHA-256 (ACL's
+// #<hex> form).
 package acl
 
 import (
@@ -42,6 +51,22 @@ var ErrNoPassword = errors.New("acl: missing password")
 // connected (rueidis sends HELLO, AUTH and CLIENT SETNAME; PING for health).
 const connection = "+hello +auth +ping +select +client|setname +client|getname +client|id +client|info +quit +reset +readonly +readwrite"
 
+// ReplayCommands are the commands the default user may run, on rb:* keys
+// only: the write commands any role holds, so that every transaction a role
+// can cause (the write script's effects: HSET, HDEL, HINCRBY) replays from
+// the AOF. MULTI and EXEC themselves are not checked on load.
+var ReplayCommands = []string{"hset", "hdel", "hincrby", "del", "unlink"}
+
+// DefaultRule is the default user's line: off, with ReplayCommands on rb:*.
+func DefaultRule() string {
+	return "off resetpass resetkeys ~rb:* resetchannels -@all +" + strings.Join(ReplayCommands, " +")
+}
+
+// introspect are the read-only ACL commands doctor and the start-up check of
+// the writing commands run: who am I, and may user U run command C (it
+// reveals rights, never passwords or their hashes, unlike ACL GETUSER).
+const introspect = " +acl|whoami +acl|dryrun"
+
 // Rules returns the ACL rules (without the password) of each role.
 func Rules() map[string]string {
 	return map[string]string{
@@ -49,11 +74,11 @@ func Rules() map[string]string {
 			" +evalsha +evalsha_ro +fcall_ro +hmget +hget +hexists +hlen",
 		TrainerUser: "resetkeys ~rb:* resetchannels -@all " + connection +
 			" +evalsha +eval +script|load +script|exists +multi +exec +discard +watch +unwatch" +
-			" +hmget +hget +hgetall +hexists +hlen +hset +hdel +hincrby +exists +type",
+			" +hmget +hget +hgetall +hexists +hlen +hset +hdel +hincrby +exists +type +info" + introspect,
 		AdminUser: "resetkeys ~rb:* resetchannels -@all " + connection +
 			" +script|load +script|exists +script|flush +function|load +function|list +function|delete +function|dump +function|restore" +
 			" +evalsha +evalsha_ro +fcall_ro +hmget +hget +hgetall +hexists +hlen +hscan +exists +type +del +unlink +scan +info +memory|usage" +
-			" +config|get +client|list",
+			" +config|get +client|list" + introspect,
 	}
 }
 
@@ -63,14 +88,14 @@ type Passwords struct {
 }
 
 // Write writes an ACL file (for redis.conf's aclfile) with the three users
-// and the default user switched off.
+// and the default user switched off, with the rights the AOF replay needs.
 func Write(w io.Writer, p Passwords) error {
 	rules := Rules()
 	users := []struct{ name, password string }{
 		{ServeUser, p.Serve}, {TrainerUser, p.Trainer}, {AdminUser, p.Admin},
 	}
 	var b strings.Builder
-	b.WriteString("user default off resetkeys -@all\n")
+	b.WriteString("user default " + DefaultRule() + "\n")
 	for _, u := range users {
 		if u.password == "" {
 			return fmt.Errorf("%w for %s", ErrNoPassword, u.name)
