@@ -65,3 +65,9 @@ func Library() string {
 	b.WriteString("redis.register_function{function_name='" + RecommendFunction + "', callback=recommend, flags={'no-writes'}}\n")
 	return b.String()
 }
+
+// WriteSHA returns the SHA1 of write.lua.
+func WriteSHA() string {
+	sum := sha1.Sum([]byte(writeSource))
+	return hex.EncodeToString(sum[:])
+}

@@ -66,6 +66,7 @@ func newApp() *cli.App {
 			trainerCommand(),
 			produceCommand(),
 			demoCommand(),
+			doctorCommand(),
 		},
 	}
 }
@@ -237,6 +238,7 @@ func bootstrapCommand() *cli.Command {
 			&cli.BoolFlag{Name: "skip-bad", Usage: "skip and count malformed rows instead of stopping at the first"},
 			&cli.StringFlag{Name: "spec", Usage: "the model's feature spec (JSON file, or \"reference\" for the reference shop's); stored with the model, it gives the one-hot groups"},
 			&cli.StringFlag{Name: "onehot", Usage: "one-hot groups of feature names: names comma-separated, groups semicolon-separated (e.g. 'gender_f,gender_m;src_search,src_email'); recorded when the model is created, they make scoring faster"},
+			allowUnsafeFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -256,6 +258,9 @@ func bootstrapCommand() *cli.Command {
 				}
 			}
 			return withRedis(c, func(client rueidis.Client) error {
+				if err := checkDurability(c, client); err != nil {
+					return err
+				}
 				res, err := bootstrap.Run(c.Context, client, c.Args().First(), cfg)
 				if err != nil {
 					return err

@@ -29,7 +29,7 @@ func run(t *testing.T, args ...string) (string, error) {
 // bootstrap a log, load the scripts, recommend by EVALSHA and FCALL_RO, and
 // compares the answer with a hand computation.
 func TestCommandLine(t *testing.T) {
-	srv := redistest.Start(t)
+	srv := redistest.Start(t, "--appendonly", "yes") // the model writers refuse a Redis that persists nothing
 	dir := t.TempDir()
 	csv := filepath.Join(dir, "log.csv")
 	// Product a: one click in context (1,0); product b: one miss in (0,1).
@@ -88,7 +88,7 @@ func mustArm(t *testing.T, xs [][]float64, rs []float64) (linucb.Params, *linucb
 // TestBootstrapOneHot records one-hot groups given by name, and rejects a
 // group naming a feature the file does not have.
 func TestBootstrapOneHot(t *testing.T) {
-	srv := redistest.Start(t)
+	srv := redistest.Start(t, "--appendonly", "yes") // the model writers refuse a Redis that persists nothing
 	csv := filepath.Join(t.TempDir(), "log.csv")
 	if err := os.WriteFile(csv, []byte("event_id,age,g_f,g_m,product_id,response\n1,0.5,1,0,a,1\n2,0.2,0,1,b,0\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -123,7 +123,7 @@ func TestACLCommand(t *testing.T) {
 // TestBootstrapSpec stores the reference spec with a model and derives its
 // one-hot groups; a file whose columns are not the spec's is refused.
 func TestBootstrapSpec(t *testing.T) {
-	srv := redistest.Start(t)
+	srv := redistest.Start(t, "--appendonly", "yes") // the model writers refuse a Redis that persists nothing
 	dir := t.TempDir()
 	names := spec.Reference().Names()
 	good := filepath.Join(dir, "good.csv")
@@ -154,7 +154,7 @@ func TestDatagenCommand(t *testing.T) {
 	if err != nil || !strings.Contains(out, "10000 events") {
 		t.Fatalf("datagen: %v\n%s", err, out)
 	}
-	srv := redistest.Start(t)
+	srv := redistest.Start(t, "--appendonly", "yes") // the model writers refuse a Redis that persists nothing
 	out, err = run(t, "--redis", srv.URL(), "bootstrap", "--spec", "reference", filepath.Join(dir, "training_log.csv"))
 	if err != nil || !strings.Contains(out, "folded 10000 events") {
 		t.Fatalf("bootstrap of the generated log: %v\n%s", err, out)

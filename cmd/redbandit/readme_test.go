@@ -217,7 +217,7 @@ func TestReadmeExamples(t *testing.T) {
 // feedback topic, keyed by product.
 func TestReadmeSidecarExamples(t *testing.T) {
 	readme := readReadme(t)
-	srv := redistest.Start(t)
+	srv := redistest.Start(t, "--appendonly", "yes") // the model writers refuse a Redis that persists nothing
 	c := srv.Client()
 	ctx := context.Background()
 

@@ -49,12 +49,16 @@ func trainerCommand() *cli.Command {
 				Usage: "schema registry URL: read Avro records with their registered writer schema (default: assume ours)"},
 			&cli.BoolFlag{Name: "reset-out-of-range", EnvVars: []string{"REDBANDIT_RESET_OUT_OF_RANGE"},
 				Usage: "restart a partition whose stored offset is gone (retention) from its oldest event instead of stopping"},
+			allowUnsafeFlag(),
 		),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 0 {
 				return errors.New("trainer takes no arguments")
 			}
 			return withRedis(c, func(client rueidis.Client) error {
+				if err := checkDurability(c, client); err != nil {
+					return err
+				}
 				cfg := trainer.Config{
 					Brokers: c.StringSlice("brokers"), Topic: c.String("topic"), Group: c.String("group"),
 					Partitions: int32(c.Int("partitions")), DLQTopic: c.String("dlq-topic"),

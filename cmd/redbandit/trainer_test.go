@@ -27,7 +27,7 @@ func TestProduceAndTrainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cluster.Close()
-	srv := redistest.Start(t)
+	srv := redistest.Start(t, "--appendonly", "yes") // the model writers refuse a Redis that persists nothing
 	dir := t.TempDir()
 	history := filepath.Join(dir, "history.csv")
 	stream := filepath.Join(dir, "stream.csv")
