@@ -38,6 +38,7 @@ import (
 	"github.com/redbandit/redbandit/model/spec"
 	"github.com/redbandit/redbandit/model/store"
 	"github.com/redbandit/redbandit/ops/acl"
+	"github.com/redbandit/redbandit/ops/doctor"
 	"github.com/redbandit/redbandit/sidecar"
 	"github.com/redbandit/redbandit/tools/scenario"
 	"github.com/redbandit/redbandit/tools/simulate"
@@ -179,6 +180,16 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 	defer serve.Close()
 	if err := store.Load(ctx, admin); err != nil {
 		return sum, fmt.Errorf("demo: load the scripts: %w", err)
+	}
+	// redbandit doctor, as an operator would run it: a FAIL stops the demo.
+	report := doctor.Run(ctx, admin)
+	if !cfg.Quiet {
+		for _, res := range report {
+			say("doctor: %s", res)
+		}
+	}
+	if failed := report.Failed(); len(failed) > 0 {
+		return sum, fmt.Errorf("demo: redbandit doctor failed: %v", failed)
 	}
 
 	// Kafka.
