@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,5 +73,20 @@ func WaitPersisted(ctx context.Context, t testing.TB, c rueidis.Client) {
 			t.Fatalf("persistence still busy after 30s:\n%s", info)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Pause stops the server with SIGSTOP: it keeps its connections but
+// answers nothing (a replica paused this way misses the primary's writes).
+func (s *Server) Pause() { s.sendSignal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() { s.sendSignal(syscall.SIGCONT) }
+
+func (s *Server) sendSignal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		_ = s.cmd.Process.Signal(sig)
 	}
 }
