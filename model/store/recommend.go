@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 
 	"github.com/redis/rueidis"
 
@@ -52,8 +53,20 @@ func (q Query) Args() []string {
 // lost the script): the script declares no-writes, so the call runs on
 // replicas too and the client may retry it after a dropped connection.
 // Errors wrap ErrNoModel, ErrBadArg or ErrBadModel.
+//
+// A restart empties Redis's script cache, and a user that may not send new
+// code (rb-serve: EVALSHA_RO but not EVAL_RO) cannot reload it: then the
+// call goes to the rb_recommend function (FCALL_RO), which persists with
+// the data, until an admin loads the script again.
 func Recommend(ctx context.Context, c rueidis.Client, model string, q Query) ([]Item, error) {
 	res := lua.RecommendRO.Exec(ctx, c, []string{RootKey(model)}, q.Args())
+	if err := res.Error(); err != nil && strings.HasPrefix(err.Error(), "NOPERM") && strings.Contains(err.Error(), "'eval_ro'") {
+		items, ferr := RecommendFCall(ctx, c, model, q)
+		if ferr != nil {
+			return nil, fmt.Errorf("recommend.lua is not loaded (Redis restarted?), this user may not send it (%v), and FCALL_RO failed too (redbandit script load loads both): %w", err, ferr)
+		}
+		return items, nil
+	}
 	return parseItems(res, model)
 }
 

@@ -123,6 +123,11 @@ func TestRestartKeepsModel(t *testing.T) {
 			if err != nil || !slices.Equal(after, before) {
 				t.Errorf("FCALL_RO after the restart: %v %v, want %v", after, err, before)
 			}
+			// The script cache is empty and rb-serve may not reload it:
+			// store.Recommend falls back to the function.
+			if after, err := store.Recommend(ctx, serve, "m", q); err != nil || !slices.Equal(after, before) {
+				t.Errorf("store.Recommend before the scripts are reloaded: %v %v, want %v", after, err, before)
+			}
 			admin = srv.ClientAs(acl.AdminUser, pw.Admin)
 			if err := store.Load(ctx, admin); err != nil {
 				t.Fatal(err)
