@@ -13,7 +13,7 @@ import (
 func aclCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "acl",
-		Usage: "write the Redis ACL file of the least-privilege users (rb-serve, rb-trainer, rb-admin)",
+		Usage: "write the Redis ACL file of the least-privilege users (rb-serve, rb-trainer, rb-admin; the default user off, with only the rights an AOF replay needs)",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "out", Value: "users.acl", Usage: "file to write; - for standard output"},
 			&cli.StringFlag{Name: "mode", Value: "0600", Usage: "file mode of --out (octal); 0644 lets a Redis running as another user read it (the file holds SHA-256 hashes, not passwords)"},
