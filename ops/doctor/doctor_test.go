@@ -131,6 +131,7 @@ func TestUnsafeDeployments(t *testing.T) {
 		{name: "serve may list keys", op: [][]string{{"ACL", "SETUSER", acl.ServeUser, "+keys"}}, check: "user rb-serve", status: doctor.Fail},
 		{name: "trainer may not write", op: [][]string{{"ACL", "SETUSER", acl.TrainerUser, "-hset"}}, check: "user rb-trainer", status: doctor.Fail},
 		{name: "default user may read", op: [][]string{{"ACL", "SETUSER", "default", "+hget"}}, check: "user default", status: doctor.Fail},
+		{name: "damaged model", op: [][]string{{"HSET", store.RootKey("m"), "format", "99"}}, check: "model m", status: doctor.Fail},
 		{name: "missing user", op: [][]string{{"ACL", "DELUSER", acl.TrainerUser}}, check: "user rb-trainer", status: doctor.Fail},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
