@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -74,16 +73,17 @@ func (s *stream) rebuild(offsets map[int32]int64) *refModel {
 
 // offsets reads the stored offsets of the partitions.
 func (e *env) offsets(ctx context.Context, c rueidis.Client, partitions int32) (map[int32]int64, error) {
-	out := map[int32]int64{}
+	ps := make([]int32, partitions)
 	for p := range partitions {
-		v, err := c.Do(ctx, c.B().Hget().Key(store.RootKey(testModel)).Field(OffsetField(e.topic, p)).Build()).ToString()
-		if rueidis.IsRedisNil(err) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if out[p], err = strconv.ParseInt(v, 10, 64); err != nil {
+		ps[p] = p
+	}
+	stored, err := store.ReadOffsets(ctx, c, testModel, e.topic, ps)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[int32]int64, len(stored))
+	for p, v := range stored {
+		if out[p], err = store.ParseOffset(v); err != nil {
 			return nil, err
 		}
 	}

@@ -56,9 +56,6 @@ func trainerCommand() *cli.Command {
 				return errors.New("trainer takes no arguments")
 			}
 			return withRedis(c, func(client rueidis.Client) error {
-				if err := checkDurability(c, client); err != nil {
-					return err
-				}
 				cfg := trainer.Config{
 					Brokers: c.StringSlice("brokers"), Topic: c.String("topic"), Group: c.String("group"),
 					Partitions: int32(c.Int("partitions")), DLQTopic: c.String("dlq-topic"),
@@ -68,6 +65,10 @@ func trainerCommand() *cli.Command {
 					Logger: slog.Default(),
 				}
 				if err := cfg.Validate(); err != nil {
+					return err
+				}
+				// The configuration is checked first: it needs no Redis.
+				if err := checkDurability(c, client); err != nil {
 					return err
 				}
 				if path := c.String("bootstrap"); path != "" {

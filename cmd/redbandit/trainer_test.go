@@ -90,7 +90,7 @@ func TestProduceAndTrainer(t *testing.T) {
 // config before it bootstraps, so a bad one folds nothing; and without
 // --bootstrap a missing model fails with the hint how to create it.
 func TestTrainerBadConfigBeforeBootstrap(t *testing.T) {
-	srv := redistest.Start(t)
+	srv := redistest.Start(t, "--appendonly", "yes")
 	history := filepath.Join(t.TempDir(), "history.csv")
 	if err := os.WriteFile(history, []byte("event_id,f1,f2,product_id,response\nh1,1,0,a,1\n"), 0o644); err != nil {
 		t.Fatal(err)
