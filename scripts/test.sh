@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh kafka browser examples
+# The interpreters deps.sh chose for the README's examples (REDBANDIT_PYTHON:
+# python3 on PATH need not be the one that has redis-py).
+. "${REDBANDIT_CACHE:-$HOME/.cache/redbandit}/examples.env"
 # The dashboard's browser test and the README's Python example must run
 # (not skip); the browser test's screenshot goes to artifacts/.
 export REDBANDIT_TEST_BROWSER=1 REDBANDIT_TEST_PYTHON=1 REDBANDIT_ARTIFACTS="$PWD/artifacts"

@@ -79,9 +79,10 @@ func replaceOnce(t *testing.T, s, old, new string) string {
 // brute-force top-k of linucb.Score over every product (scores within 1e-9
 // relative). Products 17, 42 and 79 are trained to top the README's
 // context, so that the examples' exclusions change the answer. The Python
-// part needs python3 with redis-py; it is skipped without, unless
-// REDBANDIT_TEST_PYTHON=1 (make test sets it after scripts/deps.sh
-// examples installs Debian's python3-redis).
+// part runs with $REDBANDIT_PYTHON (default python3), which must import
+// redis-py; it is skipped without, unless REDBANDIT_TEST_PYTHON=1 (make
+// test sets both: scripts/deps.sh examples picks an interpreter with
+// redis-py and records it in ~/.cache/redbandit/examples.env).
 func TestReadmeExamples(t *testing.T) {
 	readme := readReadme(t)
 	srv := redistest.Start(t)
@@ -183,16 +184,18 @@ func TestReadmeExamples(t *testing.T) {
 	same("redis-cli EVALSHA … EXCLUDE 2 17 42", lines[10:], want(17, 42))
 
 	// Python: the script with EXCLUDE 1 79 (its FCALL_RO reply is replaced).
-	if err := exec.Command("python3", "-c", "import redis").Run(); err != nil {
+	python := examplePython()
+	if out, err := exec.Command(python, "-c", "import redis").CombinedOutput(); err != nil {
+		hint := "bash scripts/deps.sh examples, then . ~/.cache/redbandit/examples.env (it sets REDBANDIT_PYTHON to an interpreter with redis-py)"
 		if os.Getenv("REDBANDIT_TEST_PYTHON") == "1" {
-			t.Fatalf("REDBANDIT_TEST_PYTHON=1 but python3 cannot import redis (scripts/deps.sh examples installs it): %v", err)
+			t.Fatalf("REDBANDIT_TEST_PYTHON=1 but %s cannot import redis: %v\n%s\nfix: %s", python, err, out, hint)
 		}
-		t.Skip("python3 with redis-py not found; REDBANDIT_TEST_PYTHON=1 makes this a failure")
+		t.Skipf("%s cannot import redis (REDBANDIT_TEST_PYTHON=1 makes this a failure); to run it: %s", python, hint)
 	}
 	py := readmeBlock(t, readme, "\n### Python (redis-py)\n", "python")
 	py = replaceOnce(t, py, "redis.Redis(decode_responses=True)", "redis.Redis(host="+strconv.Quote(host)+", port="+port+", decode_responses=True)")
 	py += "\nimport json\nprint(json.dumps([v for item in top for v in (item[0], repr(item[1]))]))\n"
-	cmd := exec.Command("python3", "-")
+	cmd := exec.Command(python, "-")
 	cmd.Dir = "../.." // the snippet reads lua/recommend.lua
 	cmd.Stdin = strings.NewReader(py)
 	out, err = cmd.CombinedOutput()
@@ -204,6 +207,12 @@ func TestReadmeExamples(t *testing.T) {
 		t.Fatalf("the README's Python snippet printed %q: %v", out, err)
 	}
 	same("Python script(… EXCLUDE 1 79)", got, want(79))
+}
+
+// examplePython returns the Python interpreter the README's Python example
+// runs with: $REDBANDIT_PYTHON, else python3 from PATH.
+func examplePython() string {
+	return cmp.Or(os.Getenv("REDBANDIT_PYTHON"), "python3")
 }
 
 // TestReadmeSidecarExamples runs the README's curl examples for the HTTP
