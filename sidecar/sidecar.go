@@ -65,12 +65,16 @@ type Config struct {
 	Model   string         // model of requests that name none; default "default"
 	K       int            // products per recommendation when the request says none; default 5
 	MaxK    int            // the largest k a request may ask for; default 1000
-	Alpha   float64        // exploration weight when the request says none; default 0.1 (linucb.DefaultAlpha)
+	Alpha   float64        // exploration weight when the request says none; default 0.1 (linucb.DefaultAlpha) unless AlphaSet
 	FCall   bool           // score with FCALL_RO instead of EVALSHA_RO
 	MaxBody int64          // request body limit in bytes; default 64 KiB
 	Timeout time.Duration  // per-request limit on Redis; default 2s
 	MetaTTL time.Duration  // how long model metadata (features, spec) is cached; default 5s
 	Logger  *slog.Logger   // default slog.Default()
+
+	// AlphaSet makes Alpha count as given even when it is 0 (no
+	// exploration: the estimate alone), which its zero value cannot say.
+	AlphaSet bool
 
 	// Brokers enable feedback capture (POST /v1/feedback): Run connects an
 	// idempotent producer to them. Default none: feedback answers 503.
@@ -109,7 +113,7 @@ func (c *Config) withDefaults() {
 	if c.MaxK == 0 {
 		c.MaxK = DefaultMaxK
 	}
-	if c.Alpha == 0 {
+	if c.Alpha == 0 && !c.AlphaSet {
 		c.Alpha = linucb.DefaultAlpha
 	}
 	if c.MaxBody == 0 {

@@ -3,10 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
+	"math"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redbandit/redbandit/internal/redistest"
 	"github.com/redbandit/redbandit/lua"
@@ -182,5 +188,67 @@ func TestSidecarProcs(t *testing.T) {
 	}
 	if _, err := sidecarProcs(-1, false, 2); err == nil {
 		t.Error("sidecarProcs(-1) gave no error")
+	}
+}
+
+// TestSidecarAlpha runs the sidecar command and asks it for a
+// recommendation that names no alpha: --alpha 0 must serve the estimates
+// alone (xᵀθ), not the default's bonus; without the flag the default 0.1
+// applies; a negative --alpha is refused at start.
+func TestSidecarAlpha(t *testing.T) {
+	srv := redistest.Start(t)
+	csv := filepath.Join(t.TempDir(), "log.csv")
+	// As in TestCommandLine: for context (1,0), a's mean is 0.5 and its
+	// bonus α·√0.5, b's mean 0 and its bonus α.
+	if err := os.WriteFile(csv, []byte("event_id,f1,f2,product_id,response\n1,1,0,a,1\n2,0,1,b,0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g := []string{"--redis", srv.URL(), "--model", "al"}
+	if out, err := run(t, append(g, "bootstrap", csv)...); err != nil {
+		t.Fatalf("bootstrap: %v\n%s", err, out)
+	}
+	pa, _ := mustArm(t, [][]float64{{1, 0}}, []float64{1})
+	pb, _ := mustArm(t, [][]float64{{0, 1}}, []float64{0})
+	for _, tc := range []struct {
+		flags []string
+		alpha float64
+	}{{[]string{"--alpha", "0"}, 0}, {nil, linucb.DefaultAlpha}, {[]string{"--alpha", "0.5"}, 0.5}} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- newApp().RunContext(ctx, append(append([]string{"redbandit"}, g...), append([]string{"sidecar", "--listen", addr}, tc.flags...)...))
+		}()
+		var body []byte
+		for range 200 {
+			resp, err := http.Post("http://"+addr+"/v1/recommend", "application/json", strings.NewReader(`{"context": [1, 0]}`))
+			if err == nil {
+				body, _ = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				break
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("sidecar %v: %v", tc.flags, err)
+		}
+		var got struct{ Items []store.Item }
+		if err := json.Unmarshal(body, &got); err != nil {
+			t.Fatalf("sidecar %v answered %q: %v", tc.flags, body, err)
+		}
+		want := []store.Item{{ID: "a", Score: linucb.Score([]float64{1, 0}, pa, tc.alpha)}, {ID: "b", Score: linucb.Score([]float64{1, 0}, pb, tc.alpha)}}
+		if len(got.Items) != 2 || got.Items[0].ID != want[0].ID || got.Items[1].ID != want[1].ID ||
+			math.Abs(got.Items[0].Score-want[0].Score) > 1e-12 || math.Abs(got.Items[1].Score-want[1].Score) > 1e-12 {
+			t.Fatalf("sidecar %v answered %s, want %v (alpha %v)", tc.flags, body, want, tc.alpha)
+		}
+	}
+	if _, err := run(t, append(g, "sidecar", "--alpha", "-1")...); err == nil || !strings.Contains(err.Error(), "--alpha") {
+		t.Fatalf("sidecar --alpha -1: %v", err)
 	}
 }

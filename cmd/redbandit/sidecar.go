@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"runtime"
 
@@ -30,6 +31,9 @@ func sidecarCommand() *cli.Command {
 			&cli.IntFlag{Name: "procs", EnvVars: []string{"REDBANDIT_PROCS"}, Usage: "OS threads running Go code at once (GOMAXPROCS); 0: $GOMAXPROCS if set, else one less than Go's default (the CPUs, or a container's CPU limit; at least 1), leaving a core to the Redis next to the sidecar"},
 		},
 		Action: func(c *cli.Context) error {
+			if a := c.Float64("alpha"); !(a >= 0) || math.IsInf(a, 1) {
+				return fmt.Errorf("sidecar: --alpha %v: want a finite number ≥ 0", a)
+			}
 			_, envSet := os.LookupEnv("GOMAXPROCS")
 			procs, err := sidecarProcs(c.Int("procs"), envSet, runtime.GOMAXPROCS(0))
 			if err != nil {
@@ -40,7 +44,7 @@ func sidecarCommand() *cli.Command {
 			return withRedis(c, func(client rueidis.Client) error {
 				return sidecar.Run(c.Context, sidecar.Config{
 					Listen: c.String("listen"), Redis: client, Model: c.String("model"), FCall: c.Bool("fcall"),
-					K: c.Int("k"), MaxK: c.Int("max-k"), Alpha: c.Float64("alpha"), Timeout: c.Duration("timeout"), MaxBody: c.Int64("max-body"),
+					K: c.Int("k"), MaxK: c.Int("max-k"), Alpha: c.Float64("alpha"), AlphaSet: c.IsSet("alpha"), Timeout: c.Duration("timeout"), MaxBody: c.Int64("max-body"),
 					Logger: slog.Default(), Brokers: c.StringSlice("brokers"), Topic: c.String("topic"),
 				})
 			})
