@@ -17,7 +17,7 @@ func datagenCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "out", Value: "data", Usage: "directory to write"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of everything generated"},
-			&cli.TimestampFlag{Name: "now", Layout: time.RFC3339, Usage: "events fall in the 7 days before this instant (default " + scenario.DefaultNow.Format(time.RFC3339) + ", fixed so a seed always gives the same files)"},
+			&cli.TimestampFlag{Name: "now", Layout: time.RFC3339, DefaultText: scenario.DefaultNow.Format(time.RFC3339) + ", fixed so a seed always gives the same files", Usage: "events fall in the 7 days before this instant"},
 		},
 		Action: func(c *cli.Context) error {
 			now := scenario.DefaultNow

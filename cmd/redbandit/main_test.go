@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +21,7 @@ import (
 	"github.com/redbandit/redbandit/model/linucb"
 	"github.com/redbandit/redbandit/model/spec"
 	"github.com/redbandit/redbandit/model/store"
+	"github.com/urfave/cli/v2"
 )
 
 // run runs the CLI in-process, as a user would from the shell.
@@ -251,4 +254,56 @@ func TestSidecarAlpha(t *testing.T) {
 	if _, err := run(t, append(g, "sidecar", "--alpha", "-1")...); err == nil || !strings.Contains(err.Error(), "--alpha") {
 		t.Fatalf("sidecar --alpha -1: %v", err)
 	}
+}
+
+// TestHelpTexts renders the help of the binary and of every command and
+// checks each flag's line: its placeholder is the flag's (urfave/cli takes
+// backquoted text in a usage as the placeholder: "--csv redbandit
+// bootstrap"), and it states a default at most once: urfave/cli appends
+// "(default: …)", so a usage must not say one (DefaultText does).
+func TestHelpTexts(t *testing.T) {
+	defaultWord := regexp.MustCompile(`(?i)\bdefaults?\b`)
+	check := func(path []string, flags []cli.Flag) {
+		t.Helper()
+		out, err := run(t, append(path, "--help")...)
+		if err != nil {
+			t.Fatalf("%v --help: %v", path, err)
+		}
+		for _, f := range flags {
+			df := f.(cli.DocGenerationFlag)
+			name := f.Names()[0]
+			if defaultWord.MatchString(df.GetUsage()) {
+				t.Errorf("%v --%s: the usage states a default (give it as DefaultText): %q", path, name, df.GetUsage())
+			}
+			if strings.Contains(df.GetUsage(), "`") {
+				t.Errorf("%v --%s: a backquote in the usage becomes the placeholder: %q", path, name, df.GetUsage())
+			}
+			var line string
+			for _, l := range strings.Split(out, "\n") {
+				if fields := strings.Fields(strings.ReplaceAll(l, ",", "")); len(fields) > 0 && slices.Contains(fields[:min(len(fields), 4)], "--"+name) ||
+					len(name) == 1 && len(fields) > 0 && fields[0] == "-"+name {
+					line = l
+					break
+				}
+			}
+			if line == "" {
+				t.Errorf("%v --help has no line for --%s:\n%s", path, name, out)
+				continue
+			}
+			if n := len(defaultWord.FindAllString(strings.ReplaceAll(line, `"default"`, ""), -1)); n > 1 {
+				t.Errorf("%v --%s states its default %d times: %q", path, name, n, strings.TrimSpace(line))
+			}
+		}
+	}
+	app := newApp()
+	check(nil, app.Flags)
+	var walk func(path []string, cmds []*cli.Command)
+	walk = func(path []string, cmds []*cli.Command) {
+		for _, c := range cmds {
+			p := append(slices.Clone(path), c.Name)
+			check(p, c.Flags)
+			walk(p, c.Subcommands)
+		}
+	}
+	walk(nil, app.Commands)
 }

@@ -28,7 +28,7 @@ func sidecarCommand() *cli.Command {
 			&cli.Int64Flag{Name: "max-body", Value: sidecar.DefaultMaxBody, Usage: "request body limit in bytes"},
 			&cli.StringSliceFlag{Name: "brokers", EnvVars: []string{"REDBANDIT_BROKERS"}, Usage: "Kafka brokers (host:port, comma-separated); enables POST /v1/feedback"},
 			&cli.StringFlag{Name: "topic", Value: sidecar.DefaultTopic, EnvVars: []string{"REDBANDIT_TOPIC"}, Usage: "topic the feedback is produced to"},
-			&cli.IntFlag{Name: "procs", EnvVars: []string{"REDBANDIT_PROCS"}, Usage: "OS threads running Go code at once (GOMAXPROCS); 0: $GOMAXPROCS if set, else one less than Go's default (the CPUs, or a container's CPU limit; at least 1), leaving a core to the Redis next to the sidecar"},
+			&cli.IntFlag{Name: "procs", EnvVars: []string{"REDBANDIT_PROCS"}, Usage: "OS threads running Go code at once (GOMAXPROCS); 0: $GOMAXPROCS if set, else one less than Go's own setting (the CPUs, or a container's CPU limit; at least 1), leaving a core to the Redis next to the sidecar"},
 		},
 		Action: func(c *cli.Context) error {
 			if a := c.Float64("alpha"); !(a >= 0) || math.IsInf(a, 1) {
