@@ -130,7 +130,8 @@ func TestACLCommand(t *testing.T) {
 }
 
 // TestBootstrapSpec stores the reference spec with a model and derives its
-// one-hot groups; a file whose columns are not the spec's is refused.
+// one-hot groups; a file whose columns are not the spec's is refused; a
+// further log bootstrapped without --spec keeps the model's spec.
 func TestBootstrapSpec(t *testing.T) {
 	srv := redistest.Start(t, "--appendonly", "yes") // the model writers refuse a Redis that persists nothing
 	dir := t.TempDir()
@@ -151,8 +152,16 @@ func TestBootstrapSpec(t *testing.T) {
 	if out, err := run(t, append(g, "bootstrap", "--spec", "reference", good)...); err != nil {
 		t.Fatalf("bootstrap: %v\n%s", err, out)
 	}
+	// A further log of the model needs no --spec: the model keeps its own.
+	more := filepath.Join(dir, "more.csv")
+	if err := os.WriteFile(more, []byte("event_id,"+strings.Join(names, ",")+",product_id,response\n2"+row[1:]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(t, append(g, "bootstrap", more)...); err != nil || !strings.Contains(out, "folded 1 events") {
+		t.Fatalf("bootstrap of a further log without --spec: %v\n%s", err, out)
+	}
 	out, err := run(t, append(g, "model", "--spec")...)
-	if err != nil || !strings.Contains(out, "morning,afternoon,evening,(or none)") || !strings.Contains(out, `"kind":"weekend"`) {
+	if err != nil || !strings.Contains(out, "morning,afternoon,evening,(or none)") || !strings.Contains(out, `"kind":"weekend"`) || !strings.Contains(out, "events    2") {
 		t.Fatalf("model: %v\n%s", err, out)
 	}
 }

@@ -73,12 +73,14 @@ type Config struct {
 	// must be the spec's feature names, the spec's one-hot groups are used
 	// (OneHot must be empty), and the spec is stored with the model when it
 	// is created (root field "spec"); an existing model must have the same
-	// spec, or none yet.
+	// spec, or none yet. Without Spec and OneHot, an existing model keeps
+	// the spec and one-hot groups it has (a further log needs neither).
 	Spec *spec.Spec
 	// OneHot lists the model's one-hot groups by feature name (each row of
 	// the file has exactly one 1 in each group). They are recorded when the
 	// model is created and speed up scoring (docs/FORMAT.md); an existing
-	// model must have the same groups. Nil means none.
+	// model must have the same groups. Nil means none for a new model, and
+	// the existing model's groups otherwise.
 	OneHot [][]string
 	// SkipBad skips malformed rows and duplicate event ids, counting them in
 	// Result.Skipped, instead of failing the run on the first one.
@@ -206,7 +208,7 @@ func RunReader(ctx context.Context, c rueidis.Client, r io.Reader, name string, 
 		}
 		groups = cfg.Spec.Groups()
 	}
-	if err := checkModel(ctx, c, cfg.Model, features, cfg.Lambda, cfg.Spec); err != nil {
+	if groups, err = checkModel(ctx, c, cfg, features, groups); err != nil {
 		return res, wrap(err)
 	}
 	log.Info("bootstrap: reading", "features", len(features), "lambda", cfg.Lambda)
@@ -301,8 +303,6 @@ func alreadyApplied(ctx context.Context, c rueidis.Client, model, sum string, lo
 	return ok, nil
 }
 
-// checkModel compares an existing model's dimension, features and λ with the
-// file's; a model that does not exist yet is fine.
 // groupIndexes maps one-hot groups of feature names to feature indexes.
 func groupIndexes(features []string, names [][]string) ([]model.Group, error) {
 	var groups []model.Group
@@ -320,13 +320,17 @@ func groupIndexes(features []string, names [][]string) ([]model.Group, error) {
 	return groups, nil
 }
 
-func checkModel(ctx context.Context, c rueidis.Client, model string, features []string, lambda float64, sp *spec.Spec) error {
-	meta, err := store.ReadMeta(ctx, c, model)
+// checkModel compares an existing model's dimension, features, λ, spec and
+// one-hot groups with the file's and the config's, and returns the groups
+// to write: the config's (from Spec or OneHot), or, when it gives none, the
+// existing model's. A model that does not exist yet is fine.
+func checkModel(ctx context.Context, c rueidis.Client, cfg Config, features []string, groups []model.Group) ([]model.Group, error) {
+	meta, err := store.ReadMeta(ctx, c, cfg.Model)
 	if errors.Is(err, store.ErrNoModel) {
-		return nil
+		return groups, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var diffs []string
 	if meta.Dim != len(features) {
@@ -335,16 +339,43 @@ func checkModel(ctx context.Context, c rueidis.Client, model string, features []
 	if !slices.Equal(meta.Features, features) {
 		diffs = append(diffs, fmt.Sprintf("features %q, the file has %q", meta.Features, features))
 	}
-	if meta.Lambda != lambda {
-		diffs = append(diffs, fmt.Sprintf("lambda %v, the config has %v", meta.Lambda, lambda))
+	if meta.Lambda != cfg.Lambda {
+		diffs = append(diffs, fmt.Sprintf("lambda %v, the config has %v", meta.Lambda, cfg.Lambda))
 	}
-	if sp != nil && meta.Spec != "" && meta.Spec != sp.JSON() {
+	if cfg.Spec != nil && meta.Spec != "" && meta.Spec != cfg.Spec.JSON() {
 		diffs = append(diffs, fmt.Sprintf("another feature spec (%s)", meta.Spec))
 	}
-	if len(diffs) > 0 {
-		return fmt.Errorf("%w: model %s has %s", store.ErrBadModel, store.RootKey(model), strings.Join(diffs, "; "))
+	if cfg.Spec == nil && len(cfg.OneHot) == 0 {
+		groups = meta.Groups // a further log of the model: keep its spec and groups
+	} else if !slices.EqualFunc(meta.Groups, groups, func(a, b model.Group) bool {
+		return a.Optional == b.Optional && slices.Equal(a.Features, b.Features)
+	}) {
+		diffs = append(diffs, fmt.Sprintf("one-hot groups %s, the config gives %s (give no spec and no one-hot groups to keep the model's)",
+			groupNames(meta.Groups, features), groupNames(groups, features)))
 	}
-	return nil
+	if len(diffs) > 0 {
+		return nil, fmt.Errorf("%w: model %s has %s", store.ErrBadModel, store.RootKey(cfg.Model), strings.Join(diffs, "; "))
+	}
+	return groups, nil
+}
+
+// groupNames writes one-hot groups by feature name, as --onehot takes them
+// ("none" for no groups).
+func groupNames(groups []model.Group, features []string) string {
+	if len(groups) == 0 {
+		return "none"
+	}
+	var out []string
+	for _, g := range groups {
+		var names []string
+		for _, i := range g.Features {
+			if i >= 0 && i < len(features) {
+				names = append(names, features[i])
+			}
+		}
+		out = append(out, strings.Join(names, ","))
+	}
+	return "'" + strings.Join(out, ";") + "'"
 }
 
 // folded is the sum of a file's events per product, before the stored state

@@ -28,6 +28,7 @@ import (
 
 	"github.com/redbandit/redbandit/internal/redistest"
 	"github.com/redbandit/redbandit/model/linucb"
+	"github.com/redbandit/redbandit/model/spec"
 	"github.com/redbandit/redbandit/model/store"
 	"github.com/redbandit/redbandit/training/bootstrap"
 	"github.com/redbandit/redbandit/training/csvlog"
@@ -773,4 +774,73 @@ func TestConfigErrors(t *testing.T) {
 		t.Errorf("cancelled context: %v, want context.Canceled", err)
 	}
 	requireEmpty(t, c, "m")
+}
+
+// TestFurtherLogKeepsGroups bootstraps a model with the reference spec (or
+// one-hot groups by name), then a second log with neither: the second run
+// folds on top (arms as the reference computes them for both logs, answers
+// as its brute-force ranking) and the model keeps its spec and groups. A
+// second log that gives other groups is refused with a message naming them
+// and the fix, and changes nothing.
+func TestFurtherLogKeepsGroups(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client()
+	ctx := context.Background()
+	sp := spec.Reference()
+	features, groups := sp.Names(), sp.Groups()
+	// oneHot returns random rows whose group columns have exactly one 1 (an
+	// optional group none at times), as a model with groups requires.
+	oneHot := func(seed uint64, n int, prefix string) []row {
+		rows := genRows(seed, len(features), 12, n, prefix)
+		rng := rand.New(rand.NewPCG(seed, 7))
+		for _, r := range rows {
+			for _, g := range groups {
+				for _, i := range g.Features {
+					r.x[i] = 0
+				}
+				if k := rng.IntN(len(g.Features) + 1); k < len(g.Features) {
+					r.x[g.Features[k]] = 1
+				} else if !g.Optional {
+					r.x[g.Features[0]] = 1
+				}
+			}
+		}
+		return rows
+	}
+	byName := [][]string{{"gender_F", "gender_M"}, {"weekend", "weekday"}}
+	for i, first := range []bootstrap.Config{{Spec: sp}, {OneHot: byName}} {
+		model := fmt.Sprintf("keep%d", i)
+		first.Model = model
+		rows1, rows2 := oneHot(uint64(70+i), 400, "a"), oneHot(uint64(80+i), 300, "b")
+		if _, err := bootstrap.RunReader(ctx, c, bytes.NewReader(render(features, rows1)), "first", first); err != nil {
+			t.Fatal(err)
+		}
+		want, err := store.ReadMeta(ctx, c, model)
+		if err != nil || len(want.Groups) == 0 {
+			t.Fatalf("%s: meta %+v, %v", model, want, err)
+		}
+		res, err := bootstrap.RunReader(ctx, c, bytes.NewReader(render(features, rows2)), "second", bootstrap.Config{Model: model})
+		if err != nil || res.Events != 300 {
+			t.Fatalf("%s: the second log without spec or groups: %+v, %v", model, res, err)
+		}
+		got, err := store.ReadMeta(ctx, c, model)
+		if err != nil || got.Spec != want.Spec || !reflect.DeepEqual(got.Groups, want.Groups) || got.Events != 700 {
+			t.Fatalf("%s: after the second log %+v, want the spec and groups of %+v", model, got, want)
+		}
+		ref := reference(len(features), 1, rows1, rows2)
+		checkModel(t, c, model, features, ref)
+		checkRecommend(t, c, model, ref, uint64(i))
+
+		// Other groups than the model's: refused, nothing changed.
+		before := snapshot(t, c, model)
+		_, err = bootstrap.RunReader(ctx, c, bytes.NewReader(render(features, oneHot(uint64(90+i), 50, "c"))), "third",
+			bootstrap.Config{Model: model, OneHot: [][]string{{"morning", "afternoon", "evening"}}})
+		if !errors.Is(err, store.ErrBadModel) || !strings.Contains(err.Error(), "the config gives 'morning,afternoon,evening'") ||
+			!strings.Contains(err.Error(), "gender_F,gender_M") || !strings.Contains(err.Error(), "give no spec and no one-hot groups") {
+			t.Fatalf("%s: other groups: %v", model, err)
+		}
+		if after := snapshot(t, c, model); !reflect.DeepEqual(after, before) {
+			t.Fatalf("%s: the refused run changed the model", model)
+		}
+	}
 }
