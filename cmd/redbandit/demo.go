@@ -34,6 +34,7 @@ func demoCommand() *cli.Command {
 			&cli.BoolFlag{Name: "open", Usage: "open the dashboard in a browser (xdg-open, when there is a display)"},
 			&cli.StringFlag{Name: "dir", DefaultText: "a temporary one, removed at the end", Usage: "working directory to keep (data, Redis AOF, ACL file)"},
 			&cli.StringFlag{Name: "svg", Value: "demo-learning-curve.svg", Usage: "where to write the learning curve (empty: nowhere)"},
+			&cli.StringFlag{Name: "env", Value: "demo.env", Usage: "where to write, while the demo runs, the export line of the serving user's Redis URL, the model and the sidecar for the README's examples (. demo.env; empty: nowhere)"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no line per visit"},
 			&cli.BoolFlag{Name: "json", Usage: "end with the summary as one JSON object on the last line"},
 		},
@@ -41,7 +42,7 @@ func demoCommand() *cli.Command {
 			w := c.App.Writer
 			cfg := demo.Config{Visits: c.Int("visits"), Cold: c.Bool("cold"), Alpha: c.Float64("alpha"), Via: c.String("via"),
 				Rate: c.Float64("rate"), Seed: c.Uint64("seed"), FlushInterval: c.Duration("flush-interval"), Brokers: c.StringSlice("brokers"),
-				RedisConf: c.String("redis-conf"), Listen: c.String("listen"), Dir: c.String("dir"), Out: w, Quiet: c.Bool("quiet"), Hold: c.Bool("hold")}
+				RedisConf: c.String("redis-conf"), Listen: c.String("listen"), Dir: c.String("dir"), Out: w, Quiet: c.Bool("quiet"), Hold: c.Bool("hold"), EnvFile: c.String("env")}
 			if c.Bool("open") {
 				cfg.OnReady = func(url string) { openBrowser(w, url+"/") }
 			}

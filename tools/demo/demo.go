@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,6 +65,10 @@ type Config struct {
 	Out           io.Writer     // progress lines; default discard
 	Quiet         bool          // no line per visit
 	Logger        *slog.Logger  // the components' logs; default discard
+	// EnvFile, if set, is where Run writes, once everything runs, the
+	// shell line a client needs to reach this run (EnvLine); it removes
+	// the file when it returns. Default: no file.
+	EnvFile string
 	// OnReady, if set, is called once every component runs, with the
 	// sidecar's base URL (its dashboard is at the root).
 	OnReady func(sidecarURL string)
@@ -288,6 +293,15 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 	sum.SidecarURL = url
 	say("trainer flushing every %v; sidecar on %s", cfg.FlushInterval, url)
 	say("dashboard: %s/", url)
+	env := EnvLine(rds.addr, pw.Serve, url)
+	say("for the README's examples, in another shell (as %s, the serving user): %s", acl.ServeUser, env)
+	if cfg.EnvFile != "" {
+		if err := writeEnv(cfg.EnvFile, env); err != nil {
+			return sum, err
+		}
+		defer os.Remove(cfg.EnvFile)
+		say("or: . %s", cfg.EnvFile)
+	}
 	if cfg.OnReady != nil {
 		cfg.OnReady(url)
 	}
@@ -351,6 +365,24 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 		}
 	}
 	return sum, nil
+}
+
+// EnvLine returns the shell line that points the README's examples at a
+// demo run: an export of REDBANDIT_REDIS (the serving user's URL, with its
+// password), REDBANDIT_MODEL (the demo's model) and REDBANDIT_SIDECAR_URL.
+func EnvLine(redisAddr, servePassword, sidecarURL string) string {
+	u := url.URL{Scheme: "redis", User: url.UserPassword(acl.ServeUser, servePassword), Host: redisAddr, Path: "/0"}
+	return fmt.Sprintf("export REDBANDIT_REDIS=%s REDBANDIT_MODEL=%s REDBANDIT_SIDECAR_URL=%s", u.String(), model, sidecarURL)
+}
+
+// writeEnv writes the line to path, readable by its owner only (the URL
+// holds a password).
+func writeEnv(path, line string) error {
+	text := "# redbandit demo: the serving user's Redis URL, the model and the sidecar (removed when the demo stops)\n" + line + "\n"
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	return nil
 }
 
 // registerCatalogue writes a prior arm (A = λI, b = 0) for every product
