@@ -5,32 +5,31 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"math/rand/v2"
 	"net"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/urfave/cli/v2"
 
 	"github.com/redbandit/redbandit/internal/redistest"
 	"github.com/redbandit/redbandit/lua"
-	"github.com/redbandit/redbandit/model"
 	"github.com/redbandit/redbandit/model/linucb"
 	"github.com/redbandit/redbandit/model/spec"
 	"github.com/redbandit/redbandit/model/store"
 	"github.com/redbandit/redbandit/sidecar"
-	"github.com/redbandit/redbandit/training/event"
+	"github.com/redbandit/redbandit/tools/demo"
 )
 
 // readReadme returns the text of the module's README.md.
@@ -72,48 +71,167 @@ func replaceOnce(t *testing.T, s, old, new string) string {
 	return strings.Replace(s, old, new, 1)
 }
 
+// readmeContext is the context of the README's calling-convention
+// examples: a woman of scaled age 0.3 from Facebook on a weekend morning,
+// in the reference spec's feature order.
+var readmeContext = []float64{0.3, 0.5, 0.7, 1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0}
+
+// exampleLangs are the README's calling-convention examples that run in
+// another language (Python): the README's heading, the fenced block's language, the
+// environment variable that makes a missing runtime a failure, and how the
+// block runs (cmd.Dir is the repository's root: the examples read
+// lua/recommend.lua).
+var exampleLangs = []struct {
+	name, heading, lang, require string
+}{
+	{"python", "\n### Python (redis-py)\n", "python", "REDBANDIT_TEST_PYTHON"},
+}
+
+// exampleHint is how to get the README examples' runtimes.
+const exampleHint = "bash scripts/deps.sh examples, then . ~/.cache/redbandit/examples.env (REDBANDIT_PYTHON: a python with redis-py)"
+
+// exampleRuntime checks that the runtime of the README's example in lang
+// is there: if not, the test fails when the lang's require variable is 1
+// (make test sets them), else it is skipped.
+func exampleRuntime(t *testing.T, lang, require string) {
+	t.Helper()
+	var cmd *exec.Cmd
+	if lang == "python" {
+		cmd = exec.Command(examplePython(), "-c", "import redis")
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		if os.Getenv(require) == "1" {
+			t.Fatalf("%s=1 but the %s example cannot run: %v\n%s\nfix: %s", require, lang, err, out, exampleHint)
+		}
+		t.Skipf("the %s example's runtime is missing (%s=1 makes this a failure); to run it: %s", lang, require, exampleHint)
+	}
+}
+
+// runExample runs the README's example block of lang from the repository's
+// root, as its section says to, after the shell lines prelude (the
+// environment a newcomer has), and returns the id, score pairs it printed.
+func runExample(t *testing.T, lang, block, prelude string) []string {
+	t.Helper()
+	dir := t.TempDir()
+	var sh string
+	switch lang {
+	case "python":
+		sh = `"${REDBANDIT_PYTHON:-python3}" ` + filepath.Join(dir, "example.py")
+		if err := os.WriteFile(filepath.Join(dir, "example.py"), []byte(block), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("bash", "-euo", "pipefail", "-c", prelude+"\n"+sh)
+	cmd.Dir = "../.."
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("the README's %s example: %v\n%s%s", lang, err, out, stderr.Bytes())
+	}
+	var got []string
+	switch lang {
+	case "python": // print(top): [('p054', 0.787…), …]
+		for _, m := range regexp.MustCompile(`\('([^']*)', ([^)]*)\)`).FindAllStringSubmatch(string(out), -1) {
+			got = append(got, m[1], m[2])
+		}
+	default: // one "id score" line per product
+		got = strings.Fields(string(out))
+	}
+	if len(got) == 0 {
+		t.Fatalf("the README's %s example printed %q", lang, out)
+	}
+	return got
+}
+
+// sameItems fails the test unless got (id, score, …) has want's ids in
+// order and its scores within 1e-9 relative.
+func sameItems(t *testing.T, what string, got, want []string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values %q, want %q", what, len(got), got, want)
+	}
+	for i := 0; i < len(want); i += 2 {
+		g, err := strconv.ParseFloat(got[i+1], 64)
+		w, _ := strconv.ParseFloat(want[i+1], 64)
+		if got[i] != want[i] || err != nil || math.Abs(g-w) > 1e-9*math.Abs(w) {
+			t.Fatalf("%s: item %d = %s %s, want %s %s", what, i/2, got[i], got[i+1], want[i], want[i+1])
+		}
+	}
+}
+
+// bruteTop returns the top k of the arms (ids in arm order, which breaks
+// ties) by linucb.Score for x and α, without the excluded ids, as id,
+// score, id, score, ...
+func bruteTop(x []float64, alpha float64, k int, ids []string, params []linucb.Params, exclude ...string) []string {
+	idx := make([]int, 0, len(ids))
+	for a, id := range ids {
+		if !slices.Contains(exclude, id) {
+			idx = append(idx, a)
+		}
+	}
+	slices.SortStableFunc(idx, func(i, j int) int {
+		return -cmp.Compare(linucb.Score(x, params[i], alpha), linucb.Score(x, params[j], alpha))
+	})
+	var out []string
+	for _, a := range idx[:min(k, len(idx))] {
+		out = append(out, ids[a], strconv.FormatFloat(linucb.Score(x, params[a], alpha), 'g', -1, 64))
+	}
+	return out
+}
+
+// buildBinary builds bin/redbandit into a scratch directory and returns its
+// path, for the README lines that run it.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "bin", "redbandit")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
 // TestReadmeExamples runs the README's calling-convention examples as a
-// newcomer pastes them — the redis-cli lines and the Python (redis-py)
-// snippet, only pointed at the test's redis-server — against a model
-// "default" of the README's dimension, and checks their answers against a
-// brute-force top-k of linucb.Score over every product (scores within 1e-9
-// relative). Products 17, 42 and 79 are trained to top the README's
-// context, so that the examples' exclusions change the answer. The Python
-// part runs with $REDBANDIT_PYTHON (default python3), which must import
-// redis-py; it is skipped without, unless REDBANDIT_TEST_PYTHON=1 (make
-// test sets both: scripts/deps.sh examples picks an interpreter with
-// redis-py and records it in ~/.cache/redbandit/examples.env).
+// newcomer pastes them — the redis-cli lines, then the Python (redis-py)
+// program — with REDBANDIT_REDIS
+// pointing at a plain redis-server of the test, against a model "demo" of
+// the reference shop's dimension whose products p029 and p054 (the README's
+// exclusions) are trained to top the README's context; answers are checked
+// against a brute-force top 5 of linucb.Score over every product (scores
+// within 1e-9 relative). Before each program the script cache is flushed,
+// so it must take its NOSCRIPT path (EVAL_RO), and the script is cached
+// afterwards.
+// TestReadmeDemo runs the same examples against the demo. A program whose
+// runtime is missing is skipped, unless REDBANDIT_TEST_PYTHON is 1 (make
+// test sets it after scripts/deps.sh examples, and REDBANDIT_PYTHON from
+// ~/.cache/redbandit/examples.env).
 func TestReadmeExamples(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs the examples' runtimes")
+	}
 	readme := readReadme(t)
 	srv := redistest.Start(t)
-	host, port, err := net.SplitHostPort(srv.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
+	bin := buildBinary(t)
 
-	// The README's context: age, latitude, longitude, then one-hot groups.
-	x := []float64{0.3, 0.5, 0.7, 1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0}
-	const d, products = 15, 100
-	features := make([]string, d)
-	for i := range features {
-		features[i] = fmt.Sprintf("f%d", i)
-	}
-	groups := []model.Group{{Features: []int{3, 4}}, {Features: []int{5, 6, 7, 8, 9}},
-		{Features: []int{10, 11, 12}, Optional: true}, {Features: []int{13, 14}}}
-	w := store.Write{Model: "default", Features: features, Groups: groups, Lambda: 1}
+	x := readmeContext
+	sp := spec.Reference()
+	d, products := sp.Dim(), 100
 	rng := rand.New(rand.NewPCG(5, 6))
+	w := store.Write{Model: "demo", Features: sp.Names(), Groups: sp.Groups(), Lambda: 1}
+	ids := make([]string, products)
 	params := make([]linucb.Params, products)
 	for a := range products {
+		ids[a] = fmt.Sprintf("p%03d", a+1)
 		arm := linucb.NewArm(d, 1)
 		for range 30 {
 			y := make([]float64, d)
 			y[0], y[1], y[2] = rng.Float64(), rng.Float64(), rng.Float64()
-			for _, g := range groups {
+			for _, g := range sp.Groups() {
 				y[g.Features[rng.IntN(len(g.Features))]] = 1
 			}
 			r := float64(rng.IntN(5) / 4) // clicked one time in five
-			if a == 17 || a == 42 || a == 79 {
+			if ids[a] == "p029" || ids[a] == "p054" {
 				y, r = x, 1 // clicked in the README's context
 			}
 			if err := arm.Update(y, r); err != nil {
@@ -125,7 +243,7 @@ func TestReadmeExamples(t *testing.T) {
 			t.Fatal(err)
 		}
 		params[a] = p
-		w.Arms = append(w.Arms, store.ArmWrite{ID: strconv.Itoa(a), Arm: arm, Params: p})
+		w.Arms = append(w.Arms, store.ArmWrite{ID: ids[a], Arm: arm, Params: p})
 	}
 	if _, err := w.Apply(ctx, srv.Client()); err != nil {
 		t.Fatal(err)
@@ -133,80 +251,42 @@ func TestReadmeExamples(t *testing.T) {
 	if out, err := run(t, "--redis", srv.URL(), "script", "load"); err != nil {
 		t.Fatalf("script load: %v\n%s", err, out)
 	}
-	// want is the brute-force top 5 for the README's context and α = 0.1,
-	// without the excluded products, as id, score, id, score, ...
-	want := func(exclude ...int) []string {
-		idx := make([]int, 0, products)
-		for a := range products {
-			if !slices.Contains(exclude, a) {
-				idx = append(idx, a)
-			}
-		}
-		slices.SortStableFunc(idx, func(i, j int) int {
-			return -cmp.Compare(linucb.Score(x, params[i], 0.1), linucb.Score(x, params[j], 0.1))
-		})
-		var out []string
-		for _, a := range idx[:5] {
-			out = append(out, strconv.Itoa(a), strconv.FormatFloat(linucb.Score(x, params[a], 0.1), 'g', -1, 64))
-		}
-		return out
-	}
-	if top := want(); !slices.Contains(top, "17") || !slices.Contains(top, "42") || !slices.Contains(top, "79") {
+	want := func(exclude ...string) []string { return bruteTop(x, 0.1, 5, ids, params, exclude...) }
+	if top := want(); !slices.Contains(top, "p029") || !slices.Contains(top, "p054") {
 		t.Fatalf("the trained products do not top the README's context: %v", top)
 	}
-	same := func(what string, got, want []string) {
-		t.Helper()
-		if len(got) != len(want) {
-			t.Fatalf("%s: %d values %q, want %q", what, len(got), got, want)
-		}
-		for i := 0; i < len(want); i += 2 {
-			g, err := strconv.ParseFloat(got[i+1], 64)
-			w, _ := strconv.ParseFloat(want[i+1], 64)
-			if got[i] != want[i] || err != nil || math.Abs(g-w) > 1e-9*math.Abs(w) {
-				t.Fatalf("%s: item %d = %s %s, want %s %s", what, i/2, got[i], got[i+1], want[i], want[i+1])
-			}
-		}
-	}
+	prelude := "export REDBANDIT_REDIS=" + srv.URL() + "\n"
 
-	// redis-cli: FCALL_RO, then EVALSHA excluding 17 and 42.
+	// redis-cli: FCALL_RO, then EVALSHA excluding p029 and p054.
 	sh := readmeBlock(t, readme, "\n### redis-cli\n", "sh")
-	sh = strings.ReplaceAll(sh, "redis-cli ", "redis-cli -h "+host+" -p "+port+" ")
-	sh = replaceOnce(t, sh, "$(bin/redbandit script sha)", lua.RecommendSHA())
-	out, err := exec.Command("bash", "-euo", "pipefail", "-c", sh).CombinedOutput()
+	sh = replaceOnce(t, sh, "$(bin/redbandit script sha)", "$("+bin+" script sha)")
+	cmd := exec.Command("bash", "-euo", "pipefail", "-c", prelude+sh)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("the README's redis-cli lines: %v\n%s", err, out)
 	}
-	lines := strings.Fields(string(out))
-	if len(lines) != 20 {
+	fields := strings.Fields(string(out))
+	if len(fields) != 20 {
 		t.Fatalf("the README's redis-cli lines printed %q, want two replies of 10 values", out)
 	}
-	same("redis-cli FCALL_RO", lines[:10], want())
-	same("redis-cli EVALSHA … EXCLUDE 2 17 42", lines[10:], want(17, 42))
+	sameItems(t, "redis-cli FCALL_RO", fields[:10], want())
+	sameItems(t, "redis-cli EVALSHA_RO … EXCLUDE 2 p029 p054", fields[10:], want("p029", "p054"))
 
-	// Python: the script with EXCLUDE 1 79 (its FCALL_RO reply is replaced).
-	python := examplePython()
-	if out, err := exec.Command(python, "-c", "import redis").CombinedOutput(); err != nil {
-		hint := "bash scripts/deps.sh examples, then . ~/.cache/redbandit/examples.env (it sets REDBANDIT_PYTHON to an interpreter with redis-py)"
-		if os.Getenv("REDBANDIT_TEST_PYTHON") == "1" {
-			t.Fatalf("REDBANDIT_TEST_PYTHON=1 but %s cannot import redis: %v\n%s\nfix: %s", python, err, out, hint)
-		}
-		t.Skipf("%s cannot import redis (REDBANDIT_TEST_PYTHON=1 makes this a failure); to run it: %s", python, hint)
+	c := srv.Client()
+	for _, l := range exampleLangs {
+		t.Run(l.name, func(t *testing.T) {
+			exampleRuntime(t, l.name, l.require)
+			if err := c.Do(ctx, c.B().ScriptFlush().Build()).Error(); err != nil {
+				t.Fatal(err)
+			}
+			got := runExample(t, l.name, readmeBlock(t, readme, l.heading, l.lang), prelude)
+			sameItems(t, l.name+" … EXCLUDE 1 p029", got, want("p029"))
+			cached, err := c.Do(ctx, c.B().ScriptExists().Sha1(lua.RecommendSHA()).Build()).AsIntSlice()
+			if err != nil || len(cached) != 1 || cached[0] != 1 {
+				t.Fatalf("after the %s example the script is not cached (its NOSCRIPT path did not load it): %v %v", l.name, cached, err)
+			}
+		})
 	}
-	py := readmeBlock(t, readme, "\n### Python (redis-py)\n", "python")
-	py = replaceOnce(t, py, "redis.Redis(decode_responses=True)", "redis.Redis(host="+strconv.Quote(host)+", port="+port+", decode_responses=True)")
-	py += "\nimport json\nprint(json.dumps([v for item in top for v in (item[0], repr(item[1]))]))\n"
-	cmd := exec.Command(python, "-")
-	cmd.Dir = "../.." // the snippet reads lua/recommend.lua
-	cmd.Stdin = strings.NewReader(py)
-	out, err = cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("the README's Python snippet: %v\n%s", err, out)
-	}
-	var got []string
-	if err := json.Unmarshal(out, &got); err != nil {
-		t.Fatalf("the README's Python snippet printed %q: %v", out, err)
-	}
-	same("Python script(… EXCLUDE 1 79)", got, want(79))
 }
 
 // examplePython returns the Python interpreter the README's Python example
@@ -215,88 +295,151 @@ func examplePython() string {
 	return cmp.Or(os.Getenv("REDBANDIT_PYTHON"), "python3")
 }
 
-// TestReadmeSidecarExamples runs the README's curl examples for the HTTP
-// sidecar as written, pointed at a sidecar of this test, over a model
-// "default" bootstrapped with the reference spec: the three forms of a
-// recommendation must answer what store.Recommend answers for the context
-// each encodes (scores within 1e-9 relative; the README's exclusion of
-// product 17, which tops the unexcluded answer, honoured), the dashboard's
-// data endpoints must describe model "demo" (the same history) and its 20
-// busiest products, and the feedback example must put its event into the
-// feedback topic, keyed by product.
-func TestReadmeSidecarExamples(t *testing.T) {
+// TestReadmeDemo starts the demo in-process as make demo does (the
+// project's redis.conf, ACL users with fresh passwords, in-process Kafka,
+// trainer, sidecar; 300 visits, then holding) and runs the README's
+// examples exactly as a newcomer pastes them in another shell after
+// ". ./demo.env" (the file the demo writes), from the repository's root:
+// the quick start's lines; the calling-convention examples (redis-cli,
+// Python), checked against a brute-force top 5 of
+// linucb.Score over the arms read back from Redis; the sidecar's three
+// forms of request, checked against the same brute force for the context
+// each encodes;
+// the dashboard's data endpoints (model demo, 202 products, the 20 busiest
+// busiest first); and the feedback example, which the demo's trainer must
+// fold into product p042's arm (n + 1, b + x for the README's attributes).
+func TestReadmeDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the demo")
+	}
 	readme := readReadme(t)
-	srv := redistest.Start(t, "--appendonly", "yes") // the model writers refuse a Redis that persists nothing
-	c := srv.Client()
-	ctx := context.Background()
-
-	// A history in the reference spec's columns: products 0..99, clicked
-	// one time in five; 17 and 42 clicked in the README's dense context.
-	sp := spec.Reference()
-	dense := []float64{0.33, 0.5, 0.5, 1, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 0}
-	groups := [][]int{{3, 4}, {5, 6, 7, 8, 9}, {10, 11, 12}, {13, 14}}
-	var csv strings.Builder
-	csv.WriteString("event_id," + strings.Join(sp.Names(), ",") + ",product_id,response\n")
-	rng := rand.New(rand.NewPCG(8, 9))
-	row := func(n int, x []float64, id, r int) {
-		fmt.Fprintf(&csv, "e%d", n)
-		for _, v := range x {
-			fmt.Fprintf(&csv, ",%v", v)
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	envFile := filepath.Join(dir, "demo.env")
+	summary := make(chan demo.Summary, 1)
+	var logs bytes.Buffer
+	cfg := demo.Config{Visits: 300, Rate: -1, Quiet: true, Hold: true, Listen: "127.0.0.1:0", Dir: dir, RedisConf: "../../redis.conf",
+		EnvFile: envFile, Out: &logs, OnSummary: func(s demo.Summary) { summary <- s }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := demo.Run(ctx, cfg)
+		done <- err
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("demo: %v", err)
 		}
-		fmt.Fprintf(&csv, ",%d,%d\n", id, r)
-	}
-	for n := range 3000 {
-		x := make([]float64, len(dense))
-		x[0], x[1], x[2] = rng.Float64(), rng.Float64(), rng.Float64()
-		for _, g := range groups {
-			x[g[rng.IntN(len(g))]] = 1
+		if _, err := os.Stat(envFile); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("the demo left %s behind: %v", envFile, err)
 		}
-		row(n, x, n%100, rng.IntN(5)/4)
-	}
-	for n := range 60 {
-		row(3000+n, dense, []int{17, 42}[n%2], 1)
-	}
-	path := filepath.Join(t.TempDir(), "history.csv")
-	if err := os.WriteFile(path, []byte(csv.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for _, model := range []string{"default", "demo"} { // the dashboard's examples name "demo"
-		if out, err := run(t, "--redis", srv.URL(), "--model", model, "bootstrap", "--spec", "reference", path); err != nil {
-			t.Fatalf("bootstrap: %v\n%s", err, out)
+	})
+	select {
+	case sum := <-summary:
+		if sum.Sent != 300 || sum.EventsTrained != int64(sum.Sent) {
+			t.Fatalf("demo: sent %d, trained %d: the model may still change\n%s", sum.Sent, sum.EventsTrained, logs.String())
 		}
+	case err := <-done:
+		done <- err
+		t.Fatalf("demo: %v\n%s", err, logs.String())
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("demo: no summary within 3 minutes\n%s", logs.String())
 	}
 
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, sidecar.DefaultTopic))
+	// The environment the demo hands a newcomer: one export line, printed
+	// and in the file.
+	raw, err := os.ReadFile(envFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(cluster.Close)
-	prod, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
+	env := map[string]string{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "export "); ok {
+			if !strings.Contains(logs.String(), line) {
+				t.Errorf("the demo did not print %q:\n%s", line, logs.String())
+			}
+			for _, kv := range strings.Fields(rest) {
+				k, v, _ := strings.Cut(kv, "=")
+				env[k] = v
+			}
+		}
+	}
+	if !strings.HasPrefix(env["REDBANDIT_REDIS"], "redis://rb-serve:") || env["REDBANDIT_MODEL"] != "demo" || env["REDBANDIT_SIDECAR_URL"] == "" {
+		t.Fatalf("the demo's %s:\n%s", envFile, raw)
+	}
+	prelude := ". " + envFile + "\n"
+	shell := func(what, sh string) []byte {
+		t.Helper()
+		sh = strings.ReplaceAll(sh, "bin/redbandit", bin)
+		cmd := exec.Command("bash", "-euo", "pipefail", "-c", prelude+sh)
+		cmd.Dir = "../.."
+		cmd.Env = append(os.Environ(), "no_proxy=127.0.0.1,localhost", "NO_PROXY=127.0.0.1,localhost") // loopback, even behind a proxy
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("the README's %s: %v\n%s", what, err, out)
+		}
+		return out
+	}
+
+	// Quick start: ". ./demo.env", then bin/redbandit model.
+	qs := readmeBlock(t, readme, "The calling-convention, sidecar and dashboard examples below run as pasted", "sh")
+	if out := shell("quick-start lines", replaceOnce(t, qs, ". ./demo.env", "")); !strings.Contains(string(out), "products  202") {
+		t.Fatalf("the quick start's bin/redbandit model printed:\n%s", out)
+	}
+
+	// The brute-force reference, from the arms as they are in Redis.
+	serve, err := store.Dial(env["REDBANDIT_REDIS"])
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(prod.Close)
-	s := sidecar.New(sidecar.Config{Redis: c, Producer: prod})
-	if err := s.Prepare(ctx); err != nil {
+	t.Cleanup(serve.Close)
+	rctx := context.Background()
+	meta, err := store.ReadMeta(rctx, serve, "demo")
+	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(s.Handler())
-	t.Cleanup(hs.Close)
+	ids, err := store.ReadProducts(rctx, serve, "demo", meta.Arms)
+	if err != nil || len(ids) != 202 {
+		t.Fatalf("products of model demo: %d, %v", len(ids), err)
+	}
+	stored, err := store.ReadArms(rctx, serve, "demo", meta.Dim, meta.Lambda, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	params := make([]linucb.Params, len(stored))
+	for i, a := range stored {
+		if params[i], err = a.Arm.Solve(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Which products top the README's context depends on the run: whether
+	// the exclusions change the answer is TestReadmeExamples's to check.
+	want := func(exclude ...string) []string { return bruteTop(readmeContext, 0.1, 5, ids, params, exclude...) }
+
+	// Calling convention.
+	fields := strings.Fields(string(shell("redis-cli lines", readmeBlock(t, readme, "\n### redis-cli\n", "sh"))))
+	if len(fields) != 20 {
+		t.Fatalf("the README's redis-cli lines printed %q, want two replies of 10 values", fields)
+	}
+	sameItems(t, "redis-cli FCALL_RO", fields[:10], want())
+	sameItems(t, "redis-cli EVALSHA_RO … EXCLUDE 2 p029 p054", fields[10:], want("p029", "p054"))
+	for _, l := range exampleLangs {
+		t.Run(l.name, func(t *testing.T) {
+			exampleRuntime(t, l.name, l.require)
+			sameItems(t, l.name+" … EXCLUDE 1 p029", runExample(t, l.name, readmeBlock(t, readme, l.heading, l.lang), prelude), want("p029"))
+		})
+	}
+
+	// The sidecar's examples, against the demo's sidecar.
+	host := strings.TrimPrefix(env["REDBANDIT_SIDECAR_URL"], "http://")
 	curl := func(block string, calls int) []byte {
 		t.Helper()
 		if n := strings.Count(block, "localhost:8080/"); n != calls || strings.Count(block, "curl -s ") != calls {
 			t.Fatalf("README example: %d curl calls to localhost:8080, want %d:\n%s", n, calls, block)
 		}
-		block = strings.ReplaceAll(block, "localhost:8080", strings.TrimPrefix(hs.URL, "http://"))
-		cmd := exec.Command("bash", "-euo", "pipefail", "-c", block)
-		cmd.Env = append(os.Environ(), "no_proxy=127.0.0.1,localhost", "NO_PROXY=127.0.0.1,localhost") // loopback, even behind a proxy
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("the README's curl lines: %v\n%s", err, out)
-		}
-		return out
+		return shell("curl lines", strings.ReplaceAll(block, "localhost:8080", host))
 	}
-
 	type answer struct {
 		Model   string       `json:"model"`
 		Items   []store.Item `json:"items"`
@@ -315,6 +458,8 @@ func TestReadmeSidecarExamples(t *testing.T) {
 	if len(answers) != 3 {
 		t.Fatalf("%d answers to the README's three requests: %+v", len(answers), answers)
 	}
+	sp := spec.Reference()
+	dense := []float64{0.33, 0.5, 0.5, 1, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 0}
 	named := make([]float64, len(dense))
 	for _, f := range []string{"age", "gender_F", "traffic_source_Search", "morning", "weekend"} {
 		named[slices.Index(sp.Names(), f)] = 1
@@ -325,67 +470,58 @@ func TestReadmeSidecarExamples(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if top, err := store.Recommend(ctx, c, "default", store.Query{K: 5, Alpha: 0.1, Context: attrs}); err != nil || !slices.ContainsFunc(top, func(it store.Item) bool { return it.ID == "17" }) {
-		t.Fatalf("product 17 is not in the unexcluded top 5 of the README's attributes: %v %v", top, err)
-	}
-	for i, q := range []store.Query{{Context: dense}, {Context: named}, {Context: attrs, Exclude: []string{"17"}}} {
+	for i, q := range []store.Query{{Context: dense}, {Context: named}, {Context: attrs, Exclude: []string{"p029"}}} {
 		q.K, q.Alpha = 5, 0.1
-		want, err := store.Recommend(ctx, c, "default", q)
-		if err != nil {
-			t.Fatal(err)
-		}
+		want := bruteTop(q.Context, q.Alpha, q.K, ids, params, q.Exclude...)
 		got := answers[i]
-		if got.Error != "" || got.Model != "default" || len(got.EventID) != 32 || len(got.Items) != len(want) {
+		if got.Error != "" || got.Model != "demo" || len(got.EventID) != 32 || 2*len(got.Items) != len(want) {
 			t.Fatalf("README request %d: %+v, want the items %v", i+1, got, want)
 		}
-		for j, w := range want {
-			if g := got.Items[j]; g.ID != w.ID || math.Abs(g.Score-w.Score) > 1e-9*math.Abs(w.Score) {
-				t.Fatalf("README request %d, item %d: %v, want %v", i+1, j, g, w)
-			}
+		var items []string
+		for _, it := range got.Items {
+			items = append(items, it.ID, strconv.FormatFloat(it.Score, 'g', -1, 64))
 		}
+		sameItems(t, fmt.Sprintf("README request %d", i+1), items, want)
 	}
 
-	// The dashboard's data endpoints: the panels of model demo, and its 20
-	// busiest products for a visitor, busiest first.
+	// The dashboard's data endpoints.
 	dec = json.NewDecoder(bytes.NewReader(curl(readmeBlock(t, readme, "The data endpoints are plain JSON:", "sh"), 2)))
 	var board sidecar.DashboardResponse
 	var busiest sidecar.ArmsResponse
-	if err := dec.Decode(&board); err != nil || board.Model != "demo" || board.Products != 100 {
+	if err := dec.Decode(&board); err != nil || board.Model != "demo" || board.Products != 202 {
 		t.Fatalf("the README's dashboard example: %+v, %v", board, err)
 	}
-	if err := dec.Decode(&busiest); err != nil || busiest.Model != "demo" || busiest.Products != 100 || len(busiest.Arms) != 20 ||
-		!slices.IsSortedFunc(busiest.Arms, func(a, b sidecar.ArmDetail) int { return int(b.Events - a.Events) }) || busiest.Arms[0].Events < 60 {
+	if err := dec.Decode(&busiest); err != nil || busiest.Model != "demo" || busiest.Products != 202 || len(busiest.Arms) != 20 ||
+		!slices.IsSortedFunc(busiest.Arms, func(a, b sidecar.ArmDetail) int { return int(b.Events - a.Events) }) {
 		t.Fatalf("the README's arms example: %+v, %v", busiest, err)
 	}
 
-	// Feedback: 202 {"accepted":1}, and the event in the topic.
-	out := curl(readmeBlock(t, readme, "Feedback (with `--brokers`)", "sh"), 1)
-	if strings.TrimSpace(string(out)) != `{"accepted":1}` {
+	// Feedback: 202 {"accepted":1}, then the demo's trainer folds it into
+	// p042's arm: n + 1 and b + r·x with r = 1 and x the attributes' encoding.
+	before, err := store.ReadArms(rctx, serve, "demo", meta.Dim, meta.Lambda, []string{"p042"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := curl(readmeBlock(t, readme, "Feedback (with `--brokers`)", "sh"), 1); strings.TrimSpace(string(out)) != `{"accepted":1}` {
 		t.Fatalf("the README's feedback example answered %q", out)
 	}
-	cons, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ConsumeTopics(sidecar.DefaultTopic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
+	var after []store.StoredArm
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if after, err = store.ReadArms(rctx, serve, "demo", meta.Dim, meta.Lambda, []string{"p042"}); err != nil {
+			t.Fatal(err)
+		}
+		if after[0].Arm.N() != before[0].Arm.N() {
+			break
+		}
 	}
-	defer cons.Close()
-	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	var recs []*kgo.Record
-	for len(recs) == 0 && pctx.Err() == nil {
-		recs = append(recs, cons.PollFetches(pctx).Records()...)
+	if after[0].Arm.N() != before[0].Arm.N()+1 {
+		t.Fatalf("p042 has %d events after the README's feedback, want %d", after[0].Arm.N(), before[0].Arm.N()+1)
 	}
-	codec, err := event.NewCodec(len(dense))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(recs) != 1 {
-		t.Fatalf("%d records in %s, want the README's one", len(recs), sidecar.DefaultTopic)
-	}
-	ev, err := codec.Decode(recs[0].Value)
-	if err != nil || string(recs[0].Key) != "42" || ev.ProductID != "42" || ev.Reward != 1 || ev.EventID != "9caad668…" ||
-		fmt.Sprint(ev.ContextVector) != fmt.Sprint(attrs) {
-		t.Fatalf("the README's feedback reached Kafka as %q: %+v, %v", recs[0].Key, ev, err)
+	b0, b1 := before[0].Arm.B(), after[0].Arm.B()
+	for i, v := range attrs {
+		if math.Abs(b1[i]-b0[i]-v) > 1e-12 {
+			t.Fatalf("p042's b[%d] went from %v to %v, want + %v", i, b0[i], b1[i], v)
+		}
 	}
 }
 
@@ -457,19 +593,27 @@ func TestReadmeFlagTables(t *testing.T) {
 
 // TestReadmeByHand runs the README's "serving core by hand" lines as a
 // shell script — build, a scratch redis-server, datagen, bootstrap, script
-// load, recommend, model, shutdown — in a scratch directory, with the port
-// changed to a free one and the binary built there: it must exit 0, print
-// a top 5 whose scores fall, and describe the model it bootstrapped.
+// load, recommend, model, then the calling convention's redis-cli lines
+// (the README says its examples run against this Redis too), shutdown — in
+// a scratch directory, with the port changed to a free one and the binary
+// built there: it
+// must exit 0, print a top 5 whose scores fall, describe the model it
+// bootstrapped, and the redis-cli lines must answer two top 5s.
 func TestReadmeByHand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	sh := readmeBlock(t, readReadme(t), "The serving core by hand", "sh")
+	readme := readReadme(t)
+	sh := readmeBlock(t, readme, "The serving core by hand", "sh")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin", "redbandit")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	// The calling convention's redis-cli lines need lua/ no more than the
+	// binary does; they run before the shutdown.
+	cli := readmeBlock(t, readme, "\n### redis-cli\n", "sh")
+	sh = replaceOnce(t, sh, "redis-cli -p 6399 shutdown nosave", "echo '== redis-cli'\n"+cli+"redis-cli -p 6399 shutdown nosave")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -492,8 +636,9 @@ func TestReadmeByHand(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the README's lines: %v\n%s", err, out)
 	}
+	before, after, _ := strings.Cut(string(out), "== redis-cli\n")
 	var scores []float64
-	for _, line := range strings.Split(string(out), "\n") {
+	for _, line := range strings.Split(before, "\n") {
 		f := strings.Split(line, "\t")
 		if len(f) != 3 {
 			continue
@@ -507,7 +652,11 @@ func TestReadmeByHand(t *testing.T) {
 		}
 		scores = append(scores, s)
 	}
-	if len(scores) != 5 || !strings.Contains(string(out), "folded 10000 events") || !strings.Contains(string(out), "events    10000") {
+	if len(scores) != 5 || !strings.Contains(before, "folded 10000 events") || !strings.Contains(before, "into 202 products of model demo") ||
+		!strings.Contains(before, "events    10000") {
 		t.Fatalf("the README's lines printed:\n%s", out)
+	}
+	if fields := strings.Fields(after); len(fields) != 20 || fields[0] != "p029" || slices.Contains(fields[10:], "p029") || slices.Contains(fields[10:], "p054") {
+		t.Fatalf("the README's redis-cli lines against the by-hand Redis printed %q", fields)
 	}
 }
