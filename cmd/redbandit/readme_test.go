@@ -595,8 +595,8 @@ func TestReadmeFlagTables(t *testing.T) {
 // shell script — build, a scratch redis-server, datagen, bootstrap, script
 // load, recommend, model, then the calling convention's redis-cli lines
 // (the README says its examples run against this Redis too), shutdown — in
-// a scratch directory, with the port changed to a free one and the binary
-// built there: it
+// a scratch directory, with the port changed to a free one, the data
+// directory moved into the scratch directory and the binary built there: it
 // must exit 0, print a top 5 whose scores fall, describe the model it
 // bootstrapped, and the redis-cli lines must answer two top 5s.
 func TestReadmeByHand(t *testing.T) {
@@ -625,6 +625,10 @@ func TestReadmeByHand(t *testing.T) {
 		t.Fatalf("README example: port 6399 occurs %d times, want 3 (server, URL, shutdown)", n)
 	}
 	sh = strings.ReplaceAll(sh, "6399", port)
+	if n := strings.Count(sh, "/tmp/redbandit-data"); n != 2 {
+		t.Fatalf("README example: /tmp/redbandit-data occurs %d times, want 2 (datagen, bootstrap)", n)
+	}
+	sh = strings.ReplaceAll(sh, "/tmp/redbandit-data", filepath.Join(dir, "data"))
 	sh = strings.ReplaceAll(sh, "--daemonize yes", "--daemonize yes --dir "+dir+" --bind 127.0.0.1")
 	// A daemonized server may not listen yet when the next line runs.
 	sh = replaceOnce(t, sh, "--save ''\n", "--save ''\nfor _ in $(seq 1 100); do redis-cli -p "+port+" ping >/dev/null 2>&1 && break; sleep 0.05; done\n")
