@@ -289,6 +289,51 @@ func TestReadmeExamples(t *testing.T) {
 	}
 }
 
+// TestReadmeNumpyHint checks the premise of the Python example's numpy
+// hint without numpy: redis-py writes a float by its repr, so a float
+// whose repr is numpy 2's ("np.float64(0.3)") reaches the script as that
+// text and is refused with BADARG, while the same values as plain floats
+// are answered.
+func TestReadmeNumpyHint(t *testing.T) {
+	if !strings.Contains(readmeBlock(t, readReadme(t), "\n### Python (redis-py)\n", "python"), "x.tolist()") {
+		t.Fatal("the README's Python example has no numpy hint (x.tolist())")
+	}
+	exampleRuntime(t, "python", "REDBANDIT_TEST_PYTHON")
+	srv := redistest.Start(t)
+	sp := spec.Reference()
+	arm := linucb.NewArm(sp.Dim(), 1)
+	p, err := arm.Solve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := store.Write{Model: "demo", Features: sp.Names(), Groups: sp.Groups(), Lambda: 1, Arms: []store.ArmWrite{{ID: "p001", Arm: arm, Params: p}}}
+	if _, err := w.Apply(context.Background(), srv.Client()); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(t, "--redis", srv.URL(), "script", "load"); err != nil {
+		t.Fatalf("script load: %v\n%s", err, out)
+	}
+	py := `import os, redis
+r = redis.Redis.from_url(os.environ["REDBANDIT_REDIS"], decode_responses=True)
+class f64(float):  # a float that writes itself as numpy 2's float64 does
+    def __repr__(self):
+        return "np.float64(%r)" % float(self)
+x = [f64(v) for v in [0.3, 0.5, 0.7, 1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0]]
+try:
+    r.fcall_ro("rb_recommend", 1, "rb:{demo}", 5, 0.1, *x)
+    print("accepted")
+except redis.exceptions.ResponseError as e:
+    print("refused:", e)
+print("plain:", r.fcall_ro("rb_recommend", 1, "rb:{demo}", 5, 0.1, *map(float, x)))
+`
+	cmd := exec.Command(examplePython(), "-c", py)
+	cmd.Env = append(os.Environ(), "REDBANDIT_REDIS="+srv.URL())
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "refused: BADARG") || !strings.Contains(string(out), "plain: ['p001', '0.") {
+		t.Fatalf("numpy-like floats: %v\n%s", err, out)
+	}
+}
+
 // examplePython returns the Python interpreter the README's Python example
 // runs with: $REDBANDIT_PYTHON, else python3 from PATH.
 func examplePython() string {
