@@ -8,9 +8,9 @@ bash scripts/deps.sh kafka browser examples
 # The interpreters deps.sh chose for the README's examples (REDBANDIT_PYTHON:
 # python3 on PATH need not be the one that has redis-py).
 . "${REDBANDIT_CACHE:-$HOME/.cache/redbandit}/examples.env"
-# The dashboard's browser test and the README's Python example must run
+# The dashboard's browser test and the README's Python, Node.js and Java examples must run
 # (not skip); the browser test's screenshot goes to artifacts/.
-export REDBANDIT_TEST_BROWSER=1 REDBANDIT_TEST_PYTHON=1 REDBANDIT_ARTIFACTS="$PWD/artifacts"
+export REDBANDIT_TEST_BROWSER=1 REDBANDIT_TEST_PYTHON=1 REDBANDIT_TEST_NODE=1 REDBANDIT_TEST_JAVA=1 REDBANDIT_ARTIFACTS="$PWD/artifacts"
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then

@@ -77,7 +77,7 @@ func replaceOnce(t *testing.T, s, old, new string) string {
 var readmeContext = []float64{0.3, 0.5, 0.7, 1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0}
 
 // exampleLangs are the README's calling-convention examples that run in
-// another language (Python): the README's heading, the fenced block's language, the
+// another language: the README's heading, the fenced block's language, the
 // environment variable that makes a missing runtime a failure, and how the
 // block runs (cmd.Dir is the repository's root: the examples read
 // lua/recommend.lua).
@@ -85,10 +85,12 @@ var exampleLangs = []struct {
 	name, heading, lang, require string
 }{
 	{"python", "\n### Python (redis-py)\n", "python", "REDBANDIT_TEST_PYTHON"},
+	{"node", "\n### Node.js (ioredis)\n", "js", "REDBANDIT_TEST_NODE"},
+	{"java", "\n### Java (Jedis)\n", "java", "REDBANDIT_TEST_JAVA"},
 }
 
 // exampleHint is how to get the README examples' runtimes.
-const exampleHint = "bash scripts/deps.sh examples, then . ~/.cache/redbandit/examples.env (REDBANDIT_PYTHON: a python with redis-py)"
+const exampleHint = "bash scripts/deps.sh examples, then . ~/.cache/redbandit/examples.env (REDBANDIT_PYTHON: a python with redis-py; REDBANDIT_NODE_PATH: ioredis; REDBANDIT_JEDIS_CLASSPATH: Jedis and its dependencies)"
 
 // exampleRuntime checks that the runtime of the README's example in lang
 // is there: if not, the test fails when the lang's require variable is 1
@@ -96,8 +98,14 @@ const exampleHint = "bash scripts/deps.sh examples, then . ~/.cache/redbandit/ex
 func exampleRuntime(t *testing.T, lang, require string) {
 	t.Helper()
 	var cmd *exec.Cmd
-	if lang == "python" {
+	switch lang {
+	case "python":
 		cmd = exec.Command(examplePython(), "-c", "import redis")
+	case "node":
+		cmd = exec.Command("node", "-e", `require("ioredis")`)
+		cmd.Env = append(os.Environ(), "NODE_PATH="+os.Getenv("REDBANDIT_NODE_PATH"))
+	case "java":
+		cmd = exec.Command("bash", "-c", `command -v java >/dev/null && command -v javac >/dev/null && ls $REDBANDIT_JEDIS_CLASSPATH | grep -q 'jedis-[0-9.]*\.jar$'`)
 	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		if os.Getenv(require) == "1" {
@@ -118,6 +126,16 @@ func runExample(t *testing.T, lang, block, prelude string) []string {
 	case "python":
 		sh = `"${REDBANDIT_PYTHON:-python3}" ` + filepath.Join(dir, "example.py")
 		if err := os.WriteFile(filepath.Join(dir, "example.py"), []byte(block), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	case "node":
+		sh = `NODE_PATH="$REDBANDIT_NODE_PATH" node ` + filepath.Join(dir, "recommend.js")
+		if err := os.WriteFile(filepath.Join(dir, "recommend.js"), []byte(block), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	case "java":
+		sh = `java -cp "$REDBANDIT_JEDIS_CLASSPATH" ` + filepath.Join(dir, "Recommend.java")
+		if err := os.WriteFile(filepath.Join(dir, "Recommend.java"), []byte(block), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -192,19 +210,20 @@ func buildBinary(t *testing.T) string {
 }
 
 // TestReadmeExamples runs the README's calling-convention examples as a
-// newcomer pastes them — the redis-cli lines, then the Python (redis-py)
-// program — with REDBANDIT_REDIS
+// newcomer pastes them — the redis-cli lines, then the Python (redis-py),
+// Node.js (ioredis) and Java (Jedis) programs — with REDBANDIT_REDIS
 // pointing at a plain redis-server of the test, against a model "demo" of
 // the reference shop's dimension whose products p029 and p054 (the README's
 // exclusions) are trained to top the README's context; answers are checked
 // against a brute-force top 5 of linucb.Score over every product (scores
 // within 1e-9 relative). Before each program the script cache is flushed,
-// so it must take its NOSCRIPT path (EVAL_RO), and the script is cached
+// so each must take its NOSCRIPT path (EVAL_RO), and the script is cached
 // afterwards.
 // TestReadmeDemo runs the same examples against the demo. A program whose
-// runtime is missing is skipped, unless REDBANDIT_TEST_PYTHON is 1 (make
-// test sets it after scripts/deps.sh examples, and REDBANDIT_PYTHON from
-// ~/.cache/redbandit/examples.env).
+// runtime is missing is skipped, unless REDBANDIT_TEST_PYTHON,
+// REDBANDIT_TEST_NODE or REDBANDIT_TEST_JAVA is 1 (make test sets them
+// after scripts/deps.sh examples, and REDBANDIT_PYTHON, REDBANDIT_NODE_PATH
+// and REDBANDIT_JEDIS_CLASSPATH from ~/.cache/redbandit/examples.env).
 func TestReadmeExamples(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs the examples' runtimes")
@@ -346,7 +365,7 @@ func examplePython() string {
 // examples exactly as a newcomer pastes them in another shell after
 // ". ./demo.env" (the file the demo writes), from the repository's root:
 // the quick start's lines; the calling-convention examples (redis-cli,
-// Python), checked against a brute-force top 5 of
+// Python, Node.js, Java), checked against a brute-force top 5 of
 // linucb.Score over the arms read back from Redis; the sidecar's three
 // forms of request, checked against the same brute force for the context
 // each encodes;
