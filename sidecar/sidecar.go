@@ -283,9 +283,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	s.log.Info("sidecar: shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	// A context of its own: assigning sctx here would race with the
+	// sampler's goroutine reading it when it starts late.
+	shutCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	if err := srv.Shutdown(shutCtx); err != nil {
 		return fmt.Errorf("sidecar: shutdown: %w", err)
 	}
 	<-done
