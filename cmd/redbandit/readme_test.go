@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -359,6 +360,25 @@ func examplePython() string {
 	return cmp.Or(os.Getenv("REDBANDIT_PYTHON"), "python3")
 }
 
+// lockedBuffer is a bytes.Buffer that one goroutine may write while
+// another reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // TestReadmeDemo starts the demo in-process as make demo does (the
 // project's redis.conf, ACL users with fresh passwords, in-process Kafka,
 // trainer, sidecar; 300 visits, then holding) and runs the README's
@@ -381,7 +401,7 @@ func TestReadmeDemo(t *testing.T) {
 	dir := t.TempDir()
 	envFile := filepath.Join(dir, "demo.env")
 	summary := make(chan demo.Summary, 1)
-	var logs bytes.Buffer
+	var logs lockedBuffer // the demo writes to it until it stops
 	cfg := demo.Config{Visits: 300, Rate: -1, Quiet: true, Hold: true, Listen: "127.0.0.1:0", Dir: dir, RedisConf: "../../redis.conf",
 		EnvFile: envFile, Out: &logs, OnSummary: func(s demo.Summary) { summary <- s }}
 	ctx, cancel := context.WithCancel(context.Background())
