@@ -32,7 +32,7 @@ func doctorCommand() *cli.Command {
 // allowUnsafeFlag is the flag of the commands that write models.
 func allowUnsafeFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "allow-unsafe-redis",
-		Usage: "write models even if redbandit doctor's durability checks fail (no persistence, eviction, a default user the AOF cannot replay as)"}
+		Usage: "write models even if redbandit doctor's durability checks fail (no persistence, eviction, an AOF whose writes the server refuses to replay)"}
 }
 
 // checkDurability refuses to write models to a Redis that would lose them

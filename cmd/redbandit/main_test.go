@@ -208,7 +208,7 @@ func TestSidecarProcs(t *testing.T) {
 // alone (xᵀθ), not the default's bonus; without the flag the default 0.1
 // applies; a negative --alpha is refused at start.
 func TestSidecarAlpha(t *testing.T) {
-	srv := redistest.Start(t)
+	srv := redistest.Start(t, "--appendonly", "yes") // the model writers refuse a Redis that persists nothing
 	csv := filepath.Join(t.TempDir(), "log.csv")
 	// As in TestCommandLine: for context (1,0), a's mean is 0.5 and its
 	// bonus α·√0.5, b's mean 0 and its bonus α.
