@@ -35,6 +35,25 @@ Errors (returned as Redis errors, never raised):
   BADARG   a malformed call: wrong number of context values, a value that is
            not a finite number, k < 1, alpha < 0, an unknown option, a
            context or alpha so large that the scores would overflow.
+
+The script runs in phases, local functions called in order by main at the
+bottom: metadata, arguments, options, pattern (is x one-hot in the model's
+groups, so that its folded values serve), then for a candidate list
+rowlayout, candidates and scorerows, else exclusions and the scan of the
+blocks (scanfolded or scancolumns), then reply. Each phase returns an error
+reply or nil, then its results as values: tables built to carry them would
+cost ~0.1 microseconds per field and call. The score of an arm from its folded values
+is written once, in the kernel folded(); scanfolded and scorerows compute
+the means of the reference shop's layout in line (see there why).
+
+It shares no code with write.lua: Redis scripts cannot require, and this
+file is loaded exactly as it is (its SHA1 is the name EVALSHA calls it by,
+and clients may load it from the file themselves, README.md), so a common
+prelude would have to be pasted in by every loader. The few lines both
+hold (err, the format version) are copies. What the two agree on (the
+fields, the packed gmap, the format versions) is the contract of
+docs/FORMAT.md, which the store tests check by writing with one script and
+reading with the other.
 ]]
 
 local FORMAT = '3' -- and '2', scored from its general layout (docs/FORMAT.md)
@@ -45,17 +64,6 @@ local tonumber, tostring = tonumber, tostring
 local fmt = string.format
 local unpack_values = struct.unpack
 local MEANS8, PATS8 = '<' .. string.rep('d', 24), '<dddddddd' -- theta_c and theta_P of 8 arms (three continuous features)
-
--- Decimal strings of 0..63, so that building the general layout's many
--- field names formats no numbers (Lua's number-to-string conversion is a
--- sprintf); made only when that layout is read.
-local DEC
-local function decimals()
-  DEC = {[0]='0','1','2','3','4','5','6','7','8','9','10','11','12','13','14','15','16','17','18','19','20','21','22','23','24','25','26','27','28','29','30','31','32','33','34','35','36','37','38','39','40','41','42','43','44','45','46','47','48','49','50','51','52','53','54','55','56','57','58','59','60','61','62','63'}
-end
-local function dec(i)
-  return DEC and DEC[i] or tostring(i)
-end
 
 local function err(code, msg, ...)
   return redis.error_reply(code .. ' ' .. fmt(msg, ...))
@@ -72,176 +80,6 @@ local function integer(s)
   return v
 end
 
-if root == nil then
-  return err('BADARG', 'expected 1 key (the model root rb:{M}), got 0')
-end
-
-local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'arms', 'block', 'groups', 'fpats', 'gmap')
-if not meta[1] then
-  return err('NOMODEL', 'no model at %s', root)
-end
-if meta[1] ~= FORMAT and meta[1] ~= '2' then
-  return err('BADMODEL', '%s has format %s, this script reads formats 2 and %s', root, tostring(meta[1]), FORMAT)
-end
-local d, lambda, n, B = integer(meta[2]), tonumber(meta[3]), integer(meta[4]), integer(meta[5])
-if not d or d < 1 or not finite(lambda) or lambda <= 0 or not n or n < 0 or not B or B < 1 then
-  return err('BADMODEL', '%s has malformed metadata (dim, lambda, arms, block)', root)
-end
-
--- Arguments.
-local nargs = #ARGV
-if nargs < 2 + d then
-  return err('BADARG', 'expected k, alpha and %d context values, got %d context values', d, math.max(nargs - 2, 0))
-end
-local k = integer(ARGV[1])
-if not k or k < 1 then
-  return err('BADARG', 'k must be an integer >= 1, got %s', ARGV[1])
-end
-local alpha = tonumber(ARGV[2])
-if not finite(alpha) or alpha < 0 then
-  return err('BADARG', 'alpha must be a finite number >= 0, got %s', ARGV[2])
-end
-local x, S = {}, {}
-for i = 1, d do
-  local v = tonumber(ARGV[2 + i])
-  if not finite(v) then
-    return err('BADARG', 'context value %d (%s) is not a finite number', i, ARGV[2 + i])
-  end
-  x[i] = v
-  if v ~= 0 then S[#S + 1] = i end
-end
--- |x|^2 / lambda bounds every arm's x' A^-1 x: a fresh arm's exactly, the
--- others' from above, since every arm's A = lambda I + sum x x' is at least
--- lambda I. So score <= mean + bound with bound = alpha |x| / sqrt(lambda)
--- (widened by 1e-6 against rounding). Once the top-k is full, an arm with
--- mean + bound <= the k-th score could not enter it (entry needs a strictly
--- better score): the scan and the candidate path decode only its mean.
--- The result is the same as scoring every arm, ties included.
-local xx = 0
-for p = 1, #S do xx = xx + x[S[p]] * x[S[p]] end
-local xxl = xx / lambda
-local bound = alpha * xxl ^ 0.5 * (1 + 1e-6)
--- Finite inputs whose scores would overflow (a sum over up to |S|^2 terms
--- of |x|^2 / lambda, or the bonus bound) have no answer: an infinite or NaN
--- score would rank wrongly or drop arms.
-if not finite(xxl * (#S * #S + 1)) or not finite(bound) then
-  return err('BADARG', 'context or alpha too large: the scores would overflow a double')
-end
-
--- The options' lists stay in ARGV: cfrom..cto the candidates', efrom..eto
--- the exclusions' (empty ranges if not given).
-local cfrom, cto, efrom, eto
-local pos = 3 + d
-while pos <= nargs do
-  local opt = string.upper(ARGV[pos])
-  if opt ~= 'CANDIDATES' and opt ~= 'EXCLUDE' then
-    if tonumber(ARGV[pos]) then
-      return err('BADARG', 'too many context values: the model has dimension %d', d)
-    end
-    return err('BADARG', 'unknown option %s (expected CANDIDATES or EXCLUDE)', ARGV[pos])
-  end
-  local cnt = integer(ARGV[pos + 1])
-  if not cnt or cnt < 0 or pos + 1 + cnt > nargs then
-    return err('BADARG', '%s must be followed by a count and that many ids', opt)
-  end
-  if opt == 'CANDIDATES' then
-    if cfrom then return err('BADARG', 'CANDIDATES given twice') end
-    cfrom, cto = pos + 2, pos + 1 + cnt
-  else
-    if efrom then return err('BADARG', 'EXCLUDE given twice') end
-    efrom, eto = pos + 2, pos + 1 + cnt
-  end
-  pos = pos + 2 + cnt
-end
-
--- excluded holds the ids never to return; the candidate path also adds
--- each candidate it has taken, so that duplicates count once.
-local excluded = {}
-if efrom then
-  for i = efrom, eto do excluded[ARGV[i]] = true end
-end
-
--- The top-k so far: items (arm indexes or candidate positions, offered in
--- increasing order) and their scores. A new score enters only if strictly
--- better than the k-th, so ties keep the order of arrival. Up to HEAPK it is
--- a list kept sorted, best first (an insertion costs O(k): cheapest for the
--- few items a page shows); beyond, a binary min-heap whose root is the entry
--- a better score evicts (O(log k) per entry), sorted once by ranked(). A
--- sorted list made k = 1,000 of 20,000 products cost ~330 ms and k = 5,000
--- ~3.6 s, during which Redis serves nothing else.
-local HEAPK = 32
-local best, bests = {}, {}
-local bar = -huge -- the score to beat once the top-k is full
-local offer
-if k <= HEAPK then
-  offer = function(item, s)
-    local m = #best
-    if m == k then
-      if not (s > bests[m]) then return end
-    else
-      m = m + 1
-    end
-    while m > 1 and bests[m - 1] < s do
-      best[m], bests[m] = best[m - 1], bests[m - 1]
-      m = m - 1
-    end
-    best[m], bests[m] = item, s
-    if #best == k then bar = bests[k] end
-  end
-else
-  -- below(i, j): entry i ranks below entry j (a lower score, or the same
-  -- score and a later arrival).
-  local function below(i, j)
-    local si, sj = bests[i], bests[j]
-    return si < sj or (si == sj and best[i] > best[j])
-  end
-  local function swap(i, j)
-    best[i], best[j] = best[j], best[i]
-    bests[i], bests[j] = bests[j], bests[i]
-  end
-  offer = function(item, s)
-    local m = #best
-    if m < k then
-      m = m + 1
-      best[m], bests[m] = item, s
-      while m > 1 do -- sift up
-        local p = (m - m % 2) / 2
-        if not below(m, p) then break end
-        swap(m, p)
-        m = p
-      end
-      if #best == k then bar = bests[1] end
-      return
-    end
-    if not (s > bests[1]) then return end
-    best[1], bests[1] = item, s
-    local i = 1
-    while true do -- sift down
-      local l, low = 2 * i, i
-      if l <= m and below(l, low) then low = l end
-      if l + 1 <= m and below(l + 1, low) then low = l + 1 end
-      if low == i then break end
-      swap(i, low)
-      i = low
-    end
-    bar = bests[1]
-  end
-end
-
--- ranked puts the top-k in order, best first (ties in order of arrival).
-local function ranked()
-  if k <= HEAPK then return end
-  local order = {}
-  for i = 1, #best do order[i] = i end
-  table.sort(order, function(a, b)
-    local sa, sb = bests[a], bests[b]
-    return sa > sb or (sa == sb and best[a] < best[b])
-  end)
-  local b, s = {}, {}
-  for i, j in ipairs(order) do b[i], s[i] = best[j], bests[j] end
-  best, bests = b, s
-end
-
 -- hmget returns the values of the root's fields (a list) in order: one
 -- HMGET, or one per 4,000 fields for longer lists (unpack() of about 8,000
 -- values overflows Lua's C stack).
@@ -255,34 +93,118 @@ local function hmget(fields)
   return out
 end
 
-local function reply(ids)
-  local out = {}
-  for i = 1, #best do
-    out[2 * i - 1] = ids[i]
-    out[2 * i] = fmt('%.17g', bests[i])
+-- metadata returns the model's root fields that a call needs: d, lambda, n
+-- (arms), B (arms per block), and as stored format, groups, fpats and gmap.
+local function metadata()
+  if root == nil then
+    return err('BADARG', 'expected 1 key (the model root rb:{M}), got 0')
   end
-  return out
+  local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'arms', 'block', 'groups', 'fpats', 'gmap')
+  if not meta[1] then
+    return err('NOMODEL', 'no model at %s', root)
+  end
+  if meta[1] ~= FORMAT and meta[1] ~= '2' then
+    return err('BADMODEL', '%s has format %s, this script reads formats 2 and %s', root, tostring(meta[1]), FORMAT)
+  end
+  local d, lambda, n, B = integer(meta[2]), tonumber(meta[3]), integer(meta[4]), integer(meta[5])
+  if not d or d < 1 or not finite(lambda) or lambda <= 0 or not n or n < 0 or not B or B < 1 then
+    return err('BADMODEL', '%s has malformed metadata (dim, lambda, arms, block)', root)
+  end
+  return nil, d, lambda, n, B, meta[1], meta[6], meta[7], meta[8]
 end
 
-local ns = #S
+-- arguments returns k, alpha, the context x, S (the indexes of x's
+-- non-zero entries, in order), xxl (|x|^2 / lambda) and bound (below).
+local function arguments(d, lambda)
+  local nargs = #ARGV
+  if nargs < 2 + d then
+    return err('BADARG', 'expected k, alpha and %d context values, got %d context values', d, math.max(nargs - 2, 0))
+  end
+  local k = integer(ARGV[1])
+  if not k or k < 1 then
+    return err('BADARG', 'k must be an integer >= 1, got %s', ARGV[1])
+  end
+  local alpha = tonumber(ARGV[2])
+  if not finite(alpha) or alpha < 0 then
+    return err('BADARG', 'alpha must be a finite number >= 0, got %s', ARGV[2])
+  end
+  local x, S = {}, {}
+  for i = 1, d do
+    local v = tonumber(ARGV[2 + i])
+    if not finite(v) then
+      return err('BADARG', 'context value %d (%s) is not a finite number', i, ARGV[2 + i])
+    end
+    x[i] = v
+    if v ~= 0 then S[#S + 1] = i end
+  end
+  -- |x|^2 / lambda bounds every arm's x' A^-1 x: a fresh arm's exactly, the
+  -- others' from above, since every arm's A = lambda I + sum x x' is at least
+  -- lambda I. So score <= mean + bound with bound = alpha |x| / sqrt(lambda)
+  -- (widened by 1e-6 against rounding). Once the top-k is full, an arm with
+  -- mean + bound <= the k-th score could not enter it (entry needs a strictly
+  -- better score): the scan and the candidate path decode only its mean.
+  -- The result is the same as scoring every arm, ties included.
+  local xx = 0
+  for p = 1, #S do xx = xx + x[S[p]] * x[S[p]] end
+  local xxl = xx / lambda
+  local bound = alpha * xxl ^ 0.5 * (1 + 1e-6)
+  -- Finite inputs whose scores would overflow (a sum over up to |S|^2 terms
+  -- of |x|^2 / lambda, or the bonus bound) have no answer: an infinite or NaN
+  -- score would rank wrongly or drop arms.
+  if not finite(xxl * (#S * #S + 1)) or not finite(bound) then
+    return err('BADARG', 'context or alpha too large: the scores would overflow a double')
+  end
+  return nil, k, alpha, x, S, xxl, bound
+end
 
--- One-hot groups (docs/FORMAT.md): if the model declares them and x has
--- exactly one 1 (and otherwise zeros) in every group (at most one in an
--- optional group), x's pattern pid selects per-arm folded values, and the
--- score needs only those and the continuous features' (the features in no
--- group): per arm, nc + nc(nc+1)/2 continuous values (theta_c, then A^-1 over
--- them, upper triangle row by row) and 2 + nc pattern values (theta_P, W_P,
--- V_P,c), stored as rows.
-local fast, pid = false, 0
-local cont, nc, ntri = {}, 0, 0
-local npat = 0
-if meta[6] and meta[6] ~= '[]' then
+-- options returns where the options' lists are in ARGV: cfrom..cto the
+-- candidates', efrom..eto the exclusions' (nil if not given).
+local function options(d)
+  local nargs = #ARGV
+  local cfrom, cto, efrom, eto
+  local pos = 3 + d
+  while pos <= nargs do
+    local opt = string.upper(ARGV[pos])
+    if opt ~= 'CANDIDATES' and opt ~= 'EXCLUDE' then
+      if tonumber(ARGV[pos]) then
+        return err('BADARG', 'too many context values: the model has dimension %d', d)
+      end
+      return err('BADARG', 'unknown option %s (expected CANDIDATES or EXCLUDE)', ARGV[pos])
+    end
+    local cnt = integer(ARGV[pos + 1])
+    if not cnt or cnt < 0 or pos + 1 + cnt > nargs then
+      return err('BADARG', '%s must be followed by a count and that many ids', opt)
+    end
+    if opt == 'CANDIDATES' then
+      if cfrom then return err('BADARG', 'CANDIDATES given twice') end
+      cfrom, cto = pos + 2, pos + 1 + cnt
+    else
+      if efrom then return err('BADARG', 'EXCLUDE given twice') end
+      efrom, eto = pos + 2, pos + 1 + cnt
+    end
+    pos = pos + 2 + cnt
+  end
+  return nil, cfrom, cto, efrom, eto
+end
+
+-- pattern returns x's one-hot pattern in the model's groups (docs/FORMAT.md),
+-- or false if the call takes the general layout. If the model declares
+-- groups and x has exactly one 1 (and otherwise zeros) in every group (at
+-- most one in an optional group), x's pattern pid selects per-arm folded
+-- values, and the score needs only those and the continuous features' (the
+-- features in no group): per arm, nc + nc(nc+1)/2 continuous values
+-- (theta_c, then A^-1 over them, upper triangle row by row) and 2 + nc
+-- pattern values (theta_P, W_P, V_P,c), stored as rows. The pattern holds
+-- pid, npat (the number of patterns), nc, ntri (nc(nc+1)/2), xc (x over the
+-- continuous features) and qc (their quadratic coefficients: xc_i^2 on the
+-- diagonal, 2 xc_i xc_j above, row by row).
+local function pattern(d, x, ns, format, groupsjson, gmap)
+  if not groupsjson or groupsjson == '[]' then return nil, false end
   -- gv: the groups as numbers: their count, then per group its size, 1 if
   -- optional (else 0) and its 0-based feature indexes; from the packed
   -- field gmap (one struct.unpack), else decoded from the JSON in groups
   -- (a model whose writer did not add gmap; several microseconds more).
   local gv
-  local gmap = meta[8]
   if gmap then
     if #gmap % 2 ~= 0 or #gmap < 2 or #gmap > 2 * (1 + 3 * d) then -- a count, and at most 2 + 1 values per feature
       return err('BADMODEL', '%s has a malformed gmap', root)
@@ -290,7 +212,7 @@ if meta[6] and meta[6] ~= '[]' then
     gv = { unpack_values('<' .. string.rep('H', #gmap / 2), gmap) }
     gv[#gv] = nil -- struct.unpack's next position
   else
-    local ok, groups = pcall(cjson.decode, meta[6])
+    local ok, groups = pcall(cjson.decode, groupsjson)
     if not ok or type(groups) ~= 'table' then
       return err('BADMODEL', '%s has malformed groups', root)
     end
@@ -305,8 +227,8 @@ if meta[6] and meta[6] ~= '[]' then
       for p = 1, #grp do gv[#gv + 1] = grp[p] end
     end
   end
-  local ingroup, stride, at = {}, 1, 2
-  fast = true
+  local ingroup, stride, at, pid = {}, 1, 2, 0
+  local fast = true
   for g = 1, gv[1] do
     local size, optional = gv[at], gv[at + 1] == 1
     if not size or at + 1 + size > #gv then
@@ -335,136 +257,228 @@ if meta[6] and meta[6] ~= '[]' then
   if at ~= #gv + 1 then
     return err('BADMODEL', '%s has malformed groups', root)
   end
-  npat = stride
+  local xc = {}
   for i = 1, d do
-    if not ingroup[i] then cont[#cont + 1] = i end
+    if not ingroup[i] then xc[#xc + 1] = x[i] end
   end
-  nc = #cont
-  ntri = nc * (nc + 1) / 2
+  local nc = #xc
+  local ntri = nc * (nc + 1) / 2
   -- Rows hold every continuous feature, columns only x's non-zero entries:
   -- use the rows unless they are much longer (a value in a row costs about
   -- half a column term).
   fast = fast and 2 + 2 * nc + ntri <= 2 * (ns + ns * (ns + 1) / 2)
   -- A format 2 model's rows are laid out otherwise: its general layout
   -- serves until its next write migrates it (docs/FORMAT.md).
-  fast = fast and meta[1] == FORMAT
-end
-
-local xc, qc = {}, {} -- x over the continuous features; their quadratic coefficients
-local cbytes, pbytes
-local tfmt, afmt, vfmt -- theta_c, A^-1 over the continuous features, W_P and V_P,c
-if fast then
-  for i = 1, nc do xc[i] = x[cont[i]] end
+  if not fast or format ~= FORMAT then return nil, false end
+  local qc = {}
   for i = 1, nc do
     for j = i, nc do qc[#qc + 1] = (i == j) and xc[i] * xc[i] or 2 * xc[i] * xc[j] end
   end
-  cbytes, pbytes = 8 * (nc + ntri), 8 * (2 + nc)
-  tfmt, afmt, vfmt = '<' .. string.rep('d', nc), '<' .. string.rep('d', ntri), '<' .. string.rep('d', 1 + nc)
+  return nil, { pid = pid, npat = stride, nc = nc, ntri = ntri, xc = xc, qc = qc }
 end
 
--- foldedmean returns theta_P + xc . theta_c from theta_P, and the arm's
--- theta_c starting at byte co of tc; foldedquad returns its x' A^-1 x from
--- its A^-1 over the continuous features at byte ao of ta and its W_P, V_P,c
--- at byte wo of tw. Both sum in the order of the specialised code for three
--- continuous features.
-local function foldedmean(tp, tc, co)
-  local tv = { unpack_values(tfmt, tc, co) }
-  local mean = tp
-  for i = 1, nc do mean = mean + xc[i] * tv[i] end
-  return mean
-end
-local function foldedquad(ta, ao, tw, wo)
-  local av = { unpack_values(afmt, ta, ao) }
-  local pv = { unpack_values(vfmt, tw, wo) }
-  local q = pv[1]
-  for i = 1, nc do q = q + 2 * xc[i] * pv[1 + i] end
-  for t = 1, ntri do q = q + qc[t] * av[t] end
-  return q
+-- The top-k so far: items (arm indexes or candidate positions, offered in
+-- increasing order) and their scores. topk(k) returns offer(item, s),
+-- which returns the score to beat (bar: -inf until the top-k is full), and
+-- ranked(), which returns the items and their scores best first (ties in
+-- order of arrival). A new score enters only if strictly better than the
+-- k-th, so ties keep the order of arrival; callers offer only scores above
+-- the bar (and start from bar = -inf). Up to HEAPK it is a list kept
+-- sorted, best first (an insertion costs O(k): cheapest for the few items a
+-- page shows); beyond, a binary min-heap whose root is the entry a better
+-- score evicts (O(log k) per entry), sorted once by ranked(). A sorted list
+-- made k = 1,000 of 20,000 products cost ~330 ms and k = 5,000 ~3.6 s,
+-- during which Redis serves nothing else.
+local HEAPK = 32
+local function topk(k)
+  local best, bests = {}, {}
+  local bar = -huge
+  if k <= HEAPK then
+    local function offer(item, s)
+      local m = #best
+      if m == k then
+        if not (s > bests[m]) then return bar end
+      else
+        m = m + 1
+      end
+      while m > 1 and bests[m - 1] < s do
+        best[m], bests[m] = best[m - 1], bests[m - 1]
+        m = m - 1
+      end
+      best[m], bests[m] = item, s
+      if #best == k then bar = bests[k] end
+      return bar
+    end
+    return offer, function() return best, bests end
+  end
+  -- below(i, j): entry i ranks below entry j (a lower score, or the same
+  -- score and a later arrival).
+  local function below(i, j)
+    local si, sj = bests[i], bests[j]
+    return si < sj or (si == sj and best[i] > best[j])
+  end
+  local function swap(i, j)
+    best[i], best[j] = best[j], best[i]
+    bests[i], bests[j] = bests[j], bests[i]
+  end
+  local function offer(item, s)
+    local m = #best
+    if m < k then
+      m = m + 1
+      best[m], bests[m] = item, s
+      while m > 1 do -- sift up
+        local p = (m - m % 2) / 2
+        if not below(m, p) then break end
+        swap(m, p)
+        m = p
+      end
+      if #best == k then bar = bests[1] end
+      return bar
+    end
+    if not (s > bests[1]) then return bar end
+    best[1], bests[1] = item, s
+    local i = 1
+    while true do -- sift down
+      local l, low = 2 * i, i
+      if l <= m and below(l, low) then low = l end
+      if l + 1 <= m and below(l + 1, low) then low = l + 1 end
+      if low == i then break end
+      swap(i, low)
+      i = low
+    end
+    bar = bests[1]
+    return bar
+  end
+  local function ranked()
+    local order = {}
+    for i = 1, #best do order[i] = i end
+    table.sort(order, function(a, b)
+      local sa, sb = bests[a], bests[b]
+      return sa > sb or (sa == sb and best[a] < best[b])
+    end)
+    local b, s = {}, {}
+    for i, j in ipairs(order) do b[i], s[i] = best[j], bests[j] end
+    return b, s
+  end
+  return offer, ranked
 end
 
-if cfrom then
-  local prior = alpha * sqrt(xxl) -- a fresh arm's score
-  -- Each candidate's row: prefix .. id, rowlen bytes; rowmean(row) its
-  -- mean, rowquad(row) its x' A^-1 x.
-  local prefix, rowlen, rowmean, rowquad
-  if fast then
-    -- Folded rows f:<part>:<id> = the continuous values (theta_c, then A^-1
-    -- over them), then those of fq patterns from part * fq on.
-    local fq = integer(meta[7])
-    if not fq or fq < 1 then
-      return err('BADMODEL', '%s has a malformed fpats', root)
+-- The scoring kernels, one per layout of an arm's values:
+--   arm(item, bar, tp, po, tc, co, ta, ao, tw, wo)  scores one arm
+--   full(item, m, bar, ta, ao, tw, wo)              the same, its mean m known
+-- Each offers the arm (item) if its score beats bar, and returns the new
+-- bar; arm() decodes the bonus only if the mean could beat bar (see bound).
+-- The arm's values are at byte offsets of strings: folded() reads its
+-- theta_P at po of tp, theta_c at co of tc, A^-1 over the continuous
+-- features at ao of ta, and W_P and V_P,c at wo of tw (block rows, or a
+-- folded row f: as all four); rowkernel() reads a row r:<id>: theta at co
+-- of tc and the upper triangle of A^-1 at ao of ta (it has no full, and
+-- ignores tp, po, tw, wo). They are closures over the query, made once per
+-- call, shared by the scan and the candidates.
+
+-- folded returns the kernel (arm, full) of the folded values of pattern pat.
+local function folded(pat, alpha, bound, offer)
+  local nc, ntri, xc, qc = pat.nc, pat.ntri, pat.xc, pat.qc
+  if nc == 3 then
+    -- Three continuous features (the reference shop's): every value in a
+    -- local; the same sums in the same order as for other counts below.
+    local x1, x2, x3 = xc[1], xc[2], xc[3]
+    local y1, y2, y3 = 2 * x1, 2 * x2, 2 * x3
+    local q11, q12, q13, q22, q23, q33 = qc[1], qc[2], qc[3], qc[4], qc[5], qc[6]
+    local function full(item, m, bar, ta, ao, tw, wo)
+      local a11, a12, a13, a22, a23, a33 = unpack_values('<dddddd', ta, ao)
+      local wp, v1, v2, v3 = unpack_values('<dddd', tw, wo)
+      local v = wp + y1 * v1 + y2 * v2 + y3 * v3 + q11 * a11 + q12 * a12 + q13 * a13 + q22 * a22 + q23 * a23 + q33 * a33
+      if v < 0 then v = 0 end
+      -- v ^ 0.5 is a VM operation; math.sqrt would be a function call per arm.
+      local s = m + alpha * v ^ 0.5
+      if s > bar then return offer(item, s) end
+      return bar
     end
-    local part = math.floor(pid / fq)
-    prefix = 'f:' .. part .. ':'
-    local po = cbytes + (pid - part * fq) * pbytes + 1
-    rowlen = cbytes + math.min(fq, npat - part * fq) * pbytes
-    rowmean = function(row) return foldedmean(unpack_values('<d', row, po), row, 1) end
-    rowquad = function(row) return foldedquad(row, 8 * nc + 1, row, po + 8) end
-    if nc == 3 then
-      -- The reference shop's: every value in a local, as in scan_rows
-      -- (the same sums in the same order).
-      local x1, x2, x3 = xc[1], xc[2], xc[3]
-      local y1, y2, y3 = 2 * x1, 2 * x2, 2 * x3
-      local q11, q12, q13, q22, q23, q33 = qc[1], qc[2], qc[3], qc[4], qc[5], qc[6]
-      rowmean = function(row)
-        local t1, t2, t3 = unpack_values('<ddd', row)
-        return unpack_values('<d', row, po) + x1 * t1 + x2 * t2 + x3 * t3
-      end
-      rowquad = function(row)
-        local a11, a12, a13, a22, a23, a33 = unpack_values('<dddddd', row, 25)
-        local wp, v1, v2, v3 = unpack_values('<dddd', row, po + 8)
-        return wp + y1 * v1 + y2 * v2 + y3 * v3 + q11 * a11 + q12 * a12 + q13 * a13 + q22 * a22 + q23 * a23 + q33 * a33
-      end
+    local function arm(item, bar, tp, po, tc, co, ta, ao, tw, wo)
+      local t1, t2, t3 = unpack_values('<ddd', tc, co)
+      local m = unpack_values('<d', tp, po) + x1 * t1 + x2 * t2 + x3 * t3
+      if m + bound > bar then return full(item, m, bar, ta, ao, tw, wo) end
+      return bar
     end
-  else
-    -- Rows r:<id> = theta (d doubles) .. upper triangle of A^-1 (row-major).
-    local dtri = d * (d + 1) / 2
-    prefix, rowlen = 'r:', 8 * (d + dtri)
-    -- Positions (1-based, in doubles) of A^-1_ij in the triangle, and the
-    -- quadratic-form coefficients: x_i^2 on the diagonal, 2 x_i x_j above.
-    local qpos, qcoef = {}, {}
-    for p = 1, ns do
-      local i = S[p]
-      for q = p, ns do
-        local j = S[q]
-        qpos[#qpos + 1] = (i - 1) * d - (i - 1) * (i - 2) / 2 + (j - i) + 1
-        qcoef[#qcoef + 1] = (i == j) and x[i] * x[i] or 2 * x[i] * x[j]
-      end
-    end
-    -- Decode a whole part of a row with one call when it is not much longer
-    -- than what is needed (one C call per value costs about ten values
-    -- decoded in bulk).
-    local thetafmt, trifmt = '<' .. string.rep('d', d), '<' .. string.rep('d', dtri)
-    if d <= 10 * ns then
-      rowmean = function(row)
-        local v = { unpack_values(thetafmt, row) }
-        local mean = 0
-        for p = 1, ns do mean = mean + x[S[p]] * v[S[p]] end
-        return mean
-      end
-    else
-      rowmean = function(row)
-        local mean = 0
-        for p = 1, ns do mean = mean + x[S[p]] * unpack_values('<d', row, 8 * S[p] - 7) end
-        return mean
-      end
-    end
-    if dtri <= 10 * #qpos then
-      rowquad = function(row)
-        local v = { unpack_values(trifmt, row, 8 * d + 1) }
-        local quad = 0
-        for p = 1, #qpos do quad = quad + qcoef[p] * v[qpos[p]] end
-        return quad
-      end
-    else
-      rowquad = function(row)
-        local quad = 0
-        for p = 1, #qpos do quad = quad + qcoef[p] * unpack_values('<d', row, 8 * (d + qpos[p]) - 7) end
-        return quad
-      end
+    return arm, full
+  end
+  local tfmt, afmt, vfmt = '<' .. string.rep('d', nc), '<' .. string.rep('d', ntri), '<' .. string.rep('d', 1 + nc)
+  local function full(item, m, bar, ta, ao, tw, wo)
+    local av = { unpack_values(afmt, ta, ao) }
+    local pv = { unpack_values(vfmt, tw, wo) }
+    local v = pv[1]
+    for i = 1, nc do v = v + 2 * xc[i] * pv[1 + i] end
+    for t = 1, ntri do v = v + qc[t] * av[t] end
+    if v < 0 then v = 0 end
+    local s = m + alpha * v ^ 0.5
+    if s > bar then return offer(item, s) end
+    return bar
+  end
+  local function arm(item, bar, tp, po, tc, co, ta, ao, tw, wo)
+    local tv = { unpack_values(tfmt, tc, co) }
+    local m = unpack_values('<d', tp, po)
+    for i = 1, nc do m = m + xc[i] * tv[i] end
+    if m + bound > bar then return full(item, m, bar, ta, ao, tw, wo) end
+    return bar
+  end
+  return arm, full
+end
+
+-- rowkernel returns the kernel (arm only) of the rows r:<id> of a model of
+-- dimension d: theta (d doubles), then the upper triangle of A^-1
+-- (row-major).
+local function rowkernel(d, x, S, alpha, bound, offer)
+  local ns = #S
+  local dtri = d * (d + 1) / 2
+  -- Positions (1-based, in doubles) of A^-1_ij in the triangle, and the
+  -- quadratic-form coefficients: x_i^2 on the diagonal, 2 x_i x_j above.
+  local qpos, qcoef = {}, {}
+  for p = 1, ns do
+    local i = S[p]
+    for r = p, ns do
+      local j = S[r]
+      qpos[#qpos + 1] = (i - 1) * d - (i - 1) * (i - 2) / 2 + (j - i) + 1
+      qcoef[#qcoef + 1] = (i == j) and x[i] * x[i] or 2 * x[i] * x[j]
     end
   end
-  -- The candidates in order, each once, none excluded, with their fields.
+  local nq = #qpos
+  -- Decode a whole part of a row with one call when it is not much longer
+  -- than what is needed (one C call per value costs about ten values
+  -- decoded in bulk).
+  local thetafmt, trifmt = '<' .. string.rep('d', d), '<' .. string.rep('d', dtri)
+  local thetabulk, tribulk = d <= 10 * ns, dtri <= 10 * nq
+  local function arm(item, bar, tp, po, tc, co, ta, ao)
+    local m = 0
+    if thetabulk then
+      local v = { unpack_values(thetafmt, tc, co) }
+      for p = 1, ns do m = m + x[S[p]] * v[S[p]] end
+    else
+      for p = 1, ns do m = m + x[S[p]] * unpack_values('<d', tc, co + 8 * S[p] - 8) end
+    end
+    if not (m + bound > bar) then return bar end
+    local v = 0
+    if tribulk then
+      local t = { unpack_values(trifmt, ta, ao) }
+      for p = 1, nq do v = v + qcoef[p] * t[qpos[p]] end
+    else
+      for p = 1, nq do v = v + qcoef[p] * unpack_values('<d', ta, ao + 8 * qpos[p] - 8) end
+    end
+    if v < 0 then v = 0 end
+    local s = m + alpha * v ^ 0.5
+    if s > bar then return offer(item, s) end
+    return bar
+  end
+  return arm
+end
+
+-- candidates returns the candidate ids in order, each once, none excluded,
+-- and their rows' field names (prefix .. id).
+local function candidates(cfrom, cto, efrom, eto, prefix)
+  local excluded = {}
+  if efrom then
+    for i = efrom, eto do excluded[ARGV[i]] = true end
+  end
   local ids, fields, m = {}, {}, 0
   for i = cfrom, cto do
     local id = ARGV[i]
@@ -474,114 +488,134 @@ if cfrom then
       ids[m], fields[m] = id, prefix .. id
     end
   end
-  if m == 0 then return {} end
+  return ids, fields
+end
+
+-- exclusions returns the set of the indexes (1-based) of the arms never to
+-- return: those of the ids ARGV[efrom..eto] (unknown ids are ignored).
+local function exclusions(n, efrom, eto)
+  local skip = {}
+  if efrom and eto >= efrom then
+    local fields = {}
+    for i = efrom, eto do fields[#fields + 1] = 'ix:' .. ARGV[i] end
+    local idx = hmget(fields)
+    for i = 1, #idx do
+      if idx[i] then
+        local v = integer(idx[i])
+        if not v or v < 0 or v >= n then
+          return err('BADMODEL', 'index ix:%s of %s is malformed', ARGV[efrom + i - 1], root)
+        end
+        skip[v + 1] = true
+      end
+    end
+  end
+  return nil, skip
+end
+
+-- rowlayout returns where a candidate's values are: its row is the field
+-- prefix .. id, of rowlen bytes, with its values at the offsets po, ao, wo
+-- of the kernel's arm() (and theta_c or theta at 1). With a pattern, the
+-- folded rows f:<part>:<id> = the continuous values (theta_c, then A^-1
+-- over them), then those of fpats patterns from part * fpats on; else the
+-- rows r:<id>.
+local function rowlayout(d, pat, fpats)
+  if not pat then
+    return nil, 'r:', 8 * (d + d * (d + 1) / 2), nil, 8 * d + 1, nil
+  end
+  local fq = integer(fpats)
+  if not fq or fq < 1 then
+    return err('BADMODEL', '%s has a malformed fpats', root)
+  end
+  local nc, pid = pat.nc, pat.pid
+  local cbytes, pbytes = 8 * (nc + pat.ntri), 8 * (2 + nc)
+  local part = math.floor(pid / fq)
+  local po = cbytes + (pid - part * fq) * pbytes + 1
+  return nil, 'f:' .. part .. ':', cbytes + math.min(fq, pat.npat - part * fq) * pbytes, po, 8 * nc + 1, po + 8
+end
+
+-- scorerows offers each candidate (its position in fields, the names of
+-- the candidates' rows, rowlen bytes each) scored by the kernel (arm, full)
+-- from its row, and a product the model has never seen as a fresh arm,
+-- whose score is prior. With three continuous features (xc3 their values,
+-- else nil) it computes the means in line and calls full() only for the
+-- candidates the bound does not prune, as scanfolded does: a call of arm()
+-- per candidate would cost ~3% of a call with 50 candidates.
+local function scorerows(fields, rowlen, po, ao, wo, prior, bound, xc3, arm, full, offer)
   local rows = hmget(fields)
-  for c = 1, m do
+  local x1, x2, x3
+  if xc3 then x1, x2, x3 = xc3[1], xc3[2], xc3[3] end
+  local bar = -huge
+  for c = 1, #fields do
     local row = rows[c]
     if not row then
-      -- A product the model has never seen: a fresh arm.
-      if prior > bar then offer(c, prior) end
+      if prior > bar then bar = offer(c, prior) end
     elseif #row ~= rowlen then
       return err('BADMODEL', 'row %s of %s has %d bytes, want %d', fields[c], root, #row, rowlen)
+    elseif x1 then
+      local t1, t2, t3 = unpack_values('<ddd', row)
+      local m = unpack_values('<d', row, po) + x1 * t1 + x2 * t2 + x3 * t3
+      if m + bound > bar then bar = full(c, m, bar, row, ao, row, wo) end
     else
-      local mean = rowmean(row)
-      if mean + bound > bar then
-        local quad = rowquad(row)
-        if quad < 0 then quad = 0 end
-        local sc = mean + alpha * quad ^ 0.5
-        if sc > bar then offer(c, sc) end
-      end
-    end
-  end
-  local out = {}
-  ranked()
-  for i = 1, #best do out[i] = ids[best[i]] end
-  return reply(out)
-end
-
-if n == 0 then return {} end
-
-local skip = {}
-if efrom and eto >= efrom then
-  local fields = {}
-  for i = efrom, eto do fields[#fields + 1] = 'ix:' .. ARGV[i] end
-  local idx = hmget(fields)
-  for i = 1, #idx do
-    if idx[i] then
-      local v = integer(idx[i])
-      if not v or v < 0 or v >= n then
-        return err('BADMODEL', 'index ix:%s of %s is malformed', ARGV[efrom + i - 1], root)
-      end
-      skip[v + 1] = true
+      bar = arm(c, bar, row, po, row, 1, row, ao, row, wo)
     end
   end
 end
 
--- scan_rows offers each of the cnt arms of a block (arm indexes base+1..)
--- scored from its rows: tc holds the arms' theta_c, ta their A^-1 over the
--- continuous features, tp their theta_P for x's pattern, tw their W_P and
--- V_P,c.
---
--- It skips the exploration bonus of arms that cannot make the top-k (see
--- bound): only their means are decoded, 4 values of 14 for the reference
--- shop.
-local function scan_rows(tc, ta, tp, tw, cnt, base)
-  if nc == 3 then
-    -- Three continuous features (the reference shop's): every value in a
-    -- local, and the means of eight arms from two struct.unpack calls.
-    local x1, x2, x3 = xc[1], xc[2], xc[3]
-    local y1, y2, y3 = 2 * x1, 2 * x2, 2 * x3
-    local q11, q12, q13, q22, q23, q33 = qc[1], qc[2], qc[3], qc[4], qc[5], qc[6]
-    -- full offers arm a of the block, whose mean is m, with its bonus.
-    local function full(a, m)
-      if skip[base + a] then return end
-      local a11, a12, a13, a22, a23, a33 = unpack_values('<dddddd', ta, 48 * a - 47)
-      local wp, v1, v2, v3 = unpack_values('<dddd', tw, 32 * a - 31)
-      local q = wp + y1 * v1 + y2 * v2 + y3 * v3 + q11 * a11 + q12 * a12 + q13 * a13 + q22 * a22 + q23 * a23 + q33 * a33
-      if q < 0 then q = 0 end
-      -- q ^ 0.5 is a VM operation; math.sqrt would be a function call per arm.
-      local s = m + alpha * q ^ 0.5
-      if s > bar then offer(base + a, s) end
+-- scanfolded offers every arm not in skip, scored by the kernel of pattern
+-- pat (arm, full) from the pattern's block rows (docs/FORMAT.md): c:<b>
+-- holds the arms' theta_c, a:<b> their A^-1 over the continuous features,
+-- p:<b>:<pid> their theta_P, w:<b>:<pid> their W_P and V_P,c. It skips the
+-- exploration bonus of arms that cannot make the top-k (see bound): only
+-- their means are decoded, 4 values of 14 for the reference shop.
+local function scanfolded(n, B, pat, bound, skip, arm, full)
+  local nc, ntri, P = pat.nc, pat.ntri, tostring(pat.pid)
+  local x1, x2, x3 = pat.xc[1], pat.xc[2], pat.xc[3]
+  local bar = -huge
+  for blk = 0, math.ceil(n / B) - 1 do
+    local cnt, base, b = math.min(B, n - blk * B), blk * B, tostring(blk)
+    local raw = redis.call('HMGET', root, 'c:' .. b, 'a:' .. b, 'p:' .. b .. ':' .. P, 'w:' .. b .. ':' .. P)
+    local tc, ta, tp, tw = raw[1], raw[2], raw[3], raw[4]
+    if not tc or #tc ~= 8 * nc * cnt or not ta or #ta ~= 8 * ntri * cnt
+        or not tp or #tp ~= 8 * cnt or not tw or #tw ~= 8 * (1 + nc) * cnt then
+      return err('BADMODEL', 'rows c:%s, a:%s, p:%s:%s or w:%s:%s of %s are missing or have the wrong length', b, b, b, P, b, P, root)
     end
     local a = 1
-    while a + 7 <= cnt do
-      local c11, c12, c13, c21, c22, c23, c31, c32, c33, c41, c42, c43,
-        c51, c52, c53, c61, c62, c63, c71, c72, c73, c81, c82, c83 = unpack_values(MEANS8, tc, 24 * a - 23)
-      local p1, p2, p3, p4, p5, p6, p7, p8 = unpack_values(PATS8, tp, 8 * a - 7)
-      -- Unrolled on purpose: a loop over the eight would need a table.
-      local m = p1 + x1 * c11 + x2 * c12 + x3 * c13
-      if m + bound > bar then full(a, m) end
-      m = p2 + x1 * c21 + x2 * c22 + x3 * c23
-      if m + bound > bar then full(a + 1, m) end
-      m = p3 + x1 * c31 + x2 * c32 + x3 * c33
-      if m + bound > bar then full(a + 2, m) end
-      m = p4 + x1 * c41 + x2 * c42 + x3 * c43
-      if m + bound > bar then full(a + 3, m) end
-      m = p5 + x1 * c51 + x2 * c52 + x3 * c53
-      if m + bound > bar then full(a + 4, m) end
-      m = p6 + x1 * c61 + x2 * c62 + x3 * c63
-      if m + bound > bar then full(a + 5, m) end
-      m = p7 + x1 * c71 + x2 * c72 + x3 * c73
-      if m + bound > bar then full(a + 6, m) end
-      m = p8 + x1 * c81 + x2 * c82 + x3 * c83
-      if m + bound > bar then full(a + 7, m) end
-      a = a + 8
+    if nc == 3 then
+      -- The reference shop's: the means of eight arms from two
+      -- struct.unpack calls, with arm()'s arithmetic in line, and full()
+      -- only for the arms the bound does not prune. Unrolled on purpose: a
+      -- loop over the eight would need a table, and a call of arm() per arm
+      -- would cost about as much as the rest of a pruned arm.
+      while a + 7 <= cnt do
+        local c11, c12, c13, c21, c22, c23, c31, c32, c33, c41, c42, c43,
+          c51, c52, c53, c61, c62, c63, c71, c72, c73, c81, c82, c83 = unpack_values(MEANS8, tc, 24 * a - 23)
+        local p1, p2, p3, p4, p5, p6, p7, p8 = unpack_values(PATS8, tp, 8 * a - 7)
+        local i, ao, wo = base + a, 48 * a - 47, 32 * a - 31 -- arm a's index and offsets in ta and tw
+        local m = p1 + x1 * c11 + x2 * c12 + x3 * c13
+        if m + bound > bar and not skip[i] then bar = full(i, m, bar, ta, ao, tw, wo) end
+        m = p2 + x1 * c21 + x2 * c22 + x3 * c23
+        if m + bound > bar and not skip[i + 1] then bar = full(i + 1, m, bar, ta, ao + 48, tw, wo + 32) end
+        m = p3 + x1 * c31 + x2 * c32 + x3 * c33
+        if m + bound > bar and not skip[i + 2] then bar = full(i + 2, m, bar, ta, ao + 96, tw, wo + 64) end
+        m = p4 + x1 * c41 + x2 * c42 + x3 * c43
+        if m + bound > bar and not skip[i + 3] then bar = full(i + 3, m, bar, ta, ao + 144, tw, wo + 96) end
+        m = p5 + x1 * c51 + x2 * c52 + x3 * c53
+        if m + bound > bar and not skip[i + 4] then bar = full(i + 4, m, bar, ta, ao + 192, tw, wo + 128) end
+        m = p6 + x1 * c61 + x2 * c62 + x3 * c63
+        if m + bound > bar and not skip[i + 5] then bar = full(i + 5, m, bar, ta, ao + 240, tw, wo + 160) end
+        m = p7 + x1 * c71 + x2 * c72 + x3 * c73
+        if m + bound > bar and not skip[i + 6] then bar = full(i + 6, m, bar, ta, ao + 288, tw, wo + 192) end
+        m = p8 + x1 * c81 + x2 * c82 + x3 * c83
+        if m + bound > bar and not skip[i + 7] then bar = full(i + 7, m, bar, ta, ao + 336, tw, wo + 224) end
+        a = a + 8
+      end
     end
-    while a <= cnt do
-      local t1, t2, t3 = unpack_values('<ddd', tc, 24 * a - 23)
-      local m = unpack_values('<d', tp, 8 * a - 7) + x1 * t1 + x2 * t2 + x3 * t3
-      if m + bound > bar then full(a, m) end
-      a = a + 1
-    end
-    return
-  end
-  for a = 1, cnt do
-    local mean = foldedmean(unpack_values('<d', tp, 8 * a - 7), tc, 8 * nc * (a - 1) + 1)
-    if mean + bound > bar and not skip[base + a] then
-      local q = foldedquad(ta, 8 * ntri * (a - 1) + 1, tw, 8 * (1 + nc) * (a - 1) + 1)
-      if q < 0 then q = 0 end
-      local s = mean + alpha * q ^ 0.5
-      if s > bar then offer(base + a, s) end
+    -- One arm at a time: every arm for other numbers of continuous
+    -- features, the last few of the block for three.
+    for a = a, cnt do
+      if not skip[base + a] then
+        bar = arm(base + a, bar, tp, 8 * a - 7, tc, 8 * nc * (a - 1) + 1, ta, 8 * ntri * (a - 1) + 1, tw, 8 * (1 + nc) * (a - 1) + 1)
+      end
     end
   end
 end
@@ -619,43 +653,37 @@ local function accumulate(acc, cnt, cols, coef, from, to)
   end
 end
 
--- Columnar layout (docs/FORMAT.md): t:<b>:<i> holds theta_i and
--- q:<b>:<i>:<j> (i <= j) holds A^-1_ij for the arms of block b, one
--- little-endian double per arm. The score needs, per arm, the terms
--- coef * column over the non-zero entries of x: names[f] is the field suffix
--- of term f; terms 1..ns make the mean x.theta, the rest x' A^-1 x.
-local kinds, names, coef = {}, {}, {}
-if not fast then
-  decimals()
+-- scancolumns offers every arm not in skip, scored from the columnar layout
+-- (docs/FORMAT.md): t:<b>:<i> holds theta_i and q:<b>:<i>:<j> (i <= j)
+-- holds A^-1_ij for the arms of block b, one little-endian double per arm.
+-- The score needs, per arm, the terms coef * column over the non-zero
+-- entries of x: names[f] is the field suffix of term f; terms 1..ns make
+-- the mean x.theta, the rest x' A^-1 x.
+local function scancolumns(n, B, x, S, alpha, skip, offer)
+  local ns = #S
+  -- Decimal strings of 0..63, so that building the many field names formats
+  -- no numbers (Lua's number-to-string conversion is a sprintf).
+  local DEC = {[0]='0','1','2','3','4','5','6','7','8','9','10','11','12','13','14','15','16','17','18','19','20','21','22','23','24','25','26','27','28','29','30','31','32','33','34','35','36','37','38','39','40','41','42','43','44','45','46','47','48','49','50','51','52','53','54','55','56','57','58','59','60','61','62','63'}
+  local function dec(i)
+    return DEC[i] or tostring(i)
+  end
+  local kinds, names, coef = {}, {}, {}
   for p = 1, ns do
     kinds[p], names[p], coef[p] = 't:', ':' .. dec(S[p] - 1), x[S[p]]
   end
   for p = 1, ns do
     local i = S[p]
-    for q = p, ns do
-      local j = S[q]
+    for r = p, ns do
+      local j = S[r]
       local f = #names + 1
       kinds[f], names[f] = 'q:', ':' .. dec(i - 1) .. ':' .. dec(j - 1)
       coef[f] = (i == j) and x[i] * x[i] or 2 * x[i] * x[j]
     end
   end
-end
-local nf = #names
-
-local nblocks = math.ceil(n / B)
-for blk = 0, nblocks - 1 do
-  local cnt = math.min(B, n - blk * B)
-  local b = dec(blk)
-  local base = blk * B
-  if fast then
-    local P = dec(pid)
-    local raw = redis.call('HMGET', root, 'c:' .. b, 'a:' .. b, 'p:' .. b .. ':' .. P, 'w:' .. b .. ':' .. P)
-    if not raw[1] or #raw[1] ~= 8 * nc * cnt or not raw[2] or #raw[2] ~= 8 * ntri * cnt
-        or not raw[3] or #raw[3] ~= 8 * cnt or not raw[4] or #raw[4] ~= 8 * (1 + nc) * cnt then
-      return err('BADMODEL', 'rows c:%s, a:%s, p:%s:%s or w:%s:%s of %s are missing or have the wrong length', b, b, b, P, b, P, root)
-    end
-    scan_rows(raw[1], raw[2], raw[3], raw[4], cnt, base)
-  else
+  local nf = #names
+  local bar = -huge
+  for blk = 0, math.ceil(n / B) - 1 do
+    local cnt, base, b = math.min(B, n - blk * B), blk * B, dec(blk)
     local mean, quad = {}, {}
     for a = 1, cnt do mean[a] = 0; quad[a] = 0 end
     if nf > 0 then
@@ -675,22 +703,85 @@ for blk = 0, nblocks - 1 do
       accumulate(quad, cnt, cols, coef, ns + 1, nf)
     end
     for a = 1, cnt do
-      local q = quad[a]
-      if q < 0 then q = 0 end
-      local s = mean[a] + alpha * q ^ 0.5
-      if s > bar and not skip[base + a] then offer(base + a, s) end
+      local qd = quad[a]
+      if qd < 0 then qd = 0 end
+      local s = mean[a] + alpha * qd ^ 0.5
+      if s > bar and not skip[base + a] then bar = offer(base + a, s) end
     end
   end
 end
 
-if #best == 0 then return {} end
-ranked()
-local fields = {}
-for i = 1, #best do fields[i] = 'id:' .. dec(best[i] - 1) end
-local ids = hmget(fields)
-for i = 1, #ids do
-  if not ids[i] then
-    return err('BADMODEL', 'arm %d of %s has no id', best[i] - 1, root)
+-- armids returns the product ids of arms (1-based indexes).
+local function armids(arms)
+  local fields = {}
+  for i = 1, #arms do fields[i] = 'id:' .. tostring(arms[i] - 1) end
+  local ids = hmget(fields)
+  for i = 1, #ids do
+    if not ids[i] then
+      return err('BADMODEL', 'arm %d of %s has no id', arms[i] - 1, root)
+    end
   end
+  return nil, ids
 end
-return reply(ids)
+
+-- reply returns the ids and their scores, interleaved (see the header).
+local function reply(ids, scores)
+  local out = {}
+  for i = 1, #ids do
+    out[2 * i - 1] = ids[i]
+    out[2 * i] = fmt('%.17g', scores[i])
+  end
+  return out
+end
+
+-- main: the phases in order. Each returns an error reply or nil first,
+-- then its results.
+local e, d, lambda, n, B, format, groups, fpats, gmap = metadata()
+if e then return e end
+local k, alpha, x, S, xxl, bound
+e, k, alpha, x, S, xxl, bound = arguments(d, lambda)
+if e then return e end
+local cfrom, cto, efrom, eto
+e, cfrom, cto, efrom, eto = options(d)
+if e then return e end
+local pat
+e, pat = pattern(d, x, #S, format, groups, gmap)
+if e then return e end
+local offer, ranked = topk(k)
+
+if cfrom then
+  local prefix, rowlen, po, ao, wo
+  e, prefix, rowlen, po, ao, wo = rowlayout(d, pat, fpats)
+  if e then return e end
+  local ids, fields = candidates(cfrom, cto, efrom, eto, prefix)
+  if #ids == 0 then return {} end
+  local arm, full, xc3
+  if pat then
+    arm, full = folded(pat, alpha, bound, offer)
+    if pat.nc == 3 then xc3 = pat.xc end
+  else
+    arm = rowkernel(d, x, S, alpha, bound, offer)
+  end
+  e = scorerows(fields, rowlen, po, ao, wo, alpha * sqrt(xxl), bound, xc3, arm, full, offer)
+  if e then return e end
+  local items, scores = ranked()
+  for i = 1, #items do items[i] = ids[items[i]] end
+  return reply(items, scores)
+end
+
+if n == 0 then return {} end
+local skip
+e, skip = exclusions(n, efrom, eto)
+if e then return e end
+if pat then
+  e = scanfolded(n, B, pat, bound, skip, folded(pat, alpha, bound, offer))
+else
+  e = scancolumns(n, B, x, S, alpha, skip, offer)
+end
+if e then return e end
+local arms, scores = ranked()
+if #arms == 0 then return {} end
+local ids
+e, ids = armids(arms)
+if e then return e end
+return reply(ids, scores)

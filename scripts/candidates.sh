@@ -27,12 +27,14 @@ import random, socket, sys
 port, big, small, products = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 src = open("lua/recommend.lua").read()
 cuts = [
-    ("arguments parsed", "local excluded = {}\n"),
+    ("arguments parsed", "local pat\ne, pat = pattern(d, x, #S, format, groups, gmap)\n"),
     ("+ one-hot groups, pattern, coefficients", "if cfrom then\n"),
-    ("+ candidates deduplicated, field names built", "  local rows = hmget(fields)"),
-    ("+ HMGET of the candidates' rows", "  for c = 1, m do\n    local row = rows[c]"),
-    ("+ decode, score, top-k", "  local out = {}\n  ranked()\n  for i = 1, #best do out[i] = ids[best[i]] end\n  return reply(out)"),
+    ("+ candidates deduplicated, field names built", "  local rows = hmget(fields)\n"),
+    ("+ HMGET of the candidates' rows", "  for c = 1, #fields do\n    local row = rows[c]"),
+    ("+ decode, score, top-k", "  local items, scores = ranked()\n  for i = 1, #items do items[i] = ids[items[i]] end\n"),
 ]
+# A cut inside a phase's function returns 1 from it, which main returns
+# as the phase's error.
 scripts = []
 for name, marker in cuts:
     if src.count(marker) != 1:

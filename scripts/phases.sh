@@ -20,13 +20,14 @@ python3 - "$work" <<'PY'
 import sys
 work = sys.argv[1]
 src = open("lua/recommend.lua").read()
+# A cut inside a phase's function returns 1 from it, which main returns
+# as the phase's error.
 cuts = [
-    ("set-up", "local meta = redis.call('HMGET'"),
-    ("+ metadata, arguments", "local excluded = {}"),
-    ("+ one-hot groups, pattern", "local xc, qc = {}, {}"),
-    ("+ coefficients", "if n == 0 then return {} end"),
-    ("+ HMGET of the rows", "    scan_rows(raw[1], raw[2], raw[3], raw[4], cnt, base)"),
-    ("+ decode, score, top-k", "  else\n    local mean, quad = {}, {}"),
+    ("set-up", "local e, d, lambda, n, B, format, groups, fpats, gmap = metadata()\n"),
+    ("+ metadata, arguments", "local pat\ne, pat = pattern(d, x, #S, format, groups, gmap)\n"),
+    ("+ one-hot groups, pattern, coefficients", "if n == 0 then return {} end\n"),
+    ("+ HMGET of the rows", "    local a = 1\n    if nc == 3 then\n"),
+    ("+ decode, score, top-k", "  end\nend\n\n-- acc[a] +="),
 ]
 with open(f"{work}/phases.txt", "w") as out:
     for i, (name, marker) in enumerate(cuts):
