@@ -3,6 +3,8 @@
 // EVAL fallback on NOSCRIPT) and as a Redis Function library.
 //
 // Each .lua file starts with a header that lists its KEYS, ARGV and reply.
+// The files are embedded verbatim, with no shared prelude: recommend.lua's
+// SHA1 must be that of the file, which clients may load themselves.
 package lua
 
 import (

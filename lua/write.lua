@@ -61,6 +61,15 @@ Errors:
            dimension, lambda, feature list or groups than the call, or
            malformed data
   CONFLICT a guard or an arm version did not match
+
+It shares no code with recommend.lua: Redis scripts cannot require, and
+recommend.lua is loaded exactly as it is (its SHA1 is the name EVALSHA calls
+it by, and clients may load it from the file themselves, README.md), so a
+common prelude would have to be pasted in by every loader. The few lines
+both hold (err, the format version) are copies. What the two agree on (the
+fields, the packed gmap, the format versions) is the contract of
+docs/FORMAT.md, which the store tests check by writing with one script and
+reading with the other.
 ]]
 
 local FORMAT = '3'
