@@ -39,12 +39,13 @@ Errors (returned as Redis errors, never raised):
 The script runs in phases, local functions called in order by main at the
 bottom: metadata, arguments, options, pattern (is x one-hot in the model's
 groups, so that its folded values serve), then for a candidate list
-rowlayout, candidates and scorerows, else exclusions and the scan of the
-blocks (scanfolded or scancolumns), then reply. Each phase returns an error
-reply or nil, then its results as values: tables built to carry them would
-cost ~0.1 microseconds per field and call. The score of an arm from its folded values
-is written once, in the kernel folded(); scanfolded and scorerows compute
-the means of the reference shop's layout in line (see there why).
+rowlayout, candidates and scorerows, else exclusions, the scan of the
+blocks (scanfolded or scancolumns) and armids; then reply. Each phase
+returns an error reply or nil, then its results as values: tables built to
+carry them would cost ~0.1 microseconds per field and call. The score of
+an arm from its folded values is written once, in the kernel folded();
+scanfolded and scorerows compute the means of the reference shop's layout
+in line (see there why).
 
 It shares no code with write.lua: Redis scripts cannot require, and this
 file is loaded exactly as it is (its SHA1 is the name EVALSHA calls it by,
