@@ -288,8 +288,8 @@ end
 -- sorted, best first (an insertion costs O(k): cheapest for the few items a
 -- page shows); beyond, a binary min-heap whose root is the entry a better
 -- score evicts (O(log k) per entry), sorted once by ranked(). A sorted list
--- made k = 1,000 of 20,000 products cost ~330 ms and k = 5,000 ~3.6 s,
--- during which Redis serves nothing else.
+-- at k in the thousands over a large catalogue would hold Redis, which
+-- serves nothing else meanwhile, for seconds (docs/BENCHMARKS.md, large k).
 local HEAPK = 32
 local function topk(k)
   local best, bests = {}, {}

@@ -152,7 +152,7 @@ local frowb = npat > 0 and 8 * (ncv + patvals) or 0
 -- Folded rows f:<part>:<id>: the continuous values, then the values of fq
 -- consecutive patterns (fewer in the last part), fq chosen so that a row
 -- carries about FROW_TARGET bytes of pattern values: a candidate costs
--- Redis and Lua about 2 ns per byte of its row (docs/BENCHMARKS.md).
+-- Redis and Lua time in proportion to the bytes of its row.
 local FROW_TARGET = 256
 local fq, nparts = 0, 0
 local fprefix, ffrom, fto = {}, {}, {} -- per part: field prefix, byte range in frow
@@ -411,9 +411,9 @@ local function build(old, cnt, width, runs, src)
   local qlo, qhi = runs.qlo, runs.qhi -- the records the runs take their values from
   if cnt * nv < 8 * #runs and cnt * nv <= 4000 and (qhi - qlo + 1) * nv <= 4000 then
     -- Many runs for the field's size (a partial write of many arms):
-    -- splicing makes a string per run and per gap, ~0.3 µs each; decoding
-    -- the old and the sent values (one call each) and encoding the result
-    -- once costs ~0.08 µs per value (measured on the development machine).
+    -- splicing makes a string per run and per gap, and a string costs
+    -- several times what decoding the old and the sent values (one call
+    -- each) and encoding the result once cost per value.
     -- At most 4,000 values: unpack and pack hold them all on Lua's stack.
     local vals = { unpack_values(dfmt(have * nv), old or '') }
     for i = have * nv + 1, cnt * nv do vals[i] = 0 end

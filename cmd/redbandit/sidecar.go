@@ -59,8 +59,8 @@ func sidecarCommand() *cli.Command {
 // explicitly, it no longer follows later changes of that limit).
 //
 // Redis runs its commands on one thread; a sidecar next to it that may run
-// Go code on every CPU takes that thread's core in turns (measured in
-// docs/BENCHMARKS.md, issue #4).
+// Go code on every CPU takes that thread's core in turns (docs/BENCHMARKS.md,
+// the sidecar's overhead).
 func sidecarProcs(flag int, envSet bool, current int) (int, error) {
 	switch {
 	case flag < 0:
