@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/redbandit/redbandit/training/decision"
 	"github.com/redbandit/redbandit/training/event"
 )
 
@@ -148,6 +150,9 @@ func (s *Server) feedbackRecord(ctx context.Context, fr feedbackRequest) (*kgo.R
 	if fr.Reward == nil || !(*fr.Reward >= 0 && *fr.Reward <= 1) {
 		return nil, badRequest("reward must be a number in [0, 1]")
 	}
+	if fr.EventID != "" && len(bytes.TrimSpace(fr.Context)) == 0 && fr.Attributes == nil {
+		return s.rewardRecord(model, fr)
+	}
 	info, err := s.modelInfo(ctx, model)
 	if err != nil {
 		return nil, err
@@ -179,6 +184,30 @@ func (s *Server) feedbackRecord(ctx context.Context, fr feedbackRequest) (*kgo.R
 		return nil, badRequest("encode the event: %v", err)
 	}
 	return &kgo.Record{Topic: s.cfg.Topic, Key: []byte(ev.ProductID), Value: value}, nil
+}
+
+// rewardRecord is a reward by event id: a decision.Reward produced to the
+// decision log keyed by the event id, so that it shares the partition of
+// its decision; the joiner matches them.
+func (s *Server) rewardRecord(model string, fr feedbackRequest) (*kgo.Record, error) {
+	if s.cfg.DecisionsTopic == "" {
+		return nil, badRequest("a reward by event id needs the decision log (--decisions-topic); send context or attributes instead")
+	}
+	ts, err := timestampMS(fr.Timestamp)
+	if err != nil {
+		return nil, err
+	}
+	codec := s.rewardCodec
+	if s.decisions != nil {
+		codec = s.decisions.codec // the registry's schema ids, if any
+	}
+	value, err := codec.AppendReward(nil, &decision.Reward{EventID: fr.EventID, Model: model,
+		ProductID: fr.ProductID, Reward: *fr.Reward, Timestamp: ts})
+	if err != nil {
+		return nil, badRequest("encode the reward: %v", err)
+	}
+	return &kgo.Record{Topic: s.cfg.DecisionsTopic, Key: []byte(fr.EventID), Value: value,
+		Headers: []kgo.RecordHeader{{Key: decision.TypeHeader, Value: []byte(decision.TypeReward)}}}, nil
 }
 
 // timestampMS parses Unix milliseconds or an RFC 3339 string; empty is now.

@@ -176,13 +176,16 @@ type RecommendResponse struct {
 func (s *Server) recommend(w http.ResponseWriter, r *http.Request) (int, any, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
 	defer cancel()
-	model, _, items, err := s.score(ctx, w, r)
+	model, q, items, err := s.score(ctx, w, r)
 	if err != nil {
 		return 0, nil, err
 	}
 	resp := RecommendResponse{Model: model, Items: make([]Item, len(items)), EventID: newEventID()}
 	for i, it := range items {
 		resp.Items[i] = Item{ID: it.ID, Score: it.Score}
+	}
+	if s.decisions != nil {
+		s.logRecommend(resp.EventID, model, q, items)
 	}
 	return http.StatusOK, resp, nil
 }
@@ -240,12 +243,25 @@ type ExplainResponse struct {
 	Model   string          `json:"model"`
 	Context []float64       `json:"context"`
 	Items   []ExplainedItem `json:"items"`
+	EventID string          `json:"event_id,omitempty"` // with ?log=true: the logged decision's
 }
 
 // explain answers like recommend, with each item's score split into its
 // estimate and its exploration bonus, computed from the product's stored θ
-// and A⁻¹ (one pipelined read of the k arm hashes after the script).
+// and A⁻¹ (one pipelined read of the k arm hashes after the script). With
+// ?log=true and a decision log, the answer is logged as a decision (with
+// means and bonuses) and carries its event id.
 func (s *Server) explain(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	logIt := false
+	if v := r.URL.Query().Get("log"); v != "" {
+		var err error
+		if logIt, err = strconv.ParseBool(v); err != nil {
+			return 0, nil, badRequest("log must be true or false, got %q", v)
+		}
+		if logIt && s.decisions == nil {
+			return 0, nil, badRequest("log=true needs the decision log (start the sidecar with --brokers and --decisions-topic)")
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
 	defer cancel()
 	model, q, items, err := s.score(ctx, w, r)
@@ -268,6 +284,10 @@ func (s *Server) explain(w http.ResponseWriter, r *http.Request) (int, any, erro
 		}
 		mean, quad := linucb.MeanVar(q.Context, p)
 		resp.Items[i] = ExplainedItem{ID: items[i].ID, Score: items[i].Score, Mean: mean, Bonus: q.Alpha * math.Sqrt(quad), Events: a.Events}
+	}
+	if logIt {
+		resp.EventID = newEventID()
+		s.logExplain(resp.EventID, model, q, resp.Items)
 	}
 	return http.StatusOK, resp, nil
 }

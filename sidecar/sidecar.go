@@ -7,8 +7,9 @@
 // Endpoints:
 //
 //	POST /v1/recommend        {"model", "context" | "attributes", "k", "alpha", "candidates", "exclude"}
-//	POST /v1/feedback         {"event_id", "product_id", "reward", "context" | "attributes", "timestamp"} or {"events": [...]}
-//	POST /v1/explain          as recommend; each item's score split into estimate and exploration bonus
+//	POST /v1/feedback         {"event_id", "product_id", "reward", "context" | "attributes", "timestamp"} or {"events": [...]};
+//	                          {"event_id", "product_id", "reward"} alone: a reward by event id (decision log)
+//	POST /v1/explain          as recommend; each item's score split into estimate and exploration bonus (?log=true: logged)
 //	GET  /v1/models/{model}   dimension, features, groups, spec, products, events, last write
 //	GET  /healthz             the process is alive
 //	GET  /readyz              Redis answers, the scripts are loaded, Kafka answers (with feedback on)
@@ -43,6 +44,7 @@ import (
 	"github.com/redbandit/redbandit/model/linucb"
 	"github.com/redbandit/redbandit/model/spec"
 	"github.com/redbandit/redbandit/model/store"
+	"github.com/redbandit/redbandit/training/decision"
 )
 
 // Defaults of Config.
@@ -83,6 +85,21 @@ type Config struct {
 	Topic string
 	// Producer, if set, is used instead of one made from Brokers (tests).
 	Producer Producer
+	// DecisionsTopic, if set, is the decision log: every recommendation
+	// (and explanation asked with ?log=true) is produced to it, and POST
+	// /v1/feedback takes rewards by event id. Default none; the command's
+	// --decisions-topic defaults to "decisions".
+	DecisionsTopic string
+	// DecisionBuffer bounds the decisions waiting for Kafka; default
+	// DefaultDecisionBuffer. Beyond it decisions are dropped and counted.
+	DecisionBuffer int
+	// DecisionLog, if set, is used instead of a producer made from Brokers
+	// for the decision log (tests).
+	DecisionLog DecisionProducer
+	// SchemaRegistry, if set, is the URL of a schema registry with which
+	// Run registers the decision log's schemas; their ids go in the wire
+	// header. Default none: the fixed ids of package decision.
+	SchemaRegistry string
 	// Admin, if set, lets the dashboard compute the consumer lag of Topic.
 	// Run makes one from Brokers. Default none: the lag is unknown.
 	Admin Admin
@@ -134,6 +151,9 @@ func (c *Config) withDefaults() {
 	if c.BoardInterval == 0 {
 		c.BoardInterval = DefaultBoardInterval
 	}
+	if c.DecisionBuffer == 0 {
+		c.DecisionBuffer = DefaultDecisionBuffer
+	}
 }
 
 // Server serves the sidecar's endpoints. Create it with New.
@@ -143,6 +163,9 @@ type Server struct {
 	metrics *metrics
 	board   *board
 	mux     *http.ServeMux
+
+	decisions   *decisionLog    // nil: no decision log
+	rewardCodec *decision.Codec // rewards by event id without a decision log of this sidecar's own
 
 	mu    sync.Mutex
 	cache map[string]*modelInfo
@@ -160,6 +183,10 @@ type modelInfo struct {
 func New(cfg Config) *Server {
 	cfg.withDefaults()
 	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), board: newBoard(), cache: map[string]*modelInfo{}}
+	s.rewardCodec, _ = decision.NewCodec() // constant schemas: tests catch an error
+	if cfg.DecisionsTopic != "" && cfg.DecisionLog != nil {
+		s.decisions = newDecisionLog(cfg.DecisionsTopic, cfg.DecisionLog, s.metrics.registry)
+	}
 	s.mux = http.NewServeMux()
 	s.handle("POST /v1/recommend", "recommend", s.recommend)
 	s.handle("POST /v1/feedback", "feedback", s.feedback)
@@ -226,7 +253,31 @@ func Run(ctx context.Context, cfg Config) error {
 			cfg.Admin = kadm.NewClient(cl)
 		}
 	}
+	if cfg.DecisionLog == nil && len(cfg.Brokers) > 0 && cfg.DecisionsTopic != "" {
+		cl, err := newDecisionClient(cfg.Brokers, cfg.DecisionBuffer)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			// Logged decisions still buffered get a short grace; a Kafka
+			// that is down costs them, not the shutdown.
+			fctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			defer cancel()
+			if err := cl.Flush(fctx); err != nil {
+				cfg.Logger.Warn("sidecar: flush the decision log", "err", err)
+			}
+			cl.Close()
+		}()
+		cfg.DecisionLog = cl
+	}
 	s := New(cfg)
+	if s.decisions != nil && cfg.SchemaRegistry != "" {
+		d, r, err := RegisterSchemas(ctx, cfg.SchemaRegistry, cfg.DecisionsTopic)
+		if err != nil {
+			return fmt.Errorf("sidecar: %w", err)
+		}
+		s.decisions.codec.SetIDs(d, r)
+	}
 	if err := s.Prepare(ctx); err != nil {
 		return err
 	}

@@ -89,6 +89,9 @@ func newMember(ctx context.Context, cfg Config, meta store.Meta, log *slog.Logge
 		kgo.BlockRebalanceOnPoll(),
 		kgo.DisableAutoCommit(),
 		kgo.ConsumeResetOffset(kgo.NoResetOffset()),
+		// The joiner writes feedback events in transactions: an aborted
+		// one's events must not be folded.
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.AdjustFetchOffsetsFn(m.assigned),
 		kgo.OnPartitionsRevoked(m.revoked),
 		kgo.OnPartitionsLost(m.lost),

@@ -64,6 +64,7 @@ func newApp() *cli.App {
 			datagenCommand(),
 			simulateCommand(),
 			trainerCommand(),
+			joinerCommand(),
 			produceCommand(),
 			demoCommand(),
 			doctorCommand(),

@@ -28,6 +28,11 @@ func sidecarCommand() *cli.Command {
 			&cli.Int64Flag{Name: "max-body", Value: sidecar.DefaultMaxBody, Usage: "request body limit in bytes"},
 			&cli.StringSliceFlag{Name: "brokers", EnvVars: []string{"REDBANDIT_BROKERS"}, Usage: "Kafka brokers (host:port, comma-separated); enables POST /v1/feedback"},
 			&cli.StringFlag{Name: "topic", Value: sidecar.DefaultTopic, EnvVars: []string{"REDBANDIT_TOPIC"}, Usage: "topic the feedback is produced to"},
+			&cli.StringFlag{Name: "decisions-topic", Value: sidecar.DefaultDecisionsTopic, EnvVars: []string{"REDBANDIT_DECISIONS_TOPIC"},
+				Usage: "with --brokers, log every decision to this topic and take rewards by event id (empty: off)"},
+			&cli.IntFlag{Name: "decision-buffer", Value: sidecar.DefaultDecisionBuffer, Usage: "decisions waiting for Kafka before new ones are dropped (counted in /metrics)"},
+			&cli.StringFlag{Name: "schema-registry", EnvVars: []string{"REDBANDIT_SCHEMA_REGISTRY"}, DefaultText: "none: fixed schema ids",
+				Usage: "schema registry URL: register the decision log's schemas and write their ids"},
 			&cli.IntFlag{Name: "procs", EnvVars: []string{"REDBANDIT_PROCS"}, Usage: "OS threads running Go code at once (GOMAXPROCS); 0: $GOMAXPROCS if set, else one less than Go's own setting (the CPUs, or a container's CPU limit; at least 1), leaving a core to the Redis next to the sidecar"},
 		},
 		Action: func(c *cli.Context) error {
@@ -46,6 +51,7 @@ func sidecarCommand() *cli.Command {
 					Listen: c.String("listen"), Redis: client, Model: c.String("model"), FCall: c.Bool("fcall"),
 					K: c.Int("k"), MaxK: c.Int("max-k"), Alpha: c.Float64("alpha"), AlphaSet: c.IsSet("alpha"), Timeout: c.Duration("timeout"), MaxBody: c.Int64("max-body"),
 					Logger: slog.Default(), Brokers: c.StringSlice("brokers"), Topic: c.String("topic"),
+					DecisionsTopic: c.String("decisions-topic"), DecisionBuffer: c.Int("decision-buffer"), SchemaRegistry: c.String("schema-registry"),
 				})
 			})
 		},

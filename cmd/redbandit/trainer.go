@@ -15,6 +15,7 @@ import (
 	"github.com/redbandit/redbandit/trainer"
 	"github.com/redbandit/redbandit/training/bootstrap"
 	"github.com/redbandit/redbandit/training/event"
+	"github.com/redbandit/redbandit/training/joiner"
 	"github.com/redbandit/redbandit/training/topic"
 )
 
@@ -34,7 +35,7 @@ func trainerCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "trainer",
 		Usage: "consume feedback events from Kafka and fold them into the model (runs until SIGTERM)",
-		Flags: append(kafkaFlags(),
+		Flags: append(append(kafkaFlags(),
 			&cli.StringFlag{Name: "group", Value: trainer.DefaultGroup, EnvVars: []string{"REDBANDIT_GROUP"},
 				Usage: "consumer group"},
 			&cli.StringFlag{Name: "dlq-topic", EnvVars: []string{"REDBANDIT_DLQ_TOPIC"},
@@ -50,7 +51,7 @@ func trainerCommand() *cli.Command {
 			&cli.BoolFlag{Name: "reset-out-of-range", EnvVars: []string{"REDBANDIT_RESET_OUT_OF_RANGE"},
 				Usage: "restart a partition whose stored offset is gone (retention) from its oldest event instead of stopping"},
 			allowUnsafeFlag(),
-		),
+		), joinerFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 0 {
 				return errors.New("trainer takes no arguments")
@@ -80,7 +81,15 @@ func trainerCommand() *cli.Command {
 						return err
 					}
 				}
-				return trainer.Run(c.Context, cfg)
+				var jcfg *joiner.Config
+				if c.String("decisions-topic") != "" {
+					j := joinerConfig(c, cfg.DLQTopic)
+					if err := j.Validate(); err != nil {
+						return err
+					}
+					jcfg = &j
+				}
+				return runWithJoiner(c.Context, jcfg, func(ctx context.Context) error { return trainer.Run(ctx, cfg) })
 			})
 		},
 	}
