@@ -17,12 +17,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/redbandit/redbandit/internal/redistest"
 	"github.com/redbandit/redbandit/lua"
 	"github.com/redbandit/redbandit/model/linucb"
 	"github.com/redbandit/redbandit/model/spec"
 	"github.com/redbandit/redbandit/model/store"
 	"github.com/redbandit/redbandit/sidecar"
+	"github.com/redbandit/redbandit/training/decision"
 )
 
 // BenchmarkSidecar compares POST /v1/recommend with the direct EVALSHA it
@@ -37,7 +41,10 @@ import (
 //	           and RESP, one goroutine, no pipelining, as wrk and
 //	           redis-benchmark are), so that the clients' own costs (Go's
 //	           HTTP client hands each request between goroutines) do not
-//	           count: lean-overhead-us is what the sidecar itself adds
+//	           count: lean-overhead-us is what the sidecar itself adds;
+//	           lean-http-log is lean-http with the decision log on
+//	           (to an in-process Kafka): log-overhead-us is what the
+//	           log adds to the p50
 //	clients=16: throughput of each path on its own
 func BenchmarkSidecar(b *testing.B) {
 	srv := redistest.Start(b)
@@ -68,6 +75,22 @@ func BenchmarkSidecar(b *testing.B) {
 	}
 	hs := httptest.NewServer(s.Handler())
 	defer hs.Close()
+	// The same sidecar with the decision log on, producing to an
+	// in-process Kafka (whose work then counts against it too).
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(6, decision.DefaultTopic))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer kc.Close()
+	logProd, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...), kgo.MaxBufferedRecords(sidecar.DefaultDecisionBuffer),
+		kgo.ProducerLinger(5*time.Millisecond))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer logProd.Close()
+	withLog := sidecar.New(sidecar.Config{Redis: c, Model: "bench", DecisionsTopic: decision.DefaultTopic, DecisionLog: logProd})
+	hsLog := httptest.NewServer(withLog.Handler())
+	defer hsLog.Close()
 	noop := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
@@ -126,6 +149,7 @@ func BenchmarkSidecar(b *testing.B) {
 	leanDirect := leanRESP(b, srv.Addr, evalsha)
 	leanHTTP := leanPost(b, hs.URL, "/v1/recommend", bodies)
 	leanNoop := leanPost(b, noop.URL, "/", bodies)
+	leanHTTPLog := leanPost(b, hsLog.URL, "/v1/recommend", bodies)
 
 	b.Run("clients=1", func(b *testing.B) {
 		lat := map[string][]time.Duration{}
@@ -134,7 +158,7 @@ func BenchmarkSidecar(b *testing.B) {
 				name string
 				f    func(int) error
 			}{{"direct", direct}, {"http", viaHTTP}, {"noop", viaNoop},
-				{"lean-direct", leanDirect}, {"lean-http", leanHTTP}, {"lean-noop", leanNoop}} {
+				{"lean-direct", leanDirect}, {"lean-http", leanHTTP}, {"lean-noop", leanNoop}, {"lean-http-log", leanHTTPLog}} {
 				t0 := time.Now()
 				if err := p.f(i); err != nil {
 					b.Fatal(err)
@@ -151,6 +175,7 @@ func BenchmarkSidecar(b *testing.B) {
 		}
 		b.ReportMetric(p50["http"]-p50["direct"], "overhead-us")
 		b.ReportMetric(p50["lean-http"]-p50["lean-direct"], "lean-overhead-us")
+		b.ReportMetric(p50["lean-http-log"]-p50["lean-http"], "log-overhead-us")
 	})
 	// Sixteen lean connections of each kind, one per parallel goroutine.
 	var leanDirects, leanHTTPs []func(int) error
