@@ -31,4 +31,4 @@ bash scripts/kafka.sh up
 # REDBANDIT_TEST_KAFKA_CTL lets the broker-restart fault test stop and
 # start this broker.
 REDBANDIT_TEST_KAFKA=127.0.0.1:$KAFKA_PORT REDBANDIT_TEST_KAFKA_CTL="bash $PWD/scripts/kafka.sh" \
-	go test -race -count=1 -timeout 20m -skip TestDashboardBrowser ./trainer/ ./tools/demo/
+	go test -race -count=1 -timeout 20m -skip TestDashboardBrowser ./trainer/ ./tools/demo/ ./training/joiner/

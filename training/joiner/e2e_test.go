@@ -127,7 +127,7 @@ func TestRewardByEventID(t *testing.T) {
 		}()
 	}
 
-	base := armEvents(readArms(t, c, "byid", ids))
+	base := armEvents(readArms(t, c, "byid", e2eDim, ids))
 	rng := rand.New(rand.NewPCG(9, 10))
 	var want int64
 	for visit := 0; visit < 8; visit++ {
@@ -153,7 +153,7 @@ func TestRewardByEventID(t *testing.T) {
 
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		a, b := readArms(t, c, "byid", ids), readArms(t, c, "ctx", ids)
+		a, b := readArms(t, c, "byid", e2eDim, ids), readArms(t, c, "ctx", e2eDim, ids)
 		na, nb := armEvents(a), armEvents(b)
 		if na == nb && na >= want+base {
 			for i := range a {
@@ -187,9 +187,9 @@ func TestRewardByEventID(t *testing.T) {
 	}
 }
 
-func readArms(t *testing.T, c rueidis.Client, m string, ids []string) []store.StoredArm {
+func readArms(t *testing.T, c rueidis.Client, m string, dim int, ids []string) []store.StoredArm {
 	t.Helper()
-	arms, err := store.ReadArms(context.Background(), c, m, e2eDim, 1, ids)
+	arms, err := store.ReadArms(context.Background(), c, m, dim, 1, ids)
 	if err != nil {
 		t.Fatal(err)
 	}

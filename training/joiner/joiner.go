@@ -97,7 +97,9 @@ type Config struct {
 	Group string
 	// TransactionalID must be unique per running joiner. Set it to a name
 	// that is also the same across the joiner's restarts: a restart then
-	// aborts its predecessor's open transaction at once. Default Group +
+	// aborts its predecessor's open transaction at once, and, as it is
+	// also the joiner's static group membership (instance id), takes its
+	// partitions back without waiting for a rebalance. Default Group +
 	// "-" + the host name + "-" + the process id (unique, but a restart
 	// leaves an open transaction to time out: TransactionTimeout, during
 	// which the partitions it wrote stall for committed readers).
@@ -118,6 +120,8 @@ type Config struct {
 	Logger *slog.Logger
 	// KafkaOpts are extra franz-go options of the transactional client.
 	KafkaOpts []kgo.Opt
+
+	instanceID string // static membership: set when TransactionalID is given
 }
 
 // Validate checks cfg and fills in its defaults.
@@ -137,7 +141,9 @@ func (cfg *Config) Validate() error {
 	if cfg.Group == "" {
 		cfg.Group = DefaultGroup
 	}
-	if cfg.TransactionalID == "" {
+	if cfg.TransactionalID != "" {
+		cfg.instanceID = cfg.TransactionalID
+	} else {
 		host, err := os.Hostname()
 		if err != nil {
 			return fmt.Errorf("%w: no transactional id and no host name: %v", ErrBadConfig, err)
@@ -227,6 +233,10 @@ func run(ctx context.Context, cfg Config) error {
 		kgo.AdjustFetchOffsetsFn(j.assigned),
 		kgo.OnPartitionsRevoked(j.dropped),
 		kgo.OnPartitionsLost(j.dropped),
+		kgo.WithLogger(kgoLogger{j.log}),
+	}
+	if cfg.instanceID != "" {
+		opts = append(opts, kgo.InstanceID(cfg.instanceID))
 	}
 	if j.sess, err = kgo.NewGroupTransactSession(append(opts, cfg.KafkaOpts...)...); err != nil {
 		return fmt.Errorf("joiner: kafka: %w", err)
@@ -302,8 +312,20 @@ func (j *joiner) loop(ctx context.Context) error {
 		if err := j.transact(ctx, fetches); err != nil {
 			return err
 		}
+		// Back-to-back transactions make a broker answer the next offset
+		// commit with CONCURRENT_TRANSACTIONS while it still completes
+		// the last one, which aborts it: space them out. What arrives
+		// meanwhile goes into the next transaction.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(txnSpacing):
+		}
 	}
 }
+
+// txnSpacing is the least time between the joiner's transactions.
+const txnSpacing = 100 * time.Millisecond
 
 // transact processes the polled records in one transaction.
 func (j *joiner) transact(ctx context.Context, fetches kgo.Fetches) error {
@@ -459,4 +481,30 @@ func (j *joiner) tick(ctx context.Context) {
 			}
 		})
 	}
+}
+
+// kgoLogger passes franz-go's log lines to slog, its chatty info level at
+// debug.
+type kgoLogger struct{ log *slog.Logger }
+
+func (l kgoLogger) Level() kgo.LogLevel {
+	switch ctx := context.Background(); {
+	case l.log.Enabled(ctx, slog.LevelDebug):
+		return kgo.LogLevelDebug
+	case l.log.Enabled(ctx, slog.LevelWarn):
+		return kgo.LogLevelWarn
+	default:
+		return kgo.LogLevelError
+	}
+}
+
+func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	lv := slog.LevelDebug
+	switch level {
+	case kgo.LogLevelError:
+		lv = slog.LevelError
+	case kgo.LogLevelWarn:
+		lv = slog.LevelWarn
+	}
+	l.log.Log(context.Background(), lv, "kafka: "+msg, keyvals...)
 }
