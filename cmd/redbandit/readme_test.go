@@ -11,6 +11,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +23,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/urfave/cli/v2"
 
 	"github.com/redbandit/redbandit/internal/redistest"
@@ -31,6 +35,7 @@ import (
 	"github.com/redbandit/redbandit/model/store"
 	"github.com/redbandit/redbandit/sidecar"
 	"github.com/redbandit/redbandit/tools/demo"
+	"github.com/redbandit/redbandit/training/decision"
 )
 
 // readReadme returns the text of the module's README.md.
@@ -606,6 +611,64 @@ func TestReadmeDemo(t *testing.T) {
 		if math.Abs(b1[i]-b0[i]-v) > 1e-12 {
 			t.Fatalf("p042's b[%d] went from %v to %v, want + %v", i, b0[i], b1[i], v)
 		}
+	}
+
+	readmeRankAndReward(t, readme, serve, shell)
+}
+
+// readmeRankAndReward runs the README's rank-and-reward lines against a
+// sidecar of the test's own on the demo's Redis, with a decision log to an
+// in-process Kafka (the demo's sidecar logs no decisions): the reward is
+// accepted, and the log holds the decision and a reward for its first
+// product, keyed by the same event id.
+func readmeRankAndReward(t *testing.T, readme string, serve rueidis.Client, shell func(what, sh string) []byte) {
+	t.Helper()
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, decision.DefaultTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	prod, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...), kgo.ConsumeTopics(decision.DefaultTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	hs := httptest.NewServer(sidecar.New(sidecar.Config{Redis: serve, Model: "demo", Producer: prod, DecisionLog: prod,
+		DecisionsTopic: decision.DefaultTopic}).Handler())
+	defer hs.Close()
+	block := readmeBlock(t, readme, "\n### Rank and reward\n", "sh")
+	if n := strings.Count(block, "localhost:8080/"); n != 2 || strings.Count(block, "curl -s ") != 2 {
+		t.Fatalf("README rank-and-reward example: %d curl calls to localhost:8080, want 2:\n%s", n, block)
+	}
+	out := shell("rank-and-reward lines", strings.ReplaceAll(block, "localhost:8080", strings.TrimPrefix(hs.URL, "http://")))
+	if strings.TrimSpace(string(out)) != `{"accepted":1}` {
+		t.Fatalf("the README's reward by event id answered %q", out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var recs []*kgo.Record
+	for len(recs) < 2 && ctx.Err() == nil {
+		prod.PollFetches(ctx).EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+	}
+	codec, err := decision.NewCodec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 2 {
+		t.Fatalf("%d records on the decision log, want the decision and its reward", len(recs))
+	}
+	d, err := codec.DecodeDecision(recs[0].Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := codec.DecodeReward(recs[1].Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Items) != 3 || r.EventID != d.EventID || r.ProductID != d.Items[0].ProductID || r.Reward != 1 ||
+		string(recs[0].Key) != d.EventID || string(recs[1].Key) != d.EventID {
+		t.Fatalf("the decision log after the README's lines: decision %+v, reward %+v", d, r)
 	}
 }
 
