@@ -190,6 +190,7 @@ type joiner struct {
 	evc   *event.Codec
 	sess  *kgo.GroupTransactSession
 	ticks *kgo.Client // manual partitioning, outside transactions
+	admin *kadm.Client // reads checkpoints; made before sess, whose callbacks use it
 
 	mu       sync.Mutex
 	parts    map[int32]*partState
@@ -222,6 +223,13 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	j := &joiner{cfg: cfg, log: cfg.Logger.With("topic", cfg.DecisionsTopic, "group", cfg.Group), codec: codec, evc: evc,
 		parts: map[int32]*partState{}, lastSeen: map[int32]time.Time{}}
+	// Plain clients first: the session's group callbacks may run before
+	// NewGroupTransactSession returns.
+	if j.ticks, err = kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner())); err != nil {
+		return fmt.Errorf("joiner: kafka: %w", err)
+	}
+	defer j.ticks.Close()
+	j.admin = kadm.NewClient(j.ticks)
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.TransactionalID(cfg.TransactionalID),
@@ -242,10 +250,6 @@ func run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("joiner: kafka: %w", err)
 	}
 	defer j.sess.Close()
-	if j.ticks, err = kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner())); err != nil {
-		return fmt.Errorf("joiner: kafka: %w", err)
-	}
-	defer j.ticks.Close()
 	j.log.Info("joiner: started", "feedback_topic", cfg.FeedbackTopic, "reward_wait", cfg.RewardWait,
 		"impressions", cfg.Impressions, "transactional_id", cfg.TransactionalID)
 	return j.loop(ctx)
@@ -254,7 +258,7 @@ func run(ctx context.Context, cfg Config) error {
 // assigned reads the checkpoints of newly assigned partitions (the
 // metadata of their committed offsets) and starts their state there.
 func (j *joiner) assigned(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	resp, err := kadm.NewClient(j.sess.Client()).FetchOffsets(ctx, j.cfg.Group)
+	resp, err := j.admin.FetchOffsets(ctx, j.cfg.Group)
 	if err != nil {
 		return nil, fmt.Errorf("joiner: fetch checkpoints: %w", err)
 	}
