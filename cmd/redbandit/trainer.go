@@ -34,7 +34,7 @@ func kafkaFlags() []cli.Flag {
 func trainerCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "trainer",
-		Usage: "consume feedback events from Kafka and fold them into the model (runs until SIGTERM)",
+		Usage: "consume feedback events from Kafka and fold them into the model, and join rewards by event id to the decision log (runs until SIGTERM)",
 		Flags: append(append(kafkaFlags(),
 			&cli.StringFlag{Name: "group", Value: trainer.DefaultGroup, EnvVars: []string{"REDBANDIT_GROUP"},
 				Usage: "consumer group"},
@@ -68,6 +68,14 @@ func trainerCommand() *cli.Command {
 				if err := cfg.Validate(); err != nil {
 					return err
 				}
+				var jcfg *joiner.Config
+				if c.String("decisions-topic") != "" {
+					j := joinerConfig(c, cfg.DLQTopic)
+					if err := j.Validate(); err != nil {
+						return err
+					}
+					jcfg = &j
+				}
 				// The configuration is checked first: it needs no Redis.
 				if err := checkDurability(c, client); err != nil {
 					return err
@@ -80,14 +88,6 @@ func trainerCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-				}
-				var jcfg *joiner.Config
-				if c.String("decisions-topic") != "" {
-					j := joinerConfig(c, cfg.DLQTopic)
-					if err := j.Validate(); err != nil {
-						return err
-					}
-					jcfg = &j
 				}
 				return runWithJoiner(c.Context, jcfg, func(ctx context.Context) error { return trainer.Run(ctx, cfg) })
 			})
