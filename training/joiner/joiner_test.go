@@ -240,3 +240,52 @@ func TestDeadLetters(t *testing.T) {
 		t.Errorf("dead letters\n got %v\nwant %v", dead, wantDead)
 	}
 }
+
+// TestIdlePartitionTicks: a decision in a partition that gets no more
+// records still ends its wait (the joiner ticks the partition) while other
+// partitions keep the joiner busy.
+func TestIdlePartitionTicks(t *testing.T) {
+	brokers := newCluster(t)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	codec, _ := decision.NewCodec()
+	startJoiner(t, joiner.Config{Brokers: brokers, Partitions: 3, RewardWait: 200 * time.Millisecond,
+		TickInterval: 100 * time.Millisecond, TransactionalID: "t-idle"})
+	x := []float64{1, 2}
+	v, err := codec.AppendDecision(nil, &decision.Decision{EventID: "d1", Model: "m", Context: x, Policy: decision.Policy,
+		Items: []decision.Item{{ProductID: "a", Position: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	produce := func(p int32, typ string, value []byte) {
+		r := &kgo.Record{Topic: decision.DefaultTopic, Partition: p, Value: value,
+			Headers: []kgo.RecordHeader{{Key: decision.TypeHeader, Value: []byte(typ)}}}
+		if err := cl.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce(0, decision.TypeDecision, v)
+	stop := make(chan struct{})
+	busy := make(chan struct{})
+	go func() { // partitions 1 and 2 busy until the event is out
+		defer close(busy)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+				produce(1, decision.TypeTick, nil)
+				produce(2, decision.TypeTick, nil)
+			}
+		}
+	}()
+	defer func() { close(stop); <-busy }()
+	got := events(t, drain(t, brokers, feedbackTopic, 1, 3*time.Second), map[string][]float64{"d1": x})
+	if !slices.Equal(got, []string{"d1/a=0"}) {
+		t.Fatalf("feedback events %v, want d1/a=0", got)
+	}
+}
