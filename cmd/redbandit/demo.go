@@ -26,6 +26,7 @@ func demoCommand() *cli.Command {
 			&cli.StringFlag{Name: "via", Value: "http", Usage: "recommend through http (the sidecar, whose dashboard then shows the serving) or redis (EVALSHA)"},
 			&cli.Float64Flag{Name: "rate", Value: demo.DefaultRate, Usage: "visits per second (-1: as fast as possible; see README on batch size)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the data and the visits"},
+			feedbackFlag(), impressionsFlag(),
 			&cli.DurationFlag{Name: "flush-interval", Value: demo.DefaultFlushInterval, Usage: "the trainer's flush interval"},
 			&cli.StringSliceFlag{Name: "brokers", DefaultText: "an in-process broker", Usage: "a real Kafka"},
 			&cli.StringFlag{Name: "redis-conf", Usage: "redis.conf to start Redis with (make demo passes the project's)"},
@@ -41,7 +42,7 @@ func demoCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			w := c.App.Writer
 			cfg := demo.Config{Visits: c.Int("visits"), Cold: c.Bool("cold"), Alpha: c.Float64("alpha"), Via: c.String("via"),
-				Rate: c.Float64("rate"), Seed: c.Uint64("seed"), FlushInterval: c.Duration("flush-interval"), Brokers: c.StringSlice("brokers"),
+				Rate: c.Float64("rate"), Seed: c.Uint64("seed"), Feedback: c.String("feedback"), Impressions: c.String("impressions"), FlushInterval: c.Duration("flush-interval"), Brokers: c.StringSlice("brokers"),
 				RedisConf: c.String("redis-conf"), Listen: c.String("listen"), Dir: c.String("dir"), Out: w, Quiet: c.Bool("quiet"), Hold: c.Bool("hold"), EnvFile: c.String("env")}
 			if c.Bool("open") {
 				cfg.OnReady = func(url string) { openBrowser(w, url+"/") }
@@ -82,7 +83,7 @@ func report(c *cli.Context, sum demo.Summary) error {
 		fmt.Fprintf(tw, "%s\t%.4f\t%.4f\n", pol, sum.CTR[pol], sum.CTRLast[pol])
 	}
 	fmt.Fprintf(tw, "linucb / oracle, last quarter\t%.1f%%\t\n", 100*sum.OracleShare)
-	fmt.Fprintf(tw, "events sent / trained\t%d / %d\t(%d flushes)\n", sum.Sent, sum.EventsTrained, sum.Flushes)
+	fmt.Fprintf(tw, "events sent / trained\t%d / %d\t(%d flushes; feedback %s)\n", sum.Sent, sum.EventsTrained, sum.Flushes, feedbackText(sum.Summary))
 	fmt.Fprintf(tw, "serving p50 / p99\t%.3f / %.3f ms\t\n", sum.ServingP50MS, sum.ServingP99MS)
 	tw.Flush()
 	if path := c.String("svg"); path != "" {
@@ -108,6 +109,26 @@ func report(c *cli.Context, sum demo.Summary) error {
 		fmt.Fprintln(w, string(b))
 	}
 	return nil
+}
+
+// feedbackFlag and impressionsFlag are demo's and simulate's choice of
+// what a visit teaches (simulate.Config.Feedback and Impressions).
+func feedbackFlag() cli.Flag {
+	return &cli.StringFlag{Name: "feedback", Value: simulate.FeedbackImpressions,
+		Usage: "what a visit teaches: one (the click, or the first product shown with reward 0) or impressions (every shown product that counts: the click 1, the others 0)"}
+}
+
+func impressionsFlag() cli.Flag {
+	return &cli.StringFlag{Name: "impressions", Value: simulate.ImpressionsAbove,
+		Usage: "with --feedback impressions, the shown products that count: above (the click and those above it; all when nothing is clicked) or all"}
+}
+
+// feedbackText names a run's feedback setting: "one", "impressions all", …
+func feedbackText(sum simulate.Summary) string {
+	if sum.Impressions == "" {
+		return sum.Feedback
+	}
+	return sum.Feedback + " " + sum.Impressions
 }
 
 // openBrowser opens url with xdg-open when there is a display; otherwise, or

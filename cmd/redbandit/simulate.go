@@ -27,6 +27,7 @@ func simulateCommand() *cli.Command {
 			&cli.Float64Flag{Name: "rate", Usage: "visits per second (0: as fast as possible)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the visits"},
 			&cli.Uint64Flag{Name: "data-seed", Value: 1, Usage: "seed of the catalogue and users (datagen's --seed)"},
+			feedbackFlag(), impressionsFlag(),
 			&cli.Float64Flag{Name: "alpha", Value: linucb.DefaultAlpha, Usage: "exploration weight"},
 			&cli.StringSliceFlag{Name: "brokers", Value: cli.NewStringSlice("127.0.0.1:9092"), EnvVars: []string{"REDBANDIT_BROKERS"}, Usage: "Kafka brokers"},
 			&cli.StringFlag{Name: "topic", Value: sidecar.DefaultTopic, EnvVars: []string{"REDBANDIT_TOPIC"}, Usage: "feedback topic"},
@@ -46,7 +47,7 @@ func simulateCommand() *cli.Command {
 			sink := &simulate.Kafka{Client: kc, Topic: c.String("topic"), Codec: codec}
 			return withRedis(c, func(client rueidis.Client) error {
 				cfg := simulate.Config{Visits: c.Int("visits"), Policy: c.String("policy"), Rate: c.Float64("rate"),
-					Seed: c.Uint64("seed"), DataSeed: c.Uint64("data-seed"), Sink: sink, Out: c.App.Writer, Verbose: !c.Bool("quiet")}
+					Seed: c.Uint64("seed"), DataSeed: c.Uint64("data-seed"), Feedback: c.String("feedback"), Impressions: c.String("impressions"), Sink: sink, Out: c.App.Writer, Verbose: !c.Bool("quiet")}
 				switch c.String("via") {
 				case "redis":
 					cfg.Recommender = &simulate.Redis{Client: client, Model: c.String("model"), Alpha: c.Float64("alpha")}
@@ -63,13 +64,13 @@ func simulateCommand() *cli.Command {
 					return err
 				}
 				w := c.App.Writer
-				fmt.Fprintf(w, "visits %d  events sent %d\n", sum.Visits, sum.Sent)
+				fmt.Fprintf(w, "visits %d  events sent %d  (feedback %s)\n", sum.Visits, sum.Sent, feedbackText(sum))
 				for _, pol := range []string{simulate.LinUCB, simulate.Random, simulate.Oracle} {
 					fmt.Fprintf(w, "  %-7s CTR %.4f  last quarter %.4f\n", pol, sum.CTR[pol], sum.CTRLast[pol])
 				}
 				fmt.Fprintf(w, "  recommend p50 %v  p99 %v\n", simulate.Percentile(sum.Latency, .5), simulate.Percentile(sum.Latency, .99))
 				if c.Bool("json") {
-					b, _ := json.Marshal(map[string]any{"visits": sum.Visits, "alpha": c.Float64("alpha"), "ctr": sum.CTR, "ctr_last": sum.CTRLast, "events_sent": sum.Sent})
+					b, _ := json.Marshal(map[string]any{"visits": sum.Visits, "alpha": c.Float64("alpha"), "ctr": sum.CTR, "ctr_last": sum.CTRLast, "events_sent": sum.Sent, "feedback": sum.Feedback, "impressions": sum.Impressions})
 					fmt.Fprintln(w, string(b))
 				}
 				return nil

@@ -57,6 +57,8 @@ type Config struct {
 	Via           string        // "http" (default: through the sidecar, so its dashboard shows the serving) or "redis" (EVALSHA)
 	Rate          float64       // visits per second; default DefaultRate; < 0: as fast as possible
 	Seed          uint64        // seed of the data and the visits; default 1
+	Feedback      string        // simulate.FeedbackImpressions (default) or simulate.FeedbackOne
+	Impressions   string        // with impressions: simulate.ImpressionsAbove (default) or simulate.ImpressionsAll
 	FlushInterval time.Duration // the trainer's; default DefaultFlushInterval (200 ms)
 	Brokers       []string      // a real Kafka; default: an in-process broker
 	RedisConf     string        // redis.conf to start Redis with; default: equivalent flags
@@ -150,6 +152,9 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 	cfg.defaults()
 	if cfg.Via != "redis" && cfg.Via != "http" {
 		return sum, fmt.Errorf("demo: --via %q: want redis or http", cfg.Via)
+	}
+	if err := simulate.CheckFeedback(cfg.Feedback, cfg.Impressions); err != nil {
+		return sum, fmt.Errorf("demo: %w", err)
 	}
 	dir := cfg.Dir
 	if dir == "" {
@@ -321,7 +326,7 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 	go func() {
 		defer close(simDone)
 		sum.Summary, simErr = simulate.Run(run, simulate.Config{Visits: cfg.Visits, Rate: cfg.Rate, Seed: cfg.Seed, DataSeed: cfg.Seed,
-			Now: scenario.DefaultNow, Recommender: rec, Sink: sink, Out: cfg.Out, Verbose: !cfg.Quiet, Live: &live})
+			Now: scenario.DefaultNow, Feedback: cfg.Feedback, Impressions: cfg.Impressions, Recommender: rec, Sink: sink, Out: cfg.Out, Verbose: !cfg.Quiet, Live: &live})
 	}()
 	select {
 	case <-simDone:

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/xml"
+	"errors"
 	"math"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +22,8 @@ import (
 // sidecar, simulator — for 3,000 visits at full speed with a 200 ms flush
 // interval, warm-started. LinUCB's click rate over the last 1,000 visits must
 // beat the random policy's on the same visits by more than four standard
-// errors, every event must be trained, and everything started must be
+// errors, every event must be trained (several per visit with the default
+// feedback), and everything started must be
 // stopped when Run returns.
 func TestShortDemo(t *testing.T) {
 	if testing.Short() {
@@ -47,8 +50,12 @@ func TestShortDemo(t *testing.T) {
 	if lin-rnd < 4*se {
 		t.Errorf("LinUCB %.3f does not beat random %.3f by 4 standard errors (%.3f)", lin, rnd, 4*se)
 	}
-	if sum.Sent != 3000 || sum.EventsTrained != 3000 || sum.Flushes < 2 {
-		t.Errorf("sent %d, trained %d in %d flushes", sum.Sent, sum.EventsTrained, sum.Flushes)
+	// The default feedback, impressions above the click: one event for the
+	// click and each product above it, five when nothing is clicked — more
+	// than one per visit, and every one trained.
+	if sum.Feedback != simulate.FeedbackImpressions || sum.Impressions != simulate.ImpressionsAbove ||
+		sum.Sent <= 3000 || sum.Sent >= 5*3000 || sum.EventsTrained != int64(sum.Sent) || sum.Flushes < 2 {
+		t.Errorf("feedback %s %s: sent %d, trained %d in %d flushes", sum.Feedback, sum.Impressions, sum.Sent, sum.EventsTrained, sum.Flushes)
 	}
 	if !strings.Contains(out.String(), "rolling CTR") {
 		t.Errorf("no progress lines:\n%s", out.String())
@@ -68,5 +75,38 @@ func TestShortDemo(t *testing.T) {
 	}
 	if err := xml.Unmarshal(svg.Bytes(), new(struct{})); err != nil || strings.Count(svg.String(), "<polyline") != 3 {
 		t.Errorf("svg: %v\n%s", err, svg.String())
+	}
+}
+
+// TestDemoImpressionsAll: through EVALSHA (--via redis), cold, with one
+// feedback event per shown product, the simulator sends five events a visit
+// and the trainer folds every one of them.
+func TestDemoImpressionsAll(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the demo runs for several seconds")
+	}
+	var out bytes.Buffer
+	sum, err := demo.Run(context.Background(), demo.Config{Visits: 1000, Cold: true, Via: "redis", Feedback: simulate.FeedbackImpressions,
+		Impressions: simulate.ImpressionsAll, Rate: -1, Dir: t.TempDir(), Out: &out, Quiet: true, Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if sum.Visits != 1000 || sum.Sent != 5*1000 || sum.EventsTrained != 5*1000 || sum.Impressions != simulate.ImpressionsAll {
+		t.Errorf("%d visits (impressions %s): sent %d, trained %d; want 1000, 5000, 5000", sum.Visits, sum.Impressions, sum.Sent, sum.EventsTrained)
+	}
+}
+
+// TestDemoFeedbackSetting: an unknown feedback setting stops the demo
+// before it starts anything (no working directory is created).
+func TestDemoFeedbackSetting(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "never")
+	for _, cfg := range []demo.Config{{Feedback: "all"}, {Impressions: "below"}} {
+		cfg.Dir = dir
+		if _, err := demo.Run(context.Background(), cfg); !errors.Is(err, simulate.ErrSetting) {
+			t.Errorf("%+v: %v, want ErrSetting", cfg, err)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("%+v: the demo created %s", cfg, dir)
+		}
 	}
 }

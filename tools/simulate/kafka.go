@@ -10,7 +10,7 @@ import (
 	"github.com/redbandit/redbandit/training/event"
 )
 
-// Kafka sends feedback events to a topic, Avro-encoded in the Confluent
+// Kafka sends each visit's feedback events (Feedback.Events) to a topic, Avro-encoded in the Confluent
 // wire format (JSON for fractional rewards) and keyed by product id, as the
 // trainer reads them. Sends are asynchronous; the first failure is returned
 // by a later Send or by Flush.
@@ -23,8 +23,17 @@ type Kafka struct {
 	err error
 }
 
-// Send implements Sink.
-func (k *Kafka) Send(ctx context.Context, ev event.Event) error {
+// Send implements Sink: one event per impression.
+func (k *Kafka) Send(ctx context.Context, fb Feedback) error {
+	for _, ev := range fb.Events() {
+		if err := k.send(ctx, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (k *Kafka) send(ctx context.Context, ev event.Event) error {
 	k.mu.Lock()
 	err := k.err
 	k.mu.Unlock()

@@ -11,6 +11,11 @@
 // clicks the first one whose click draw falls under its click probability;
 // the same five draws decide for every policy, so their click rates differ
 // only by what they recommend.
+//
+// What the served policy learns from a visit is the simulator's choice
+// (Config.Feedback): one event (the click, or the first product shown with
+// reward 0) or one per shown product (impressions). How the feedback
+// travels is the Sink's.
 package simulate
 
 import (
@@ -40,14 +45,71 @@ const (
 // Slate is the number of products shown per visit.
 const Slate = 5
 
+// Feedback settings (Config.Feedback).
+const (
+	// FeedbackOne: one event per visit, the clicked product with reward 1,
+	// or the first product shown with reward 0 when nothing is clicked.
+	FeedbackOne = "one"
+	// FeedbackImpressions: one event per shown product that counts (see
+	// Config.Impressions), the clicked one with reward 1, the others 0. A
+	// product shown and passed over is evidence too: with one event per
+	// visit, most of what a slate shows is never learned from.
+	FeedbackImpressions = "impressions"
+)
+
+// Impressions settings (Config.Impressions): which shown products count
+// with FeedbackImpressions.
+const (
+	// ImpressionsAbove: the clicked product and those above it — the user
+	// examines the slate top down, so the products below the click were
+	// maybe never looked at. With no click, all count.
+	ImpressionsAbove = "above"
+	// ImpressionsAll: every shown product. It teaches the model that
+	// products below a click were not wanted, though they were never
+	// examined: on the reference shop it learns worse than one event per
+	// visit.
+	ImpressionsAll = "all"
+)
+
 // Recommender returns the top k product ids for a visit.
 type Recommender interface {
 	Recommend(ctx context.Context, v *Visit, k int) ([]string, error)
 }
 
-// Sink receives the feedback event of each served visit.
+// Sink receives the feedback of each served visit.
 type Sink interface {
-	Send(ctx context.Context, ev event.Event) error
+	Send(ctx context.Context, fb Feedback) error
+}
+
+// Feedback is what one served visit teaches the model: the shown products
+// that count, each with its reward, as Config.Feedback decides. A Sink
+// decides how that travels; Events gives the self-contained events the
+// trainer folds.
+type Feedback struct {
+	EventID     string   // the visit's event id, sim-<seed>-<visit>
+	Visit       *Visit   // the visit (its context is Visit.X)
+	Slate       []string // the products shown, top first
+	Clicked     int      // the clicked position in Slate, or -1
+	Impressions []Impression
+}
+
+// Impression is one shown product that counts, with its reward.
+type Impression struct {
+	EventID   string // unique: the visit's with FeedbackOne, the visit's and "-<position>" with FeedbackImpressions
+	Position  int    // in the slate, 0 at the top
+	ProductID string
+	Reward    float64
+}
+
+// Events returns one self-contained feedback event per impression: the
+// product, the reward and the visit's encoded context.
+func (fb Feedback) Events() []event.Event {
+	evs := make([]event.Event, len(fb.Impressions))
+	for i, im := range fb.Impressions {
+		evs[i] = event.Event{EventID: im.EventID, ProductID: im.ProductID, Reward: im.Reward,
+			ContextVector: fb.Visit.X, Timestamp: fb.Visit.At.UnixMilli()}
+	}
+	return evs
 }
 
 // Visit is one simulated visit.
@@ -62,13 +124,15 @@ type Visit struct {
 
 // Config configures Run. Zero values take the defaults.
 type Config struct {
-	Visits   int       // default 20,000
-	Policy   string    // the policy served and fed back: linucb (default), random or oracle
-	Rate     float64   // visits per second; 0 = as fast as possible
-	Seed     uint64    // seed of the visits (users, times, draws); default 1
-	DataSeed uint64    // seed of the catalogue and users (datagen's --seed); default 1
-	Now      time.Time // visits fall in the 7 days before; default time.Now()
-	Window   int       // visits in the rolling CTR; default 1,000
+	Visits      int       // default 20,000
+	Policy      string    // the policy served and fed back: linucb (default), random or oracle
+	Rate        float64   // visits per second; 0 = as fast as possible
+	Seed        uint64    // seed of the visits (users, times, draws); default 1
+	DataSeed    uint64    // seed of the catalogue and users (datagen's --seed); default 1
+	Now         time.Time // visits fall in the 7 days before; default time.Now()
+	Window      int       // visits in the rolling CTR; default 1,000
+	Feedback    string    // FeedbackOne or FeedbackImpressions (default)
+	Impressions string    // with FeedbackImpressions: ImpressionsAbove (default) or ImpressionsAll
 
 	Recommender Recommender // required for the linucb policy
 	Sink        Sink        // required: where feedback goes
@@ -86,7 +150,10 @@ type Summary struct {
 	CTR     map[string]float64 `json:"ctr"`      // over all visits, by policy
 	CTRLast map[string]float64 `json:"ctr_last"` // over the last quarter of the visits made
 	Clicks  map[string]int     `json:"clicks"`
-	Sent    int                `json:"events_sent"`
+	Sent    int                `json:"events_sent"` // feedback events (impressions) sent
+	// Feedback and Impressions are the settings of the run.
+	Feedback    string `json:"feedback"`
+	Impressions string `json:"impressions,omitempty"`
 	// Curve holds, every Window/10 visits, the rolling CTR of each policy
 	// over the last Window visits.
 	Curve   []Point         `json:"-"`
@@ -101,6 +168,21 @@ type Point struct {
 
 // ErrNoRecommender reports a linucb run without a Recommender.
 var ErrNoRecommender = errors.New("simulate: the linucb policy needs a recommender")
+
+// ErrSetting reports an unknown feedback or impressions setting.
+var ErrSetting = errors.New("simulate: unknown setting")
+
+// CheckFeedback returns ErrSetting, wrapped, unless feedback and
+// impressions are known settings (or empty: the defaults).
+func CheckFeedback(feedback, impressions string) error {
+	switch {
+	case feedback != "" && feedback != FeedbackOne && feedback != FeedbackImpressions:
+		return fmt.Errorf("%w: feedback %q (one or impressions)", ErrSetting, feedback)
+	case impressions != "" && impressions != ImpressionsAll && impressions != ImpressionsAbove:
+		return fmt.Errorf("%w: impressions %q (above or all)", ErrSetting, impressions)
+	}
+	return nil
+}
 
 func (c *Config) defaults() error {
 	if c.Visits == 0 {
@@ -124,6 +206,12 @@ func (c *Config) defaults() error {
 	if c.Every == 0 {
 		c.Every = 1000
 	}
+	if c.Feedback == "" {
+		c.Feedback = FeedbackImpressions
+	}
+	if c.Impressions == "" {
+		c.Impressions = ImpressionsAbove
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -132,6 +220,8 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("simulate: unknown policy %q (linucb, random or oracle)", c.Policy)
 	case c.Policy == LinUCB && c.Recommender == nil:
 		return ErrNoRecommender
+	case CheckFeedback(c.Feedback, c.Impressions) != nil:
+		return CheckFeedback(c.Feedback, c.Impressions)
 	case c.Sink == nil:
 		return errors.New("simulate: no sink for the feedback")
 	case c.Visits < 1 || c.Rate < 0:
@@ -161,7 +251,10 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if cfg.Recommender == nil {
 		policies = []string{Random, Oracle}
 	}
-	sum := Summary{Policy: cfg.Policy, CTR: map[string]float64{}, CTRLast: map[string]float64{}, Clicks: map[string]int{}}
+	sum := Summary{Policy: cfg.Policy, Feedback: cfg.Feedback, CTR: map[string]float64{}, CTRLast: map[string]float64{}, Clicks: map[string]int{}}
+	if cfg.Feedback == FeedbackImpressions {
+		sum.Impressions = cfg.Impressions
+	}
 	hits := map[string][]bool{}
 	var tick *time.Ticker
 	if cfg.Rate > 0 {
@@ -216,18 +309,14 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		}
 		served := shown[cfg.Policy]
 		if len(served) > 0 {
-			ev := event.Event{EventID: fmt.Sprintf("sim-%d-%d", cfg.Seed, n), ProductID: served[0], Reward: 0,
-				ContextVector: v.X, Timestamp: v.At.UnixMilli()}
-			if i := clicked[cfg.Policy]; i >= 0 {
-				ev.ProductID, ev.Reward = served[i], 1
-			}
-			if err := cfg.Sink.Send(ctx, ev); err != nil {
+			fb := feedback(&cfg, v, served, clicked[cfg.Policy])
+			if err := cfg.Sink.Send(ctx, fb); err != nil {
 				if ctx.Err() != nil {
 					break
 				}
 				return sum, fmt.Errorf("simulate: visit %d: send feedback: %w", n, err)
 			}
-			sum.Sent++
+			sum.Sent += len(fb.Impressions)
 		}
 		sum.Visits = n
 		if cfg.Live != nil {
@@ -264,6 +353,32 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		}
 	}
 	return sum, ctx.Err()
+}
+
+// feedback decides which of the served slate's products count, and with
+// which reward, by cfg.Feedback and cfg.Impressions.
+func feedback(cfg *Config, v *Visit, slate []string, clicked int) Feedback {
+	fb := Feedback{EventID: fmt.Sprintf("sim-%d-%d", cfg.Seed, v.N), Visit: v, Slate: slate, Clicked: clicked}
+	if cfg.Feedback == FeedbackOne {
+		im := Impression{EventID: fb.EventID, Position: 0, ProductID: slate[0]}
+		if clicked >= 0 {
+			im.Position, im.ProductID, im.Reward = clicked, slate[clicked], 1
+		}
+		fb.Impressions = []Impression{im}
+		return fb
+	}
+	shown := min(len(slate), Slate)
+	if cfg.Impressions == ImpressionsAbove && clicked >= 0 {
+		shown = clicked + 1
+	}
+	for i, id := range slate[:shown] {
+		im := Impression{EventID: fmt.Sprintf("%s-%d", fb.EventID, i), Position: i, ProductID: id}
+		if i == clicked {
+			im.Reward = 1
+		}
+		fb.Impressions = append(fb.Impressions, im)
+	}
+	return fb
 }
 
 func ctrLine(policies []string, hits map[string][]bool, window int) string {
