@@ -132,12 +132,14 @@ const model = "demo"
 
 // Defaults of the demo's pace. LinUCB is deterministic: between two
 // flushes every similar visitor gets the same slate, so the feedback of a
-// whole batch lands on the same few products. Measured offline (in-memory
-// LinUCB, cold start, α = 1.0, 20,000 visits): updating every 1–100 events
-// reaches 97% of the oracle's click rate over the last quarter, every 200
-// events 95%, every 500 events only 65%. The demo therefore paces the visits
-// at DefaultRate and flushes every DefaultFlushInterval: about 100 events
-// per flush.
+// whole batch lands on the same few products. What counts is visits per
+// flush, not events (impressions send up to five per visit). Measured
+// offline (in-memory LinUCB, cold start, α = 1.0, 20,000 visits, share of
+// the oracle's click rate over the last quarter), updating every 100 / 200
+// / 500 visits: 99.3% / 99.7% / 65% with impressions above the click,
+// 96.7% / 95.1% / 65% with one event per visit. The demo therefore paces
+// the visits at DefaultRate and flushes every DefaultFlushInterval: about
+// 100 visits per flush.
 const (
 	DefaultFlushInterval = 200 * time.Millisecond
 	DefaultRate          = 500.0 // visits per second
