@@ -213,8 +213,25 @@ func (s commandStats) since(s0 commandStats) float64 {
 }
 
 // serverMicros reads INFO commandstats (the user needs +info; without it
-// the Redis time is not reported).
+// the Redis time is not reported); of a cluster, every node's, summed.
 func serverMicros(ctx context.Context, c rueidis.Client) (commandStats, error) {
+	if c.Mode() != rueidis.ClientModeCluster {
+		return nodeMicros(ctx, c)
+	}
+	var st commandStats
+	for addr, n := range c.Nodes() {
+		ns, err := nodeMicros(ctx, n)
+		if err != nil {
+			return commandStats{}, fmt.Errorf("%s: %w", addr, err)
+		}
+		st.all += ns.all
+		st.scripts += ns.scripts
+	}
+	return st, nil
+}
+
+// nodeMicros reads one server's INFO commandstats.
+func nodeMicros(ctx context.Context, c rueidis.Client) (commandStats, error) {
 	info, err := c.Do(ctx, c.B().Info().Section("commandstats").Build()).ToString()
 	if err != nil {
 		return commandStats{}, err

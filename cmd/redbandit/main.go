@@ -39,7 +39,9 @@ func newApp() *cli.App {
 		Usage: "an online contextual-bandit (LinUCB) recommender that lives next to Redis",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "redis", Value: "redis://127.0.0.1:6379/0", EnvVars: []string{"REDBANDIT_REDIS"},
-				Usage: "Redis URL, redis://[user:pass@]host:port/db"},
+				Usage: "Redis URL, redis://[user:pass@]host:port/db; a cluster: redis://[user:pass@]host:port?addr=host2:port2&addr=…"},
+			&cli.StringSliceFlag{Name: "redis-replicas", EnvVars: []string{"REDBANDIT_REDIS_REPLICAS"},
+				Usage: "URLs of replicas of --redis (comma-separated): sidecar, recommend and model read from them in turn, script load loads them too"},
 			&cli.StringFlag{Name: "model", Value: "default", EnvVars: []string{"REDBANDIT_MODEL"},
 				Usage: "model name M; its keys live under rb:{M}"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"REDBANDIT_LOG_LEVEL"},
@@ -82,6 +84,19 @@ func withRedis(c *cli.Context, f func(rueidis.Client) error) error {
 	return f(client)
 }
 
+// withReplicas is withRedis for the commands that only read models (and
+// script load): read-only commands go to --redis-replicas in turn, the
+// rest to --redis. The writers keep to withRedis: a replica's offsets and
+// arms may be behind the primary's.
+func withReplicas(c *cli.Context, f func(rueidis.Client) error) error {
+	client, err := store.DialReplicas(c.String("redis"), c.StringSlice("redis-replicas"))
+	if err != nil {
+		return fmt.Errorf("--redis-replicas: %w", err)
+	}
+	defer client.Close()
+	return f(client)
+}
+
 func recommendCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "recommend",
@@ -101,7 +116,7 @@ func recommendCommand() *cli.Command {
 			}
 			q := store.Query{K: c.Int("k"), Alpha: c.Float64("alpha"), Context: x,
 				Candidates: c.StringSlice("candidates"), Exclude: c.StringSlice("exclude")}
-			return withRedis(c, func(client rueidis.Client) error {
+			return withReplicas(c, func(client rueidis.Client) error {
 				recommend := store.Recommend
 				if c.Bool("fcall") {
 					recommend = store.RecommendFCall
@@ -161,7 +176,7 @@ func scriptCommand() *cli.Command {
 				Name:  "load",
 				Usage: "load the scripts (SCRIPT LOAD) and the rb_recommend function library (FUNCTION LOAD REPLACE)",
 				Action: func(c *cli.Context) error {
-					return withRedis(c, func(client rueidis.Client) error {
+					return withReplicas(c, func(client rueidis.Client) error {
 						if err := store.Load(c.Context, client); err != nil {
 							return err
 						}
@@ -194,7 +209,7 @@ func modelCommand() *cli.Command {
 		Usage: "print the model's metadata",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "spec", Usage: "print the stored feature spec in full"}},
 		Action: func(c *cli.Context) error {
-			return withRedis(c, func(client rueidis.Client) error {
+			return withReplicas(c, func(client rueidis.Client) error {
 				m, err := store.ReadMeta(c.Context, client, c.String("model"))
 				if err != nil {
 					return err

@@ -46,7 +46,7 @@ func sidecarCommand() *cli.Command {
 			}
 			runtime.GOMAXPROCS(procs)
 			slog.Info("sidecar threads", "gomaxprocs", procs, "cpus", runtime.NumCPU())
-			return withRedis(c, func(client rueidis.Client) error {
+			return withReplicas(c, func(client rueidis.Client) error {
 				return sidecar.Run(c.Context, sidecar.Config{
 					Listen: c.String("listen"), Redis: client, Model: c.String("model"), FCall: c.Bool("fcall"),
 					K: c.Int("k"), MaxK: c.Int("max-k"), Alpha: c.Float64("alpha"), AlphaSet: c.IsSet("alpha"), Timeout: c.Duration("timeout"), MaxBody: c.Int64("max-body"),

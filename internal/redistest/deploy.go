@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,5 +89,54 @@ func (s *Server) sendSignal(sig syscall.Signal) {
 	defer s.mu.Unlock()
 	if s.cmd != nil {
 		_ = s.cmd.Process.Signal(sig)
+	}
+}
+
+// StartDeployedReplica starts a deployed server (StartDeployed) that
+// replicates primary, authenticating as Operator, and waits until its link
+// to the primary is up.
+func StartDeployedReplica(t testing.TB, conf string, primary *Server, args ...string) *Server {
+	t.Helper()
+	// Redis waits 5 s by default before a diskless full sync, for more
+	// replicas to join it.
+	if out, err := primary.cli("CONFIG", "SET", "repl-diskless-sync-delay", "0"); err != nil {
+		t.Fatalf("CONFIG SET on %s: %v\n%s", primary.Addr, err, out)
+	}
+	host, port, _ := net.SplitHostPort(primary.Addr)
+	all := append([]string{"--replicaof", host, port, "--masteruser", Operator, "--masterauth", OperatorPassword}, args...)
+	r := StartDeployed(t, conf, all...)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := r.cli("INFO", "replication")
+		if err == nil && strings.Contains(out, "master_link_status:up") {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %s not linked to %s after 30s:\n%s", r.Addr, primary.Addr, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// WaitReplicated waits until every replica has the primary's replication
+// offset: it holds every write made before the call.
+func WaitReplicated(t testing.TB, primary *Server, replicas ...*Server) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		p, err := primary.cli("INFO", "replication")
+		want := field(p, "master_repl_offset")
+		done := err == nil && want != ""
+		for _, r := range replicas {
+			out, err := r.cli("INFO", "replication")
+			done = done && err == nil && field(out, "slave_repl_offset") == want
+		}
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replicas not at the primary's offset %s after 30s", want)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -100,17 +102,40 @@ func parseItems(res rueidis.RedisResult, model string) ([]Item, error) {
 // rb_recommend function library (FUNCTION LOAD REPLACE). Loading is
 // idempotent; servers keep functions across restarts (they are persisted
 // with the data) but not scripts, which Exec reloads on NOSCRIPT.
+//
+// Each server has its own script cache, so the scripts go to every node c
+// reaches (c.Nodes(): a cluster's primaries and replicas, or a primary and
+// the replicas of DialReplicas). The library goes to every node too: a
+// replica refuses it (READONLY) and gets it from its primary by
+// replication. At least one node must take it.
 func Load(ctx context.Context, c rueidis.Client) error {
-	for _, src := range []string{lua.RecommendSource(), lua.WriteSource()} {
-		if err := c.Do(ctx, c.B().ScriptLoad().Script(src).Build()).Error(); err != nil {
-			return fmt.Errorf("script load: %w", err)
+	nodes := c.Nodes()
+	addrs := slices.Sorted(maps.Keys(nodes))
+	loaded := false
+	for _, addr := range addrs {
+		n := nodes[addr]
+		for _, src := range []string{lua.RecommendSource(), lua.WriteSource()} {
+			if err := n.Do(ctx, n.B().ScriptLoad().Script(src).Build()).Error(); err != nil {
+				return fmt.Errorf("script load on %s: %w", addr, err)
+			}
 		}
+		err := n.Do(ctx, n.B().FunctionLoad().Replace().FunctionCode(lua.Library()).Build()).Error()
+		if re, ok := rueidis.IsRedisErr(err); ok && strings.HasPrefix(re.Error(), "READONLY") {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("function load on %s: %w", addr, err)
+		}
+		loaded = true
 	}
-	if err := c.Do(ctx, c.B().FunctionLoad().Replace().FunctionCode(lua.Library()).Build()).Error(); err != nil {
-		return fmt.Errorf("function load: %w", err)
+	if !loaded {
+		return fmt.Errorf("function load: %w", ErrNoPrimary)
 	}
 	return nil
 }
+
+// ErrNoPrimary reports that every node Load reached is a read-only replica.
+var ErrNoPrimary = errors.New("every node is a read-only replica")
 
 // readyModel is the model CheckLoaded scores: one that does not exist.
 const readyModel = "__readyz__"

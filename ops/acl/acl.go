@@ -48,8 +48,10 @@ const (
 var ErrNoPassword = errors.New("acl: missing password")
 
 // connection are the commands every client needs to connect and stay
-// connected (rueidis sends HELLO, AUTH and CLIENT SETNAME; PING for health).
-const connection = "+hello +auth +ping +select +client|setname +client|getname +client|id +client|info +quit +reset +readonly +readwrite"
+// connected (rueidis sends HELLO, AUTH and CLIENT SETNAME; PING for health;
+// CLUSTER SLOTS, or CLUSTER SHARDS from Redis 8, to learn a cluster's
+// layout, and on a single server to find it is not a cluster).
+const connection = "+hello +auth +ping +select +client|setname +client|getname +client|id +client|info +quit +reset +readonly +readwrite +cluster|slots +cluster|shards"
 
 // ReplayCommands are the commands the default user may run, on rb:* keys
 // only: the write commands any role holds, so that every transaction a role

@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -104,8 +106,13 @@ func Check(ctx context.Context, c rueidis.Client) error {
 }
 
 // Durability runs the checks whose failure loses models: the version,
-// persistence, the eviction policy and the AOF-replay ACL hazard.
+// persistence, the eviction policy and the AOF-replay ACL hazard. In a
+// cluster it checks every node (a replica is a primary after a failover).
 func Durability(ctx context.Context, c rueidis.Client) Report {
+	return eachNode(c, func(n rueidis.Client) Report { return durability(ctx, n) })
+}
+
+func durability(ctx context.Context, c rueidis.Client) Report {
 	info, err := readInfo(ctx, c)
 	if err != nil {
 		return Report{{"redis", Fail, err.Error()}}
@@ -123,10 +130,53 @@ func Durability(ctx context.Context, c rueidis.Client) Report {
 // each model, and the users' rights.
 func Run(ctx context.Context, c rueidis.Client) Report {
 	r := Durability(ctx, c)
-	r = append(r, scriptCheck(ctx, c), functionCheck(ctx, c))
+	r = append(r, eachNode(c, func(n rueidis.Client) Report {
+		return Report{scriptCheck(ctx, n), functionCheck(ctx, n)}
+	})...)
 	r = append(r, modelChecks(ctx, c, time.Now())...)
-	r = append(r, userChecks(ctx, c)...)
+	r = append(r, eachNode(c, func(n rueidis.Client) Report { return userChecks(ctx, n) })...)
 	return r
+}
+
+// eachNode runs check on c, or in a cluster on every node (servers keep
+// their own configuration, script cache and users), and merges the
+// reports check by check: the nodes' common result, or the worst one,
+// naming its node, when they differ.
+func eachNode(c rueidis.Client, check func(rueidis.Client) Report) Report {
+	if c.Mode() != rueidis.ClientModeCluster {
+		return check(c)
+	}
+	nodes := c.Nodes()
+	addrs := slices.Sorted(maps.Keys(nodes))
+	var names []string
+	byName := map[string][]Result{}
+	at := map[string][]string{}
+	for _, addr := range addrs {
+		for _, res := range check(nodes[addr]) {
+			if _, ok := byName[res.Check]; !ok {
+				names = append(names, res.Check)
+			}
+			byName[res.Check] = append(byName[res.Check], res)
+			at[res.Check] = append(at[res.Check], addr)
+		}
+	}
+	var out Report
+	for _, name := range names {
+		rs := byName[name]
+		worst, same := 0, len(rs) == len(addrs)
+		for i, r := range rs {
+			if r.Status > rs[worst].Status {
+				worst = i
+			}
+			same = same && r == rs[0]
+		}
+		if same {
+			out = append(out, Result{name, rs[0].Status, fmt.Sprintf("%s (all %d nodes)", rs[0].Detail, len(addrs))})
+			continue
+		}
+		out = append(out, Result{name, rs[worst].Status, fmt.Sprintf("node %s: %s (nodes differ; %d of %d checked)", at[name][worst], rs[worst].Detail, len(rs), len(addrs))})
+	}
+	return out
 }
 
 type fields map[string]string
