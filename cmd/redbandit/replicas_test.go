@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/redbandit/redbandit/internal/redistest"
 	"github.com/redbandit/redbandit/model/linucb"
@@ -34,8 +37,9 @@ func calls(t *testing.T, s *redistest.Server) map[string]int {
 // sidecar (EVALSHA_RO and FCALL_RO) answer what the primary answers (and
 // the hand computation) while the primary is paused (SIGSTOP), and INFO
 // commandstats shows each replica ran the scoring and the primary none.
-// With a replica killed the sidecar keeps answering: reads it would have
-// taken go to the primary.
+// A paused replica fails the one read sent to it (the sidecar's
+// --timeout) and then sits out; with a replica killed the sidecar keeps
+// answering: reads it would have taken go to the primary.
 func TestReplicas(t *testing.T) {
 	const conf = "../../redis.conf"
 	pw := redistest.TestPasswords
@@ -96,8 +100,28 @@ func TestReplicas(t *testing.T) {
 		}
 	}
 
+	// A replica hangs: the read sent to it times out, and it sits out
+	// while the other replica serves.
+	addr := startSidecar(t, withReplicas, "--timeout", "300ms")
+	r2.Pause()
+	failures := 0
+	for range 10 {
+		resp, err := http.Post("http://"+addr+"/v1/recommend", "application/json", strings.NewReader(`{"context": [1, 0]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			failures++
+		}
+	}
+	r2.Resume()
+	if failures != 1 {
+		t.Errorf("with a replica paused, %d of 10 requests failed, want 1 (then it rests)", failures)
+	}
+	time.Sleep(1100 * time.Millisecond) // its rest is over
+
 	// A replica dies: its share of the reads goes to the primary.
-	addr := startSidecar(t, withReplicas)
 	r1.Kill()
 	before := calls(t, primary)["evalsha_ro"]
 	for range 20 {

@@ -25,7 +25,8 @@ const replicaRest = time.Second
 // and everything else — writes, transactions, client-side caching and its
 // tracking, dedicated connections — to the primary. A read a replica cannot
 // answer (connection lost, or LOADING, MASTERDOWN, BUSY) goes to the
-// primary instead, and that replica sits out for a second. Each replica must
+// primary instead, and that replica sits out for a second, as does one that
+// let a read's deadline pass (that read fails). Each replica must
 // answer at start. A read from a replica may be behind the primary by the
 // replication delay. With no replicas it is Dial.
 //
@@ -85,19 +86,28 @@ func (r *replicated) pick() *replica {
 }
 
 // failed reports whether a replica's reply err means the primary should
-// answer instead: the replica is unreachable, still loading its data, cut
-// off from its primary, or busy with a script. Script and argument errors
-// are the answer.
-func failed(ctx context.Context, err error) bool {
-	if err == nil || ctx.Err() != nil {
+// answer instead — the replica is unreachable, still loading its data, cut
+// off from its primary, or busy with a script — and then rests the
+// replica. Script and argument errors are the answer. A replica that let
+// the deadline pass rests too (it may hang: paused, or a network cut), but
+// the read has no time left for the primary.
+func (r *replicated) failed(ctx context.Context, rep *replica, err error) bool {
+	if err == nil {
 		return false
 	}
-	re, ok := rueidis.IsRedisErr(err)
-	if !ok {
-		return true
+	fallback := false
+	if ctx.Err() == nil {
+		re, ok := rueidis.IsRedisErr(err)
+		code := ""
+		if ok {
+			code, _, _ = strings.Cut(re.Error(), " ")
+		}
+		fallback = !ok || code == "LOADING" || code == "MASTERDOWN" || code == "BUSY"
 	}
-	code, _, _ := strings.Cut(re.Error(), " ")
-	return code == "LOADING" || code == "MASTERDOWN" || code == "BUSY"
+	if fallback || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		rep.restUntil.Store(time.Now().Add(replicaRest).UnixNano())
+	}
+	return fallback
 }
 
 func (r *replicated) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
@@ -110,8 +120,7 @@ func (r *replicated) Do(ctx context.Context, cmd rueidis.Completed) rueidis.Redi
 	}
 	cmd = cmd.Pin() // sent again to the primary if the replica fails
 	res := rep.Do(ctx, cmd)
-	if failed(ctx, res.Error()) {
-		rep.restUntil.Store(time.Now().Add(replicaRest).UnixNano())
+	if r.failed(ctx, rep, res.Error()) {
 		return r.Client.Do(ctx, cmd)
 	}
 	return res
@@ -132,8 +141,7 @@ func (r *replicated) DoMulti(ctx context.Context, multi ...rueidis.Completed) []
 	}
 	res := rep.DoMulti(ctx, multi...)
 	for _, one := range res {
-		if failed(ctx, one.Error()) {
-			rep.restUntil.Store(time.Now().Add(replicaRest).UnixNano())
+		if r.failed(ctx, rep, one.Error()) {
 			return r.Client.DoMulti(ctx, multi...)
 		}
 	}
