@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -128,6 +129,11 @@ func TestClusterCommands(t *testing.T) {
 		if out, err := run(t, "--redis", serve, "--model", m, "model"); err != nil || !strings.Contains(out, "products  2") || !strings.Contains(out, "events    2") {
 			t.Errorf("model %s: %v\n%s", m, err, out)
 		}
+	}
+
+	// A cluster's client finds its replicas itself.
+	if _, err := run(t, "--redis", serve, "--redis-replicas", cl.Nodes[3].URL(), "--model", m1, "recommend", "--context", "1,0"); !errors.Is(err, store.ErrClusterReplicas) {
+		t.Errorf("--redis-replicas with a cluster: %v, want ErrClusterReplicas", err)
 	}
 
 	t.Run("sidecar", func(t *testing.T) {

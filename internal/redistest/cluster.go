@@ -87,18 +87,19 @@ func (c *Cluster) warm() {
 }
 
 // URL returns the cluster's URL for user (every node's address: the first
-// as the host, the others as addr parameters, the form rueidis.ParseURL
-// reads); "" connects without a user.
+// as the host, the others as addr parameters, unescaped as the README
+// writes them; rueidis.ParseURL reads the form); "" connects without a
+// user.
 func (c *Cluster) URL(user, password string) string {
 	u := url.URL{Scheme: "redis", Host: c.Nodes[0].Addr}
 	if user != "" {
 		u.User = url.UserPassword(user, password)
 	}
-	q := url.Values{}
+	var q []string
 	for _, n := range c.Nodes[1:] {
-		q.Add("addr", n.Addr)
+		q = append(q, "addr="+n.Addr)
 	}
-	u.RawQuery = q.Encode()
+	u.RawQuery = strings.Join(q, "&")
 	return u.String()
 }
 
