@@ -95,7 +95,9 @@ func TestReplicas(t *testing.T) {
 		after := []map[string]int{calls(t, primary), calls(t, r1), calls(t, r2)}
 		d := []int{after[0][tc.cmd] - before[0][tc.cmd], after[1][tc.cmd] - before[1][tc.cmd], after[2][tc.cmd] - before[2][tc.cmd]}
 		t.Logf("sidecar %v: %s calls on primary, replica 1, replica 2: %v", tc.flags, tc.cmd, d)
-		if d[0] != 0 || d[1] < n/2 || d[2] < n/2 || d[1]+d[2] > n+2 {
+		// In turn: n/2 each, give or take the dashboard's sampling reads
+		// (every second), which take turns too.
+		if d[0] != 0 || d[1] < n/4 || d[2] < n/4 || d[1]+d[2] != n {
 			t.Errorf("sidecar %v: %s calls on primary, replica 1, replica 2: %v, want 0 and about %d each", tc.flags, tc.cmd, d, n/2)
 		}
 	}
@@ -116,20 +118,23 @@ func TestReplicas(t *testing.T) {
 		}
 	}
 	r2.Resume()
-	if failures != 1 {
-		t.Errorf("with a replica paused, %d of 10 requests failed, want 1 (then it rests)", failures)
+	if failures > 1 { // 0 if a sampling read met the paused replica first
+		t.Errorf("with a replica paused, %d of 10 requests failed, want at most 1 (then it rests)", failures)
 	}
 	time.Sleep(1100 * time.Millisecond) // its rest is over
 
 	// A replica dies: its share of the reads goes to the primary.
 	r1.Kill()
-	before := calls(t, primary)["evalsha_ro"]
+	reads := func() int { c := calls(t, primary); return c["evalsha_ro"] + c["hmget"] }
+	before := reads()
 	for range 20 {
 		if got := sidecarRecommend(t, addr, `{"context": [1, 0]}`); len(got) != 2 || got[0].ID != "a" {
 			t.Fatalf("sidecar with a replica killed: %+v", got)
 		}
 	}
-	if d := calls(t, primary)["evalsha_ro"] - before; d < 1 || d > 10 {
-		t.Errorf("with a replica killed the primary scored %d of 20 requests, want 1 to 10 (the dead replica's turns, until it rests)", d)
+	// The first read for the dead replica (a request, or a sampling read)
+	// goes to the primary, and the replica rests.
+	if d := reads() - before; d < 1 || d > 12 {
+		t.Errorf("with a replica killed the primary served %d reads, want 1 to about 10 (the dead replica's turns, until it rests)", d)
 	}
 }
