@@ -18,7 +18,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 	mean, bonus := 0.25, 0.5
 	d := decision.Decision{EventID: "e1", Model: "m", Context: []float64{0.5, 1, -2}, Alpha: 0.1, Policy: decision.Policy,
-		Items: []decision.Item{{ProductID: "a", Position: 1, Score: 0.75, Mean: &mean, Bonus: &bonus}, {ProductID: "b", Position: 2, Score: 0.5}},
+		Items:     []decision.Item{{ProductID: "a", Position: 1, Score: 0.75, Mean: &mean, Bonus: &bonus}, {ProductID: "b", Position: 2, Score: 0.5}},
 		Timestamp: 1764000000000}
 	r := decision.Reward{EventID: "e1", Model: "m", ProductID: "a", Reward: 0.5, Timestamp: 1764000000001}
 	for _, ids := range [][2]uint32{{decision.DecisionSchemaID, decision.RewardSchemaID}, {41, 42}} {
