@@ -368,15 +368,94 @@ type Ranked struct {
 // equal scores keep the order of params (lower index first). It is the
 // reference the Redis scoring script is tested against. It costs O(n·d²).
 func Rank(x []float64, params []Params, alpha float64, k int) []Ranked {
-	out := make([]Ranked, len(params))
+	top := NewTopK(k)
 	for i, p := range params {
-		out[i] = Ranked{Index: i, Score: Score(x, p, alpha)}
+		top.Offer(i, Score(x, p, alpha))
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Score > out[j].Score })
-	if k < len(out) {
-		out = out[:k]
+	return top.Ranked()
+}
+
+// Before reports whether a ranks before b in a ranking: a higher score, or
+// an equal score and a lower index. It is the order of Rank and of every
+// scorer that must answer like it (the sidecar's local scoring).
+func Before(a, b Ranked) bool {
+	return a.Score > b.Score || (a.Score == b.Score && a.Index < b.Index)
+}
+
+// TopK keeps the best k of items offered one by one in increasing Index
+// order, ranked as Rank ranks them (Before). Rank is built on it, and so is
+// any scorer that must give Rank's order: offering the same scores gives
+// the same ranking, ties included. It costs O(log k) per item that enters
+// and O(1) per item that does not. The zero value is not usable; create it
+// with NewTopK.
+type TopK struct {
+	k    int
+	heap []Ranked // a binary heap whose root is the entry ranked last
+}
+
+// NewTopK returns an empty TopK keeping the best k (none if k < 1).
+func NewTopK(k int) *TopK {
+	return &TopK{k: k, heap: make([]Ranked, 0, min(max(k, 0), 64))}
+}
+
+// Admits reports whether an item scoring s, offered now, would enter:
+// always while fewer than k are kept, else only with a strictly higher
+// score than the last kept (a later item with an equal score ranks after
+// it). A scorer may skip computing an item's score when an upper bound of
+// it is not admitted.
+func (t *TopK) Admits(s float64) bool {
+	if len(t.heap) < t.k {
+		return true
 	}
-	return out
+	return t.k > 0 && s > t.heap[0].Score
+}
+
+// Offer offers the item index with score s; index must exceed every index
+// offered before.
+func (t *TopK) Offer(index int, s float64) {
+	h := t.heap
+	r := Ranked{Index: index, Score: s}
+	if len(h) < t.k {
+		h = append(h, r)
+		for i := len(h) - 1; i > 0; { // sift up
+			p := (i - 1) / 2
+			if !Before(h[p], h[i]) {
+				break
+			}
+			h[i], h[p] = h[p], h[i]
+			i = p
+		}
+		t.heap = h
+		return
+	}
+	if t.k < 1 || !Before(r, h[0]) {
+		return
+	}
+	h[0] = r
+	for i := 0; ; { // sift down
+		l, low := 2*i+1, i
+		if l < len(h) && Before(h[low], h[l]) {
+			low = l
+		}
+		if l+1 < len(h) && Before(h[low], h[l+1]) {
+			low = l + 1
+		}
+		if low == i {
+			break
+		}
+		h[i], h[low] = h[low], h[i]
+		i = low
+	}
+}
+
+// Len returns the number of items kept.
+func (t *TopK) Len() int { return len(t.heap) }
+
+// Ranked returns the items kept, best first. It reorders the TopK's own
+// storage: offer nothing after it.
+func (t *TopK) Ranked() []Ranked {
+	sort.Slice(t.heap, func(i, j int) bool { return Before(t.heap[i], t.heap[j]) })
+	return t.heap
 }
 
 func finite(v []float64) bool {

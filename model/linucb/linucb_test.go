@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"sort"
 	"testing"
 
 	"gonum.org/v1/gonum/mat"
@@ -317,4 +318,53 @@ func BenchmarkSolve(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestTopKMatchesStableSort offers random scores with many exact ties to
+// TopK and checks its ranking against the definition: a stable sort by
+// descending score, cut at k.
+func TestTopKMatchesStableSort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(19, 4))
+	for trial := 0; trial < 500; trial++ {
+		n := rng.IntN(60)
+		k := rng.IntN(70) - 2
+		scores := make([]float64, n)
+		for i := range scores {
+			scores[i] = float64(rng.IntN(8)) / 4 // few distinct values: ties
+		}
+		top := NewTopK(k)
+		for i, s := range scores {
+			if top.Admits(s) != (top.Len() < k || (top.Len() > 0 && s > minKept(top))) {
+				t.Fatalf("trial %d: Admits(%v) wrong", trial, s)
+			}
+			top.Offer(i, s)
+		}
+		got := top.Ranked()
+		want := make([]int, n)
+		for i := range want {
+			want[i] = i
+		}
+		sort.SliceStable(want, func(a, b int) bool { return scores[want[a]] > scores[want[b]] })
+		if k < 0 {
+			k = 0
+		}
+		want = want[:min(k, n)]
+		if len(got) != len(want) {
+			t.Fatalf("trial %d (n=%d k=%d): %d items, want %d", trial, n, k, len(got), len(want))
+		}
+		for i := range want {
+			if got[i].Index != want[i] || got[i].Score != scores[want[i]] {
+				t.Fatalf("trial %d (n=%d k=%d): item %d is %v, want index %d", trial, n, k, i, got[i], want[i])
+			}
+		}
+	}
+}
+
+// minKept is the lowest score a TopK keeps, read through a copy.
+func minKept(t *TopK) float64 {
+	m := math.Inf(1)
+	for _, r := range t.heap {
+		m = math.Min(m, r.Score)
+	}
+	return m
 }
