@@ -53,6 +53,11 @@ ARGV, in order:
   A block whose arms are written in index order, all of them (as a trainer
   does when every product changed), becomes one copy per column and row.
 
+Every successful call also counts itself in the root field wseq and leaves
+a change record chg:<wseq mod 64> = "<wseq>:<idx>,<idx>,..." listing the
+indexes of the arms it wrote (docs/FORMAT.md), for readers that keep a copy
+of the model.
+
 Reply: an array of the m new arm versions (integers), in ARGV order.
 
 Errors:
@@ -73,6 +78,7 @@ reading with the other.
 ]]
 
 local FORMAT = '3'
+local CHG_RING = 64 -- change records kept (chg:0..chg:63)
 local root = KEYS[1]
 local fmt = string.format
 local pack = struct.pack
@@ -199,7 +205,7 @@ for k = 1, #widths do
 end
 
 -- Checks: the model's identity, the guards, every arm's version and blobs.
-local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'features', 'block', 'arms', 'groups', 'rewards', 'fpats', 'gmap', 'events', 'invalid')
+local meta = redis.call('HMGET', root, 'format', 'dim', 'lambda', 'features', 'block', 'arms', 'groups', 'rewards', 'fpats', 'gmap', 'events', 'invalid', 'wseq')
 local exists = meta[1] ~= false
 local migrate = exists and meta[1] == '2' -- format 2: one row f:<id> per arm
 if exists then
@@ -541,4 +547,12 @@ redis.call('HINCRBY', root, 'invalid', invalid)
 -- %.17g: every double round-trips (tostring would keep 14 digits).
 redis.call('HSET', root, 'rewards', fmt('%.17g', total + rewards))
 if s > 0 then redis.call('HSET', root, unpack(sets)) end
+-- The change record (docs/FORMAT.md): this write's number and the indexes
+-- of the arms it wrote, so that a reader holding a copy of the model
+-- reloads only those. A wseq that is not a count restarts it (readers
+-- then reload everything).
+local wseq = (int(meta[13]) or 0) + 1
+local changed = {}
+for i = 1, m do changed[i] = arms[i].idx end
+redis.call('HSET', root, 'wseq', fmt('%d', wseq), 'chg:' .. fmt('%d', wseq % CHG_RING), fmt('%d', wseq) .. ':' .. table.concat(changed, ','))
 return versions
