@@ -218,6 +218,11 @@ func (s *Server) score(ctx context.Context, w http.ResponseWriter, r *http.Reque
 		return "", q, nil, err
 	}
 	q.Context = x
+	if s.local != nil { // local scoring (local.go): the copy answers when it can
+		if items, ok, err := s.local.recommend(model, q); ok {
+			return model, q, items, err
+		}
+	}
 	start := time.Now()
 	var items []store.Item
 	if s.cfg.FCall {
@@ -226,6 +231,10 @@ func (s *Server) score(ctx context.Context, w http.ResponseWriter, r *http.Reque
 		items, err = store.Recommend(ctx, s.cfg.Redis, model, q)
 	}
 	s.metrics.redis.WithLabelValues("recommend").Observe(time.Since(start).Seconds())
+	s.scored.served.WithLabelValues(ScoringRedis).Inc()
+	if s.local != nil && err == nil {
+		s.local.want(model) // it exists: copy it
+	}
 	return model, q, items, err
 }
 

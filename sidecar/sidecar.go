@@ -104,6 +104,20 @@ type Config struct {
 	// Run makes one from Brokers. Default none: the lag is unknown.
 	Admin Admin
 
+	// Scoring is where recommendations are scored: ScoringRedis (default,
+	// the scoring script) or ScoringLocal (a copy of each model in the
+	// sidecar, refreshed from the model's change record; the script
+	// answers while a model has no current copy). See local.go.
+	Scoring string
+	// LocalMaxProducts: a model with more products is not copied; default
+	// 50,000.
+	LocalMaxProducts int
+	// MaxStaleness: a copy not known current for longer is not used;
+	// default 1s.
+	MaxStaleness time.Duration
+	// LocalPoll is how often copies are refreshed; default 10ms.
+	LocalPoll time.Duration
+
 	// BoardInterval is the dashboard's sampling period; default 1s.
 	BoardInterval time.Duration
 	// Simulation, if set, is sampled with the default model for the
@@ -154,6 +168,18 @@ func (c *Config) withDefaults() {
 	if c.DecisionBuffer == 0 {
 		c.DecisionBuffer = DefaultDecisionBuffer
 	}
+	if c.Scoring == "" {
+		c.Scoring = ScoringRedis
+	}
+	if c.LocalMaxProducts == 0 {
+		c.LocalMaxProducts = DefaultLocalMaxProducts
+	}
+	if c.MaxStaleness == 0 {
+		c.MaxStaleness = DefaultMaxStaleness
+	}
+	if c.LocalPoll == 0 {
+		c.LocalPoll = DefaultLocalPoll
+	}
 }
 
 // Server serves the sidecar's endpoints. Create it with New.
@@ -169,6 +195,9 @@ type Server struct {
 
 	mu    sync.Mutex
 	cache map[string]*modelInfo
+
+	scored *localMetrics // which path scored each recommendation, and the copies
+	local  *local        // nil unless Scoring is ScoringLocal
 }
 
 // modelInfo is the cached metadata of one model.
@@ -186,6 +215,10 @@ func New(cfg Config) *Server {
 	s.rewardCodec, _ = decision.NewCodec() // constant schemas: tests catch an error
 	if cfg.DecisionsTopic != "" && cfg.DecisionLog != nil {
 		s.decisions = newDecisionLog(cfg.DecisionsTopic, cfg.DecisionLog, s.metrics.registry)
+	}
+	s.scored = newLocalMetrics(s.metrics.registry)
+	if cfg.Scoring == ScoringLocal {
+		s.local = newLocal(cfg, s.scored)
 	}
 	s.mux = http.NewServeMux()
 	s.handle("POST /v1/recommend", "recommend", s.recommend)
@@ -233,6 +266,9 @@ func Run(ctx context.Context, cfg Config) error {
 	cfg.withDefaults()
 	if cfg.Redis == nil {
 		return errors.New("sidecar: no Redis client")
+	}
+	if cfg.Scoring != ScoringRedis && cfg.Scoring != ScoringLocal {
+		return fmt.Errorf("sidecar: scoring %q: want %s or %s", cfg.Scoring, ScoringLocal, ScoringRedis)
 	}
 	if cfg.Producer == nil && len(cfg.Brokers) > 0 {
 		cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.RequiredAcks(kgo.AllISRAcks()),
@@ -323,11 +359,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer close(sampled)
 		s.sampleLoop(sctx)
 	}()
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		if s.local != nil {
+			s.local.run(sctx)
+		}
+	}()
 	defer func() {
 		stopSampling()
 		<-sampled
+		<-copied
 	}()
-	s.log.Info("sidecar: listening", "addr", ln.Addr().String(), "model", s.cfg.Model, "fcall", s.cfg.FCall)
+	s.log.Info("sidecar: listening", "addr", ln.Addr().String(), "model", s.cfg.Model, "fcall", s.cfg.FCall, "scoring", s.cfg.Scoring)
 	select {
 	case err := <-done:
 		return fmt.Errorf("sidecar: serve: %w", err)

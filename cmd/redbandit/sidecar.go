@@ -33,11 +33,20 @@ func sidecarCommand() *cli.Command {
 			&cli.IntFlag{Name: "decision-buffer", Value: sidecar.DefaultDecisionBuffer, Usage: "decisions waiting for Kafka before new ones are dropped (counted in /metrics)"},
 			&cli.StringFlag{Name: "schema-registry", EnvVars: []string{"REDBANDIT_SCHEMA_REGISTRY"}, DefaultText: "none: fixed schema ids",
 				Usage: "schema registry URL: register the decision log's schemas and write their ids"},
+			&cli.StringFlag{Name: "scoring", Value: sidecar.ScoringRedis, EnvVars: []string{"REDBANDIT_SCORING"}, Usage: "where recommendations are scored: redis (the scoring script, every answer reflects every finished write) or local (a copy of each model in the sidecar, refreshed from the model's change record within --max-staleness; the script answers while a model has no current copy). docs/OPERATIONS.md"},
+			&cli.IntFlag{Name: "local-max-products", Value: sidecar.DefaultLocalMaxProducts, Usage: "with --scoring local: a model with more products is scored by Redis (a copy takes 8·(d+d²) bytes per product and some for its id)"},
+			&cli.DurationFlag{Name: "max-staleness", Value: sidecar.DefaultMaxStaleness, Usage: "with --scoring local: a copy not known to hold every write for longer is not used (Redis scores)"},
 			&cli.IntFlag{Name: "procs", EnvVars: []string{"REDBANDIT_PROCS"}, Usage: "OS threads running Go code at once (GOMAXPROCS); 0: $GOMAXPROCS if set, else one less than Go's own setting (the CPUs, or a container's CPU limit; at least 1), leaving a core to the Redis next to the sidecar"},
 		},
 		Action: func(c *cli.Context) error {
 			if a := c.Float64("alpha"); !(a >= 0) || math.IsInf(a, 1) {
 				return fmt.Errorf("sidecar: --alpha %v: want a finite number ≥ 0", a)
+			}
+			if sc := c.String("scoring"); sc != sidecar.ScoringRedis && sc != sidecar.ScoringLocal {
+				return fmt.Errorf("sidecar: --scoring %q: want %s or %s", sc, sidecar.ScoringLocal, sidecar.ScoringRedis)
+			}
+			if c.Int("local-max-products") < 1 || c.Duration("max-staleness") <= 0 {
+				return fmt.Errorf("sidecar: --local-max-products and --max-staleness must be positive")
 			}
 			_, envSet := os.LookupEnv("GOMAXPROCS")
 			procs, err := sidecarProcs(c.Int("procs"), envSet, runtime.GOMAXPROCS(0))
@@ -52,6 +61,7 @@ func sidecarCommand() *cli.Command {
 					K: c.Int("k"), MaxK: c.Int("max-k"), Alpha: c.Float64("alpha"), AlphaSet: c.IsSet("alpha"), Timeout: c.Duration("timeout"), MaxBody: c.Int64("max-body"),
 					Logger: slog.Default(), Brokers: c.StringSlice("brokers"), Topic: c.String("topic"),
 					DecisionsTopic: c.String("decisions-topic"), DecisionBuffer: c.Int("decision-buffer"), SchemaRegistry: c.String("schema-registry"),
+					Scoring: c.String("scoring"), LocalMaxProducts: c.Int("local-max-products"), MaxStaleness: c.Duration("max-staleness"),
 				})
 			})
 		},
