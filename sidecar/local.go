@@ -156,8 +156,21 @@ func (l *local) refresh(ctx context.Context, name string, lm *localModel) {
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, store.ErrNoModel) {
+			// Deleted: forget it (asked for again once the script answers
+			// for it).
+			l.mu.Lock()
+			delete(l.models, name)
+			l.mu.Unlock()
+			lm.copy.Store(nil)
+			l.m.age.DeleteLabelValues(name)
+			l.m.products.DeleteLabelValues(name)
+			l.m.bytes.DeleteLabelValues(name)
+			l.log.Info("sidecar: model gone; local copy dropped", "model", name)
+			return
+		}
 		lm.tooLarge.Store(errors.Is(err, store.ErrTooLarge))
-		if errors.Is(err, store.ErrTooLarge) || errors.Is(err, store.ErrNoModel) || errors.Is(err, store.ErrBadModel) {
+		if errors.Is(err, store.ErrTooLarge) || errors.Is(err, store.ErrBadModel) {
 			// The script answers for the model (its own error, if any).
 			lm.copy.Store(nil)
 			lm.retryAt = start.Add(localRetry)
