@@ -30,6 +30,7 @@ const (
 	TargetPing       = "ping"        // PING
 	TargetHTTP       = "http"        // the sidecar's POST /v1/recommend
 	TargetHTTPPing   = "http-ping"   // the sidecar's GET /healthz: the HTTP floor
+	TargetHTTPLocal  = "http-local"  // POST /v1/recommend of a sidecar scoring locally (--scoring local, at Config.LocalURL)
 )
 
 // Clients of the ping, redis, fcall, http and http-ping targets.
@@ -58,6 +59,9 @@ const (
 	DefaultNonzero  = 7
 	// DefaultSidecarURL is the sidecar's default listen address.
 	DefaultSidecarURL = "http://127.0.0.1:8080"
+	// DefaultLocalURL is where the http-local target expects a sidecar
+	// run with --scoring local.
+	DefaultLocalURL = "http://127.0.0.1:8081"
 )
 
 // Config configures Run. Zero values take the documented defaults.
@@ -68,6 +72,9 @@ type Config struct {
 	// DefaultSidecarURL. The sidecar must serve the same Redis (a synthetic
 	// model is created there).
 	SidecarURL string
+	// LocalURL is the sidecar of the http-local target: one run with
+	// --scoring local on the same Redis. Default DefaultLocalURL.
+	LocalURL string
 	// Model is the model to load-test. With Products > 0 it is the prefix of
 	// the synthetic model's unique name (Model + "-loadtest-" + random hex).
 	// Default "default".
@@ -141,6 +148,9 @@ func (c Config) withDefaults() Config {
 	if c.SidecarURL == "" {
 		c.SidecarURL = DefaultSidecarURL
 	}
+	if c.LocalURL == "" {
+		c.LocalURL = DefaultLocalURL
+	}
 	if len(c.Targets) == 0 {
 		c.Targets = []string{TargetRedis}
 	}
@@ -190,12 +200,12 @@ func (c Config) Validate() error {
 	for _, t := range c.Targets {
 		switch t {
 		case TargetRedis, TargetFCall, TargetClientSide, TargetPing:
-		case TargetHTTP, TargetHTTPPing:
+		case TargetHTTP, TargetHTTPPing, TargetHTTPLocal:
 			if c.Pipeline > 1 {
 				return bad("the %s target sends one request per round trip: no pipeline", t)
 			}
 		default:
-			return bad("unknown target %q (want redis, fcall, http, http-ping, client-side or ping)", t)
+			return bad("unknown target %q (want redis, fcall, http, http-local, http-ping, client-side or ping)", t)
 		}
 	}
 	switch {

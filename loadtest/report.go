@@ -121,6 +121,7 @@ func (w *writer) result(i int) error {
 			ServerUS   float64          `json:"server_us"`
 			SidecarUS  float64          `json:"sidecar_us,omitempty"`
 			SideRedis  float64          `json:"sidecar_redis_us,omitempty"`
+			LocalShare float64          `json:"local_share,omitempty"`
 			LatencyMS  lat              `json:"latency_ms"`
 			Clients    int              `json:"clients"`
 			Pipeline   int              `json:"pipeline"`
@@ -133,7 +134,7 @@ func (w *writer) result(i int) error {
 			VS         *vs              `json:"vs,omitempty"`
 		}{
 			Target: r.Target, Requests: r.Requests, Errors: r.Errors, ErrorKinds: r.ErrorKinds,
-			Seconds: r.Elapsed.Seconds(), RPS: r.RPS, ServerUS: r.ServerUS, SidecarUS: r.SidecarUS, SideRedis: r.SidecarRedisUS,
+			Seconds: r.Elapsed.Seconds(), RPS: r.RPS, ServerUS: r.ServerUS, SidecarUS: r.SidecarUS, SideRedis: r.SidecarRedisUS, LocalShare: r.LocalShare,
 			LatencyMS: lat{ms(p.Min), ms(p.P50), ms(p.P90), ms(p.P99), ms(p.P999), ms(p.Max), ms(p.Mean)},
 			Clients:   w.cfg.Clients, Pipeline: w.cfg.Pipeline, Rate: w.cfg.Rate,
 			Model: w.rep.Model, Products: w.rep.Products, Dim: w.rep.Dim, K: w.cfg.K, Candidates: w.rep.Candidates,
@@ -176,6 +177,9 @@ func (w *writer) result(i int) error {
 	}
 	if r.SidecarUS > 0 {
 		fmt.Fprintf(&b, "  sidecar time: %.1f µs per request, %.1f µs of it in its Redis call (its /metrics)\n", r.SidecarUS, r.SidecarRedisUS)
+	}
+	if r.Target == TargetHTTPLocal {
+		fmt.Fprintf(&b, "  scored from the sidecar's local copy: %.1f%% of requests (its /metrics)\n", 100*r.LocalShare)
 	}
 	fmt.Fprintf(&b, "  latency summary (msec), %d right answers:\n", r.Latency.Count())
 	fmt.Fprintf(&b, "  %10s %10s %10s %10s %10s %10s %10s\n", "min", "p50", "p90", "p99", "p99.9", "max", "avg")

@@ -40,7 +40,11 @@ type Result struct {
 	// the rest of what the http target adds to the redis target is the HTTP
 	// hop (client, loopback, the sidecar's network reads and writes).
 	SidecarUS, SidecarRedisUS float64
-	Latency                   Histogram // latencies of the right answers
+	// LocalShare is, for the http-local target, the share of its requests
+	// the sidecar scored from its local copy (the rest went to the script;
+	// from its metrics, 0 if unreadable).
+	LocalShare float64
+	Latency    Histogram // latencies of the right answers
 	// Lag is, open loop only, how late each batch was sent after its
 	// scheduled time (client-side delay, included in Latency).
 	Lag Histogram
@@ -157,10 +161,19 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		return rep, err
 	}
 	for _, name := range cfg.Targets {
+		url := cfg.SidecarURL
+		if name == TargetHTTPLocal {
+			url = cfg.LocalURL
+			// The sidecar copies a model once the script has answered for
+			// it: wait for the copy before measuring.
+			if err := waitLocalCopy(ctx, url, cat.Model, cat.Dim, len(cat.IDs)); err != nil {
+				return rep, err
+			}
+		}
 		p := phase{
 			name: name, clients: clients, cat: cat, candidates: cfg.Candidates,
 			nonzero: nonzeroFor(cfg, cat.Dim), pipeline: cfg.Pipeline, rate: cfg.Rate, progress: cfg.Progress,
-			newTarget: func() target { return newTarget(name, cat, cfg.K, cfg.Alpha, fetch, cfg.SidecarURL, leanDial) },
+			newTarget: func() target { return newTarget(name, cat, cfg.K, cfg.Alpha, fetch, url, leanDial) },
 		}
 		if cfg.Warmup > 0 {
 			w := p
@@ -174,8 +187,8 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		before, statsErr := serverMicros(ctx, setup)
 		var side0 sidecarStats
 		sideOK := false // the sidecar's metrics were read before the target
-		if name == TargetHTTP {
-			s, err := sidecarMicros(ctx, cfg.SidecarURL)
+		if name == TargetHTTP || name == TargetHTTPLocal {
+			s, err := sidecarMicros(ctx, url)
 			side0, sideOK = s, err == nil
 		}
 		res, err := p.run(ctx)
@@ -186,8 +199,11 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			res.ServerUS = after.since(before) / float64(res.Requests)
 		}
 		if sideOK {
-			if side, err := sidecarMicros(ctx, cfg.SidecarURL); err == nil {
+			if side, err := sidecarMicros(ctx, url); err == nil {
 				res.SidecarUS, res.SidecarRedisUS = side.perRequest(side0)
+				if n := side.local + side.remote - side0.local - side0.remote; n > 0 {
+					res.LocalShare = (side.local - side0.local) / n
+				}
 			}
 		}
 		rep.Results = append(rep.Results, res)

@@ -374,3 +374,40 @@ func TestLeanClientCancelled(t *testing.T) {
 	default:
 	}
 }
+
+// TestRunHTTPLocal load-tests a sidecar scoring locally: zero errors, every
+// answer checked against the Go reference, and every measured request
+// scored from the sidecar's copy (LocalShare, from its metrics).
+func TestRunHTTPLocal(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	sc := sidecar.New(sidecar.Config{Redis: srv.Client(), Scoring: sidecar.ScoringLocal, LocalPoll: 2 * time.Millisecond})
+	if err := sc.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sc.Serve(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	for _, cands := range []int{0, 7} {
+		rep, err := Run(ctx, Config{RedisURL: srv.URL(), LocalURL: "http://" + ln.Addr().String(), Targets: []string{TargetRedis, TargetHTTPLocal},
+			Products: 40, Clients: 3, Requests: 150, Candidates: cands})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rep.Results {
+			sane(t, r, 150)
+			if r.Target == TargetHTTPLocal && r.LocalShare != 1 {
+				t.Errorf("candidates %d: %v of the requests scored locally, want all", cands, r.LocalShare)
+			}
+		}
+	}
+}

@@ -199,7 +199,7 @@ func newTarget(name string, cat *Catalog, k int, alpha float64, fetch []rueidis.
 	ch := newChecker(cat, k, alpha)
 	if redisDial != nil {
 		switch name {
-		case TargetHTTP:
+		case TargetHTTP, TargetHTTPLocal:
 			return &leanHTTPTarget{leanHTTP: newLeanHTTP(sidecarURL), model: cat.Model, k: k, alpha: alpha, ch: ch}
 		case TargetHTTPPing:
 			return leanHTTPPingTarget{newLeanHTTP(sidecarURL)}
@@ -210,7 +210,7 @@ func newTarget(name string, cat *Catalog, k int, alpha float64, fetch []rueidis.
 		}
 	}
 	switch name {
-	case TargetHTTP:
+	case TargetHTTP, TargetHTTPLocal:
 		return &httpTarget{url: strings.TrimRight(sidecarURL, "/") + "/v1/recommend", model: cat.Model, k: k, alpha: alpha, ch: ch,
 			client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}}
 	case TargetRedis, TargetFCall:
