@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/redis/rueidis"
 
@@ -52,8 +53,19 @@ type copyState struct {
 	cont    []int         // the continuous features (in no group), in index order
 	ids     []string      // by arm index
 	index   map[string]int
-	params  []float64 // arm i at i·stride: θ (d values), then A⁻¹ (d·d, row-major)
-	stride  int
+	// Arm i's θ at theta[i·d:], its A⁻¹ (row-major) at ainv[i·d·d:]: apart,
+	// so that the pass computing every arm's mean reads θs only.
+	theta, ainv []float64
+
+	// With one-hot groups: the writer's folded values (docs/FORMAT.md),
+	// summed by the same code (patterns.fold): each arm's continuous
+	// values at cvals[i·ncv:], and per pattern, built on its first request
+	// (foldedFor), each arm's θ_P, W_P, V_P,c at [i·(2+nc):]. A one-hot
+	// context's scores then read a few contiguous values per arm, as the
+	// script reads the block rows.
+	pats   *patterns
+	cvals  []float64
+	folded []atomic.Pointer[[]float64]
 
 	// What the root said when the copy was last brought up to date.
 	wseq    string // "" if the model has no change record
@@ -108,17 +120,21 @@ func (cp *Copy) load(ctx context.Context, c rueidis.Client, maxArms int) (*copyS
 	if st.ids, err = ReadProducts(ctx, c, cp.model, n); err != nil {
 		return nil, err
 	}
+	d := st.d
 	st.index = make(map[string]int, n)
 	for i, id := range st.ids {
 		st.index[id] = i
 	}
-	st.params = make([]float64, n*st.stride)
-	all := make([]int, n)
-	for i := range all {
-		all[i] = i
-	}
-	if err := cp.readArms(ctx, c, st.d, st.ids, all, st.params, st.stride); err != nil {
+	st.theta, st.ainv = make([]float64, n*st.d), make([]float64, n*st.d*st.d)
+	if err := cp.readArms(ctx, c, st.d, st.ids, st.theta, st.ainv); err != nil {
 		return nil, err
+	}
+	if st.pats != nil {
+		ncv := st.ncv()
+		st.cvals = make([]float64, n*ncv)
+		for i := range n {
+			st.pats.continuousInto(st.theta[i*d:(i+1)*d], st.ainv[i*d*d:(i+1)*d*d], st.cvals[i*ncv:(i+1)*ncv])
+		}
 	}
 	return st, nil
 }
@@ -143,7 +159,7 @@ func newCopyState(root string, rs rootState, maxArms int) (*copyState, int, erro
 	if n > maxArms {
 		return nil, 0, fmt.Errorf("%w: %s has %d products, a copy may hold %d", ErrTooLarge, root, n, maxArms)
 	}
-	st := &copyState{format: format, d: d, lambda: lambda, groupsJ: rs.groups, stride: d + d*d, wseq: rs.wseq, updated: rs.updated}
+	st := &copyState{format: format, d: d, lambda: lambda, groupsJ: rs.groups, wseq: rs.wseq, updated: rs.updated}
 	if err := json.Unmarshal([]byte(rs.groups), &st.groups); err != nil {
 		return nil, 0, fmt.Errorf("%w: %s has malformed groups: %v", ErrBadModel, root, err)
 	}
@@ -167,33 +183,41 @@ func newCopyState(root string, rs rootState, maxArms int) (*copyState, int, erro
 			st.cont = append(st.cont, i)
 		}
 	}
+	if st.groups != nil {
+		pats, err := newPatterns(d, st.groups)
+		if err != nil {
+			return nil, 0, fmt.Errorf("%w: %s: %v", ErrBadModel, root, err)
+		}
+		st.pats = pats
+		st.folded = make([]atomic.Pointer[[]float64], pats.count)
+	}
 	return st, n, nil
 }
 
 const maxFinite = 1.7976931348623157e308
 
-// readArms reads θ and A⁻¹ of the arms at the given indexes (ids by index)
-// into params: one pipelined HMGET per arm, 1,000 per round trip.
-func (cp *Copy) readArms(ctx context.Context, c rueidis.Client, d int, ids []string, idxs []int, params []float64, stride int) error {
+// readArms reads θ and A⁻¹ of the arms ids into theta and ainv (arm q at
+// theta[q·d:] and ainv[q·d·d:]): one pipelined HMGET per arm, 1,000 per
+// round trip.
+func (cp *Copy) readArms(ctx context.Context, c rueidis.Client, d int, ids []string, theta, ainv []float64) error {
 	const chunk = 1000
-	cmds := make(rueidis.Commands, 0, min(chunk, len(idxs)))
-	for lo := 0; lo < len(idxs); lo += chunk {
-		part := idxs[lo:min(lo+chunk, len(idxs))]
+	cmds := make(rueidis.Commands, 0, min(chunk, len(ids)))
+	for lo := 0; lo < len(ids); lo += chunk {
+		part := ids[lo:min(lo+chunk, len(ids))]
 		cmds = cmds[:0]
-		for _, i := range part {
-			cmds = append(cmds, c.B().Hmget().Key(ArmKey(cp.model, ids[i])).Field("theta", "ainv").Build())
+		for _, id := range part {
+			cmds = append(cmds, c.B().Hmget().Key(ArmKey(cp.model, id)).Field("theta", "ainv").Build())
 		}
-		for q, res := range c.DoMulti(ctx, cmds...) {
-			i := part[q]
+		for j, res := range c.DoMulti(ctx, cmds...) {
+			q := lo + j
 			vals, err := res.ToArray()
 			if err != nil {
-				return fmt.Errorf("read arm %s of %s: %w", ids[i], cp.model, err)
+				return fmt.Errorf("read arm %s of %s: %w", ids[q], cp.model, err)
 			}
 			th, err1 := vals[0].ToString()
 			ai, err2 := vals[1].ToString()
-			p := params[i*stride : (i+1)*stride]
-			if err1 != nil || err2 != nil || !decodeFloatsInto(p[:d], th) || !decodeFloatsInto(p[d:], ai) {
-				return fmt.Errorf("%w: arm %s of %s has no θ and A⁻¹ of dimension %d", ErrBadModel, ids[i], RootKey(cp.model), d)
+			if err1 != nil || err2 != nil || !decodeFloatsInto(theta[q*d:(q+1)*d], th) || !decodeFloatsInto(ainv[q*d*d:(q+1)*d*d], ai) {
+				return fmt.Errorf("%w: arm %s of %s has no θ and A⁻¹ of dimension %d", ErrBadModel, ids[q], RootKey(cp.model), d)
 			}
 		}
 	}
@@ -259,11 +283,14 @@ func (cp *Copy) Refresh(ctx context.Context, c rueidis.Client, maxArms int) (Ref
 		}
 	}
 	idxs := make([]int, 0, len(changed))
+	sub := make([]string, 0, len(changed))
 	for i := range changed {
 		idxs = append(idxs, i)
+		sub = append(sub, ids[i])
 	}
-	fresh := make([]float64, len(idxs)*old.stride)
-	if err := cp.readArmsInto(ctx, c, old.d, ids, idxs, fresh, old.stride); err != nil {
+	d := old.d
+	theta, ainv := make([]float64, len(idxs)*d), make([]float64, len(idxs)*d*d)
+	if err := cp.readArms(ctx, c, d, sub, theta, ainv); err != nil {
 		return Refreshed{}, err
 	}
 	format, _ := strconv.Atoi(rs.format)
@@ -277,34 +304,71 @@ func (cp *Copy) Refresh(ctx context.Context, c rueidis.Client, maxArms int) (Ref
 		st.index[ids[i]] = i
 	}
 	st.ids = ids
-	if need := n * st.stride; need > len(st.params) {
-		if need <= cap(st.params) {
-			st.params = st.params[:need]
-		} else {
-			grown := make([]float64, need, need+need/4)
-			copy(grown, st.params)
-			st.params = grown
-		}
-	}
+	st.theta = grow(st.theta, n*d)
+	st.ainv = grow(st.ainv, n*d*d)
 	for q, i := range idxs {
-		copy(st.params[i*st.stride:(i+1)*st.stride], fresh[q*st.stride:(q+1)*st.stride])
+		copy(st.theta[i*d:(i+1)*d], theta[q*d:(q+1)*d])
+		copy(st.ainv[i*d*d:(i+1)*d*d], ainv[q*d*d:(q+1)*d*d])
+	}
+	if st.pats != nil {
+		ncv, pw := st.ncv(), 2+len(st.cont)
+		st.cvals = grow(st.cvals, n*ncv)
+		for _, i := range idxs {
+			st.pats.continuousInto(st.theta[i*d:(i+1)*d], st.ainv[i*d*d:(i+1)*d*d], st.cvals[i*ncv:(i+1)*ncv])
+		}
+		var active []int
+		for pid := range st.folded {
+			fp := st.folded[pid].Load()
+			if fp == nil {
+				continue
+			}
+			fv := grow(*fp, n*pw)
+			active = st.pats.active(pid, active[:0])
+			for _, i := range idxs {
+				st.pats.fold(active, st.theta[i*d:(i+1)*d], st.ainv[i*d*d:(i+1)*d*d], fv[i*pw:(i+1)*pw])
+			}
+			st.folded[pid].Store(&fv)
+		}
 	}
 	st.format, st.wseq, st.updated = format, rs.wseq, rs.updated
 	cp.mu.Unlock()
 	return Refreshed{Arms: len(idxs)}, nil
 }
 
-// readArmsInto is readArms with arm idxs[q] stored at q·stride of dst.
-func (cp *Copy) readArmsInto(ctx context.Context, c rueidis.Client, d int, ids []string, idxs []int, dst []float64, stride int) error {
-	pos := make([]int, len(idxs))
-	for q := range pos {
-		pos[q] = q
+// ncv is the number of continuous values per arm.
+func (st *copyState) ncv() int { nc := len(st.cont); return nc * (nc + 3) / 2 }
+
+// foldedFor returns every arm's folded values for pattern pid, computing
+// them on the first call for the pattern. The caller holds the Copy's read
+// lock; concurrent first calls compute the same values, one is kept.
+func (st *copyState) foldedFor(pid int) []float64 {
+	if fp := st.folded[pid].Load(); fp != nil {
+		return *fp
 	}
-	sub := make([]string, len(idxs))
-	for q, i := range idxs {
-		sub[q] = ids[i]
+	d, n, pw := st.d, len(st.ids), 2+len(st.cont)
+	fv := make([]float64, n*pw)
+	active := st.pats.active(pid, nil)
+	for i := range n {
+		st.pats.fold(active, st.theta[i*d:(i+1)*d], st.ainv[i*d*d:(i+1)*d*d], fv[i*pw:(i+1)*pw])
 	}
-	return cp.readArms(ctx, c, d, sub, pos, dst, stride)
+	if !st.folded[pid].CompareAndSwap(nil, &fv) {
+		return *st.folded[pid].Load()
+	}
+	return fv
+}
+
+// grow returns v lengthened to n, with room for a quarter more when it
+// must be copied (new products arrive a few at a time).
+func grow(v []float64, n int) []float64 {
+	if n <= len(v) {
+		return v
+	}
+	if n <= cap(v) {
+		return v[:n]
+	}
+	g := make([]float64, n, n+n/4)
+	copy(g, v)
+	return g
 }
 
 // changes returns the indexes of the arms written since old, from the
@@ -381,11 +445,17 @@ func (cp *Copy) Products() int {
 	return len(cp.st.ids)
 }
 
-// Bytes estimates the memory the copy holds: its parameters, ids and index.
+// Bytes estimates the memory the copy holds: its parameters, the folded
+// values of the patterns asked for so far, ids and index.
 func (cp *Copy) Bytes() int {
 	cp.mu.RLock()
 	defer cp.mu.RUnlock()
-	b := 8 * cap(cp.st.params)
+	b := 8 * (cap(cp.st.theta) + cap(cp.st.ainv) + cap(cp.st.cvals))
+	for pid := range cp.st.folded {
+		if fp := cp.st.folded[pid].Load(); fp != nil {
+			b += 8 * cap(*fp)
+		}
+	}
 	for _, id := range cp.st.ids {
 		b += 2*len(id) + 16 + 16 + 8 + 8 // the string, its header in ids and in the index, the index's value and overhead
 	}

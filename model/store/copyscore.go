@@ -65,10 +65,13 @@ func (cp *Copy) Recommend(q Query) ([]Item, error) {
 
 	sc := scorer{d: d, alpha: alpha}
 	nc := len(st.cont)
-	if st.groups != nil && st.format == FormatVersion {
+	pid := 0
+	if st.pats != nil && st.format == FormatVersion {
+		// One-hot in every group (at most one 1 and otherwise zeros; none
+		// only in an optional group): pattern pid, in mixed radix, the
+		// first group's digit varying fastest.
 		fast := true
-		var act [MaxDim]int
-		sc.act = act[:0]
+		stride := 1
 		for _, g := range st.groups {
 			pos := -1
 			for p, f := range g.Features {
@@ -79,16 +82,21 @@ func (cp *Copy) Recommend(q Query) ([]Item, error) {
 					pos = p
 				}
 			}
-			if pos >= 0 {
-				sc.act = append(sc.act, g.Features[pos])
-			} else if !g.Optional {
-				fast = false
+			if pos < 0 {
+				if g.Optional {
+					pos = len(g.Features) // the "none" digit
+				} else {
+					fast = false
+				}
 			}
+			pid += max(pos, 0) * stride
+			stride *= g.Digits()
 		}
+		// As the script: rows unless much longer than x's columns.
 		sc.fast = fast && 2+2*nc+nc*(nc+1)/2 <= 2*(ns+ns*(ns+1)/2)
 	}
 	if sc.fast {
-		sc.cont = st.cont
+		sc.fv, sc.cvals, sc.pw, sc.ncv, sc.nc = st.foldedFor(pid), st.cvals, 2+nc, st.ncv(), nc
 		sc.xc = make([]float64, nc)
 		sc.yc = make([]float64, nc)
 		for i, c := range st.cont {
@@ -102,7 +110,6 @@ func (cp *Copy) Recommend(q Query) ([]Item, error) {
 				} else {
 					sc.coef = append(sc.coef, float64(sc.yc[a]*sc.xc[b]))
 				}
-				sc.pos = append(sc.pos, st.cont[a]*d+st.cont[b])
 			}
 		}
 	} else {
@@ -117,10 +124,10 @@ func (cp *Copy) Recommend(q Query) ([]Item, error) {
 				sc.pos = append(sc.pos, i*d+j)
 			}
 		}
+		sc.theta, sc.ainv = st.theta, st.ainv
 	}
 
 	top := linucb.NewTopK(q.K)
-	stride := st.stride
 	if q.Candidates != nil {
 		// The candidates in order, each once, none excluded.
 		seen := make(map[string]struct{}, len(q.Exclude)+len(q.Candidates))
@@ -143,7 +150,7 @@ func (cp *Copy) Recommend(q Query) ([]Item, error) {
 				}
 				continue
 			}
-			sc.offer(top, c, st.params[a*stride:(a+1)*stride], bound)
+			sc.offer(top, c, a, bound)
 		}
 		ranked := top.Ranked()
 		items := make([]Item, len(ranked))
@@ -167,7 +174,7 @@ func (cp *Copy) Recommend(q Query) ([]Item, error) {
 				continue
 			}
 		}
-		sc.offer(top, a, st.params[a*stride:(a+1)*stride], bound)
+		sc.offer(top, a, a, bound)
 	}
 	ranked := top.Ranked()
 	items := make([]Item, len(ranked))
@@ -177,67 +184,70 @@ func (cp *Copy) Recommend(q Query) ([]Item, error) {
 	return items, nil
 }
 
-// scorer scores one arm (θ, then A⁻¹, d·d) for one request.
+// scorer scores arms for one request.
 type scorer struct {
 	d     int
 	alpha float64
 	fast  bool
-	// Folded: the groups' picked features, the continuous ones, x over
-	// them and twice that.
-	act, cont []int
-	xc, yc    []float64
-	// General: x and its non-zero entries.
-	x []float64
-	S []int
-	// The quadratic form's coefficients and their positions in A⁻¹: over
-	// the continuous features (folded) or over S (general), i ≤ j.
+	// Folded (one-hot contexts): the pattern's folded values (pw per arm)
+	// and the continuous values (ncv per arm), x over the nc continuous
+	// features and twice that.
+	fv, cvals   []float64
+	pw, ncv, nc int
+	xc, yc      []float64
+	// General: x, its non-zero entries, every arm's θ and A⁻¹.
+	x           []float64
+	S           []int
+	theta, ainv []float64
+	// The quadratic form's coefficients, over the continuous features
+	// (folded: in the order of the continuous values) or over S (general,
+	// with their positions in A⁻¹), i ≤ j.
 	coef []float64
 	pos  []int
 }
 
-// offer offers arm item, whose parameters are p, to top unless its mean
-// plus bound shows it cannot enter.
-func (sc *scorer) offer(top *linucb.TopK, item int, p []float64, bound float64) {
-	d := sc.d
-	theta, ainv := p[:d], p[d:]
-	var mean float64
+// offer offers arm a to top as item unless its mean plus bound shows it
+// cannot enter.
+func (sc *scorer) offer(top *linucb.TopK, item, a int, bound float64) {
 	if sc.fast {
-		var tp float64 // θ_P
-		for _, g := range sc.act {
-			tp += theta[g]
+		f := sc.fv[a*sc.pw : (a+1)*sc.pw]
+		cv := sc.cvals[a*sc.ncv : (a+1)*sc.ncv]
+		mean := f[0] // θ_P
+		for i, xi := range sc.xc {
+			mean += float64(xi * cv[i])
 		}
-		mean = tp
-		for i, c := range sc.cont {
-			mean += float64(sc.xc[i] * theta[c])
+		if !top.Admits(mean + bound) {
+			return
 		}
-	} else {
-		for _, i := range sc.S {
-			mean += float64(sc.x[i] * theta[i])
+		q := f[1] // W_P
+		for i, yi := range sc.yc {
+			q += float64(yi * f[2+i])
 		}
+		for t, c := range sc.coef {
+			q += float64(c * cv[sc.nc+t])
+		}
+		sc.enter(top, item, mean, q)
+		return
+	}
+	d := sc.d
+	theta := sc.theta[a*d : (a+1)*d]
+	var mean float64
+	for _, i := range sc.S {
+		mean += float64(sc.x[i] * theta[i])
 	}
 	if !top.Admits(mean + bound) {
 		return
 	}
+	ainv := sc.ainv[a*d*d : (a+1)*d*d]
 	var q float64
-	if sc.fast {
-		var w float64 // W_P
-		for _, g := range sc.act {
-			for _, h := range sc.act {
-				w += ainv[g*d+h]
-			}
-		}
-		q = w
-		for i, c := range sc.cont {
-			var v float64 // V_P,c
-			for _, g := range sc.act {
-				v += ainv[c*d+g]
-			}
-			q += float64(sc.yc[i] * v)
-		}
-	}
 	for t, c := range sc.coef {
 		q += float64(c * ainv[sc.pos[t]])
 	}
+	sc.enter(top, item, mean, q)
+}
+
+// enter offers the score of mean and quadratic form q.
+func (sc *scorer) enter(top *linucb.TopK, item int, mean, q float64) {
 	if q < 0 {
 		q = 0
 	}

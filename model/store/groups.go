@@ -89,35 +89,49 @@ func (p *patterns) values(params linucb.Params) []float64 {
 	if p.count == 0 {
 		return nil
 	}
-	d, th, m := p.d, params.Theta, params.AInv
-	out := make([]float64, 0, p.count*(2+len(p.cont)))
+	pw := 2 + len(p.cont)
+	out := make([]float64, p.count*pw)
 	active := make([]int, 0, len(p.groups))
 	for pid := 0; pid < p.count; pid++ {
-		rest := pid
-		active = active[:0]
-		for _, grp := range p.groups {
-			if digit := rest % grp.Digits(); digit < len(grp.Features) {
-				active = append(active, grp.Features[digit])
-			}
-			rest /= grp.Digits()
-		}
-		var t, w float64
-		for _, pg := range active {
-			t += th[pg]
-			for _, ph := range active {
-				w += m[pg*d+ph]
-			}
-		}
-		out = append(out, t, w)
-		for _, c := range p.cont {
-			var v float64
-			for _, pg := range active {
-				v += m[c*d+pg]
-			}
-			out = append(out, v)
-		}
+		active = p.active(pid, active[:0])
+		p.fold(active, params.Theta, params.AInv, out[pid*pw:(pid+1)*pw])
 	}
 	return out
+}
+
+// active appends to dst the features pattern pid picks, in group order.
+func (p *patterns) active(pid int, dst []int) []int {
+	rest := pid
+	for _, grp := range p.groups {
+		if digit := rest % grp.Digits(); digit < len(grp.Features) {
+			dst = append(dst, grp.Features[digit])
+		}
+		rest /= grp.Digits()
+	}
+	return dst
+}
+
+// fold stores in out (2+len(cont) values) θ_P, W_P and V_P,c of the arm
+// whose θ and A⁻¹ (d·d, row-major) are th and m, for the pattern picking
+// the features active. Every reader of folded values (the rows the writer
+// stores, a local copy's) sums them here, in this order.
+func (p *patterns) fold(active []int, th, m, out []float64) {
+	d := p.d
+	var t, w float64
+	for _, pg := range active {
+		t += th[pg]
+		for _, ph := range active {
+			w += m[pg*d+ph]
+		}
+	}
+	out[0], out[1] = t, w
+	for k, c := range p.cont {
+		var v float64
+		for _, pg := range active {
+			v += m[c*d+pg]
+		}
+		out[2+k] = v
+	}
 }
 
 // continuous returns the continuous values of an arm (the start of its
@@ -127,14 +141,24 @@ func (p *patterns) continuous(params linucb.Params) []float64 {
 	if p.count == 0 {
 		return nil
 	}
-	out := make([]float64, 0, len(p.cont)*(len(p.cont)+3)/2)
+	nc := len(p.cont)
+	out := make([]float64, nc*(nc+3)/2)
+	p.continuousInto(params.Theta, params.AInv, out)
+	return out
+}
+
+// continuousInto stores the continuous values of the arm whose θ and A⁻¹
+// are th and m in out (len(cont)·(len(cont)+3)/2 values).
+func (p *patterns) continuousInto(th, m, out []float64) {
+	o := 0
 	for _, c := range p.cont {
-		out = append(out, params.Theta[c])
+		out[o] = th[c]
+		o++
 	}
 	for a, c := range p.cont {
 		for _, c2 := range p.cont[a:] {
-			out = append(out, params.AInv[c*p.d+c2])
+			out[o] = m[c*p.d+c2]
+			o++
 		}
 	}
-	return out
 }
