@@ -146,6 +146,14 @@ func (l *local) refresh(ctx context.Context, name string, lm *localModel) {
 		cancel()
 		if err == nil {
 			r = store.Refreshed{Full: true, Arms: cp.Products()}
+			// A large model takes a while to load; the copy holds what
+			// was written before the load began: catch up with what was
+			// written since (usually nothing, or a few products).
+			again := time.Now()
+			rctx, cancel := context.WithTimeout(ctx, localLoadTimeout)
+			_, err = cp.Refresh(rctx, l.redis, l.maxProducts)
+			cancel()
+			start = again
 		}
 	} else {
 		rctx, cancel := context.WithTimeout(ctx, max(l.maxStale, localLoadTimeout))

@@ -27,7 +27,7 @@ import (
 
 // serve runs a sidecar with cfg (its Redis and default model set by the
 // caller) on a loopback port until the test ends, and returns its URL.
-func serve(t *testing.T, cfg sidecar.Config) string {
+func serve(t testing.TB, cfg sidecar.Config) string {
 	t.Helper()
 	s := sidecar.New(cfg)
 	if err := s.Prepare(context.Background()); err != nil {
@@ -50,7 +50,7 @@ func serve(t *testing.T, cfg sidecar.Config) string {
 }
 
 // postRaw posts body to url+path and returns the status and body.
-func postRaw(t *testing.T, url, path, body string) (int, []byte) {
+func postRaw(t testing.TB, url, path, body string) (int, []byte) {
 	t.Helper()
 	resp, err := http.Post(url+path, "application/json", strings.NewReader(body))
 	if err != nil {
@@ -63,7 +63,7 @@ func postRaw(t *testing.T, url, path, body string) (int, []byte) {
 
 // metric returns the value of the sample named (with labels) exactly as
 // given on the sidecar's /metrics, or 0 if there is none.
-func metric(t *testing.T, url, sample string) float64 {
+func metric(t testing.TB, url, sample string) float64 {
 	t.Helper()
 	resp, err := http.Get(url + "/metrics")
 	if err != nil {
@@ -85,7 +85,7 @@ func metric(t *testing.T, url, sample string) float64 {
 }
 
 // waitFor polls cond every millisecond until it holds or limit passes.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
+func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for !cond() {
@@ -97,33 +97,35 @@ func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) t
 	return time.Since(start)
 }
 
-// localShop writes a model of the reference spec with n products: every
-// fourth has no events (exact ties among them).
-func localShop(t *testing.T, c rueidis.Client, name string, n int, rng *rand.Rand) []string {
+// localShop writes a model of the reference spec with n products (one
+// write per 1,000): every fourth has no events (exact ties among them).
+func localShop(t testing.TB, c rueidis.Client, name string, n int, rng *rand.Rand) []string {
 	t.Helper()
 	sp := spec.Reference()
-	w := store.Write{Model: name, Features: sp.Names(), Groups: sp.Groups(), Lambda: 1,
-		Set: []store.Field{{Name: store.SpecField, Value: sp.JSON()}}}
 	var ids []string
-	for a := range n {
-		arm := linucb.NewArm(sp.Dim(), 1)
-		for e := 0; a%4 != 0 && e < rng.IntN(40); e++ {
-			x, err := sp.Encode(randomAttributes(rng))
+	for lo := 0; lo < n; lo += 1000 {
+		w := store.Write{Model: name, Features: sp.Names(), Groups: sp.Groups(), Lambda: 1,
+			Set: []store.Field{{Name: store.SpecField, Value: sp.JSON()}}}
+		for a := lo; a < min(n, lo+1000); a++ {
+			arm := linucb.NewArm(sp.Dim(), 1)
+			for e := 0; a%4 != 0 && e < rng.IntN(40); e++ {
+				x, err := sp.Encode(randomAttributes(rng))
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = arm.Update(x, float64(rng.IntN(2)))
+			}
+			p, err := arm.Solve()
 			if err != nil {
 				t.Fatal(err)
 			}
-			_ = arm.Update(x, float64(rng.IntN(2)))
+			id := fmt.Sprintf("item-%03d", a)
+			ids = append(ids, id)
+			w.Arms = append(w.Arms, store.ArmWrite{ID: id, Arm: arm, Params: p})
 		}
-		p, err := arm.Solve()
-		if err != nil {
+		if _, err := w.Apply(context.Background(), c); err != nil {
 			t.Fatal(err)
 		}
-		id := fmt.Sprintf("item-%03d", a)
-		ids = append(ids, id)
-		w.Arms = append(w.Arms, store.ArmWrite{ID: id, Arm: arm, Params: p})
-	}
-	if _, err := w.Apply(context.Background(), c); err != nil {
-		t.Fatal(err)
 	}
 	return ids
 }

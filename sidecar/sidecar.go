@@ -1,8 +1,9 @@
 // Package sidecar is redbandit's HTTP shim for clients that do not speak
-// Redis: one EVALSHA (or FCALL_RO) per recommendation, contexts given as a
-// dense vector, as named features or as raw attributes encoded by the
-// model's feature spec, plus health, readiness, model info and Prometheus
-// metrics.
+// Redis: one EVALSHA (or FCALL_RO) per recommendation (or, with
+// Config.Scoring local, a copy of the model scored in Go: local.go),
+// contexts given as a dense vector, as named features or as raw attributes
+// encoded by the model's feature spec, plus health, readiness, model info
+// and Prometheus metrics.
 //
 // Endpoints:
 //
