@@ -51,8 +51,11 @@ type local struct {
 	log         *slog.Logger
 	m           *localMetrics
 
+	// models maps the copied models' names to their copies: read by every
+	// request without a lock, replaced whole (under mu) when one is added
+	// or dropped.
 	mu     sync.Mutex
-	models map[string]*localModel
+	models atomic.Pointer[map[string]*localModel]
 }
 
 // localModel is the copy of one model. copy and fresh are read by requests
@@ -66,16 +69,29 @@ type localModel struct {
 }
 
 func newLocal(cfg Config, m *localMetrics) *local {
-	return &local{redis: cfg.Redis, maxProducts: cfg.LocalMaxProducts, maxStale: cfg.MaxStaleness, poll: cfg.LocalPoll,
-		log: cfg.Logger, m: m, models: map[string]*localModel{}}
+	l := &local{redis: cfg.Redis, maxProducts: cfg.LocalMaxProducts, maxStale: cfg.MaxStaleness, poll: cfg.LocalPoll,
+		log: cfg.Logger, m: m}
+	l.models.Store(&map[string]*localModel{})
+	return l
+}
+
+// update replaces the models map with a copy changed by f.
+func (l *local) update(f func(map[string]*localModel)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := *l.models.Load()
+	next := make(map[string]*localModel, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	f(next)
+	l.models.Store(&next)
 }
 
 // recommend answers q from model's copy. ok is false when the request
 // must go to the script instead; the reason is counted.
 func (l *local) recommend(model string, q store.Query) (items []store.Item, ok bool, err error) {
-	l.mu.Lock()
-	lm := l.models[model]
-	l.mu.Unlock()
+	lm := (*l.models.Load())[model]
 	reason := fallbackUnloaded
 	if lm != nil {
 		if cp := lm.copy.Load(); cp != nil {
@@ -100,11 +116,14 @@ func (l *local) recommend(model string, q store.Query) (items []store.Item, ok b
 // want asks for a copy of model, which the script has just answered (so
 // it exists): run loads it.
 func (l *local) want(model string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.models[model] == nil && len(l.models) < maxLocalModels {
-		l.models[model] = &localModel{}
+	if m := *l.models.Load(); m[model] != nil || len(m) >= maxLocalModels {
+		return
 	}
+	l.update(func(m map[string]*localModel) {
+		if m[model] == nil && len(m) < maxLocalModels {
+			m[model] = &localModel{}
+		}
+	})
 }
 
 // run refreshes every wanted model each poll interval until ctx is done.
@@ -117,16 +136,8 @@ func (l *local) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		l.mu.Lock()
-		names := make([]string, 0, len(l.models))
-		lms := make([]*localModel, 0, len(l.models))
-		for name, lm := range l.models {
-			names = append(names, name)
-			lms = append(lms, lm)
-		}
-		l.mu.Unlock()
-		for i, lm := range lms {
-			l.refresh(ctx, names[i], lm)
+		for name, lm := range *l.models.Load() {
+			l.refresh(ctx, name, lm)
 		}
 	}
 }
@@ -167,9 +178,7 @@ func (l *local) refresh(ctx context.Context, name string, lm *localModel) {
 		if errors.Is(err, store.ErrNoModel) {
 			// Deleted: forget it (asked for again once the script answers
 			// for it).
-			l.mu.Lock()
-			delete(l.models, name)
-			l.mu.Unlock()
+			l.update(func(m map[string]*localModel) { delete(m, name) })
 			lm.copy.Store(nil)
 			l.m.age.DeleteLabelValues(name)
 			l.m.products.DeleteLabelValues(name)

@@ -261,6 +261,15 @@ func (cp *Copy) Refresh(ctx context.Context, c rueidis.Client, maxArms int) (Ref
 		if err != nil {
 			return Refreshed{}, err
 		}
+		// Fold the patterns asked for before here, not on the next
+		// request of each.
+		if st.pats != nil && old.pats != nil && len(st.folded) == len(old.folded) {
+			for pid := range old.folded {
+				if old.folded[pid].Load() != nil {
+					st.foldedFor(pid)
+				}
+			}
+		}
 		cp.mu.Lock()
 		cp.st = st
 		cp.mu.Unlock()
