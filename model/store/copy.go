@@ -58,14 +58,15 @@ type copyState struct {
 	theta, ainv []float64
 
 	// With one-hot groups: the writer's folded values (docs/FORMAT.md),
-	// summed by the same code (patterns.fold): each arm's continuous
-	// values at cvals[i·ncv:], and per pattern, built on its first request
-	// (foldedFor), each arm's θ_P, W_P, V_P,c at [i·(2+nc):]. A one-hot
-	// context's scores then read a few contiguous values per arm, as the
-	// script reads the block rows.
-	pats   *patterns
-	cvals  []float64
-	folded []atomic.Pointer[[]float64]
+	// summed by the same code (patterns.fold), laid out as the script's
+	// block rows, means apart from the rest: each arm's θ_c at
+	// ctheta[i·nc:] and A⁻¹ over the continuous features at cainv[i·ntri:],
+	// and per pattern, built on its first request (foldedFor), each arm's
+	// θ_P and its W_P, V_P,c. The pass computing every arm's mean reads
+	// nc + 1 contiguous values per arm.
+	pats          *patterns
+	ctheta, cainv []float64
+	folded        []atomic.Pointer[foldedRows]
 
 	// What the root said when the copy was last brought up to date.
 	wseq    string // "" if the model has no change record
@@ -120,7 +121,6 @@ func (cp *Copy) load(ctx context.Context, c rueidis.Client, maxArms int) (*copyS
 	if st.ids, err = ReadProducts(ctx, c, cp.model, n); err != nil {
 		return nil, err
 	}
-	d := st.d
 	st.index = make(map[string]int, n)
 	for i, id := range st.ids {
 		st.index[id] = i
@@ -130,10 +130,10 @@ func (cp *Copy) load(ctx context.Context, c rueidis.Client, maxArms int) (*copyS
 		return nil, err
 	}
 	if st.pats != nil {
-		ncv := st.ncv()
-		st.cvals = make([]float64, n*ncv)
+		nc := len(st.cont)
+		st.ctheta, st.cainv = make([]float64, n*nc), make([]float64, n*(st.ncv()-nc))
 		for i := range n {
-			st.pats.continuousInto(st.theta[i*d:(i+1)*d], st.ainv[i*d*d:(i+1)*d*d], st.cvals[i*ncv:(i+1)*ncv])
+			st.setContinuous(i)
 		}
 	}
 	return st, nil
@@ -189,7 +189,7 @@ func newCopyState(root string, rs rootState, maxArms int) (*copyState, int, erro
 			return nil, 0, fmt.Errorf("%w: %s: %v", ErrBadModel, root, err)
 		}
 		st.pats = pats
-		st.folded = make([]atomic.Pointer[[]float64], pats.count)
+		st.folded = make([]atomic.Pointer[foldedRows], pats.count)
 	}
 	return st, n, nil
 }
@@ -320,10 +320,10 @@ func (cp *Copy) Refresh(ctx context.Context, c rueidis.Client, maxArms int) (Ref
 		copy(st.ainv[i*d*d:(i+1)*d*d], ainv[q*d*d:(q+1)*d*d])
 	}
 	if st.pats != nil {
-		ncv, pw := st.ncv(), 2+len(st.cont)
-		st.cvals = grow(st.cvals, n*ncv)
+		nc := len(st.cont)
+		st.ctheta, st.cainv = grow(st.ctheta, n*nc), grow(st.cainv, n*(st.ncv()-nc))
 		for _, i := range idxs {
-			st.pats.continuousInto(st.theta[i*d:(i+1)*d], st.ainv[i*d*d:(i+1)*d*d], st.cvals[i*ncv:(i+1)*ncv])
+			st.setContinuous(i)
 		}
 		var active []int
 		for pid := range st.folded {
@@ -331,12 +331,12 @@ func (cp *Copy) Refresh(ctx context.Context, c rueidis.Client, maxArms int) (Ref
 			if fp == nil {
 				continue
 			}
-			fv := grow(*fp, n*pw)
+			f := &foldedRows{tp: grow(fp.tp, n), wv: grow(fp.wv, n*(1+nc))}
 			active = st.pats.active(pid, active[:0])
 			for _, i := range idxs {
-				st.pats.fold(active, st.theta[i*d:(i+1)*d], st.ainv[i*d*d:(i+1)*d*d], fv[i*pw:(i+1)*pw])
+				st.fold(f, active, i)
 			}
-			st.folded[pid].Store(&fv)
+			st.folded[pid].Store(f)
 		}
 	}
 	st.format, st.wseq, st.updated = format, rs.wseq, rs.updated
@@ -347,23 +347,47 @@ func (cp *Copy) Refresh(ctx context.Context, c rueidis.Client, maxArms int) (Ref
 // ncv is the number of continuous values per arm.
 func (st *copyState) ncv() int { nc := len(st.cont); return nc * (nc + 3) / 2 }
 
+// foldedRows are every arm's folded values for one pattern: θ_P at tp[i],
+// W_P and V_P,c at wv[i·(1+nc):].
+type foldedRows struct{ tp, wv []float64 }
+
 // foldedFor returns every arm's folded values for pattern pid, computing
 // them on the first call for the pattern. The caller holds the Copy's read
 // lock; concurrent first calls compute the same values, one is kept.
-func (st *copyState) foldedFor(pid int) []float64 {
+func (st *copyState) foldedFor(pid int) *foldedRows {
 	if fp := st.folded[pid].Load(); fp != nil {
-		return *fp
+		return fp
 	}
-	d, n, pw := st.d, len(st.ids), 2+len(st.cont)
-	fv := make([]float64, n*pw)
+	n, nc := len(st.ids), len(st.cont)
+	f := &foldedRows{tp: make([]float64, n), wv: make([]float64, n*(1+nc))}
 	active := st.pats.active(pid, nil)
 	for i := range n {
-		st.pats.fold(active, st.theta[i*d:(i+1)*d], st.ainv[i*d*d:(i+1)*d*d], fv[i*pw:(i+1)*pw])
+		st.fold(f, active, i)
 	}
-	if !st.folded[pid].CompareAndSwap(nil, &fv) {
-		return *st.folded[pid].Load()
+	if !st.folded[pid].CompareAndSwap(nil, f) {
+		return st.folded[pid].Load()
 	}
-	return fv
+	return f
+}
+
+// fold stores arm i's folded values for the pattern picking active in f.
+func (st *copyState) fold(f *foldedRows, active []int, i int) {
+	d, nc := st.d, len(st.cont)
+	var buf [2 + MaxDim]float64
+	out := buf[:2+nc]
+	st.pats.fold(active, st.theta[i*d:(i+1)*d], st.ainv[i*d*d:(i+1)*d*d], out)
+	f.tp[i] = out[0]
+	copy(f.wv[i*(1+nc):(i+1)*(1+nc)], out[1:])
+}
+
+// setContinuous stores arm i's continuous values in ctheta and cainv.
+func (st *copyState) setContinuous(i int) {
+	d, nc, ntri := st.d, len(st.cont), st.ncv()-len(st.cont)
+	var buf [MaxDim * (MaxDim + 3) / 2]float64
+	out := buf[:nc+ntri]
+	st.pats.continuousInto(st.theta[i*d:(i+1)*d], st.ainv[i*d*d:(i+1)*d*d], out)
+	copy(st.ctheta[i*nc:(i+1)*nc], out[:nc])
+	copy(st.cainv[i*ntri:(i+1)*ntri], out[nc:])
 }
 
 // grow returns v lengthened to n, with room for a quarter more when it
@@ -459,10 +483,10 @@ func (cp *Copy) Products() int {
 func (cp *Copy) Bytes() int {
 	cp.mu.RLock()
 	defer cp.mu.RUnlock()
-	b := 8 * (cap(cp.st.theta) + cap(cp.st.ainv) + cap(cp.st.cvals))
+	b := 8 * (cap(cp.st.theta) + cap(cp.st.ainv) + cap(cp.st.ctheta) + cap(cp.st.cainv))
 	for pid := range cp.st.folded {
 		if fp := cp.st.folded[pid].Load(); fp != nil {
-			b += 8 * cap(*fp)
+			b += 8 * (cap(fp.tp) + cap(fp.wv))
 		}
 	}
 	for _, id := range cp.st.ids {

@@ -96,7 +96,8 @@ func (cp *Copy) Recommend(q Query) ([]Item, error) {
 		sc.fast = fast && 2+2*nc+nc*(nc+1)/2 <= 2*(ns+ns*(ns+1)/2)
 	}
 	if sc.fast {
-		sc.fv, sc.cvals, sc.pw, sc.ncv, sc.nc = st.foldedFor(pid), st.cvals, 2+nc, st.ncv(), nc
+		f := st.foldedFor(pid)
+		sc.tp, sc.wv, sc.ctheta, sc.cainv, sc.nc, sc.ntri = f.tp, f.wv, st.ctheta, st.cainv, nc, st.ncv()-nc
 		sc.xc = make([]float64, nc)
 		sc.yc = make([]float64, nc)
 		for i, c := range st.cont {
@@ -189,12 +190,13 @@ type scorer struct {
 	d     int
 	alpha float64
 	fast  bool
-	// Folded (one-hot contexts): the pattern's folded values (pw per arm)
-	// and the continuous values (ncv per arm), x over the nc continuous
-	// features and twice that.
-	fv, cvals   []float64
-	pw, ncv, nc int
-	xc, yc      []float64
+	// Folded (one-hot contexts): the pattern's θ_P (one per arm) and W_P,
+	// V_P,c (1 + nc per arm), the continuous θ_c (nc per arm) and A⁻¹
+	// over them (ntri per arm); x over the continuous features and twice
+	// that.
+	tp, wv, ctheta, cainv []float64
+	nc, ntri              int
+	xc, yc                []float64
 	// General: x, its non-zero entries, every arm's θ and A⁻¹.
 	x           []float64
 	S           []int
@@ -210,21 +212,23 @@ type scorer struct {
 // cannot enter.
 func (sc *scorer) offer(top *linucb.TopK, item, a int, bound float64) {
 	if sc.fast {
-		f := sc.fv[a*sc.pw : (a+1)*sc.pw]
-		cv := sc.cvals[a*sc.ncv : (a+1)*sc.ncv]
-		mean := f[0] // θ_P
+		nc := sc.nc
+		ct := sc.ctheta[a*nc : (a+1)*nc]
+		mean := sc.tp[a] // θ_P
 		for i, xi := range sc.xc {
-			mean += float64(xi * cv[i])
+			mean += float64(xi * ct[i])
 		}
 		if !top.Admits(mean + bound) {
 			return
 		}
-		q := f[1] // W_P
+		wv := sc.wv[a*(1+nc) : (a+1)*(1+nc)]
+		ca := sc.cainv[a*sc.ntri : (a+1)*sc.ntri]
+		q := wv[0] // W_P
 		for i, yi := range sc.yc {
-			q += float64(yi * f[2+i])
+			q += float64(yi * wv[1+i])
 		}
 		for t, c := range sc.coef {
-			q += float64(c * cv[sc.nc+t])
+			q += float64(c * ca[t])
 		}
 		sc.enter(top, item, mean, q)
 		return
