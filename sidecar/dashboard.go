@@ -28,7 +28,20 @@ type DashboardResponse struct {
 	CTR       CTRPanel         `json:"ctr"`
 	Trainer   TrainerPanel     `json:"trainer"`
 	Serving   ServingPanel     `json:"serving"`
+	Scoring   ScoringPanel     `json:"scoring"`
 	Simulator *SimulationStats `json:"simulator"`
+}
+
+// ScoringPanel says where this sidecar scores the model: Mode is its
+// --scoring; with local, Copied tells whether a current copy serves now
+// (else the script answers), AgeS is the copy's age in seconds (nil
+// without one) and Products its products. Counts by path are on /metrics
+// (redbandit_sidecar_scored_total).
+type ScoringPanel struct {
+	Mode     string   `json:"mode"`
+	Copied   bool     `json:"copied"`
+	AgeS     *float64 `json:"age_s"`
+	Products int      `json:"products"`
 }
 
 // CTRPanel holds the rolling click rates over time. Observed is the mean
@@ -128,6 +141,7 @@ func (s *Server) dashboard(w http.ResponseWriter, r *http.Request) (int, any, er
 	resp.Trainer.FlushInfo = tr.flush
 	resp.Serving.Points = slices.Clone(b.servings)
 	resp.Serving.ServingPoint = b.serving.point(now)
+	resp.Scoring = s.scoringPanel(model)
 	return http.StatusOK, resp, nil
 }
 

@@ -258,3 +258,20 @@ func newLocalMetrics(reg *prometheus.Registry) *localMetrics {
 	reg.MustRegister(m.served, m.fallbacks, m.age, m.products, m.bytes, m.reloaded, m.reloadSeconds)
 	return m
 }
+
+// scoringPanel is the dashboard's view of how model is scored.
+func (s *Server) scoringPanel(model string) ScoringPanel {
+	p := ScoringPanel{Mode: s.cfg.Scoring}
+	if s.local == nil {
+		return p
+	}
+	lm := (*s.local.models.Load())[model]
+	if lm == nil {
+		return p
+	}
+	if cp := lm.copy.Load(); cp != nil {
+		age := time.Since(time.Unix(0, lm.fresh.Load())).Seconds()
+		p.AgeS, p.Products, p.Copied = &age, cp.Products(), age <= s.local.maxStale.Seconds()
+	}
+	return p
+}

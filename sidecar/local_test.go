@@ -251,6 +251,19 @@ func TestLocalScoringAnswersAsRedis(t *testing.T) {
 	if age := metric(t, local, `redbandit_sidecar_local_copy_age_seconds{model="shop"}`); age <= 0 || age > 0.5 {
 		t.Errorf("copy age %v s", age)
 	}
+	for url, want := range map[string]sidecar.ScoringPanel{local: {Mode: "local", Copied: true, Products: 200}, remote: {Mode: "redis"}} {
+		resp, err := http.Get(url + "/v1/dashboard?model=shop")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d sidecar.DashboardResponse
+		err = json.NewDecoder(resp.Body).Decode(&d)
+		resp.Body.Close()
+		got := d.Scoring
+		if err != nil || got.Mode != want.Mode || got.Copied != want.Copied || got.Products != want.Products || (got.AgeS != nil) != want.Copied {
+			t.Errorf("dashboard scoring panel %+v, %v; want %+v", got, err, want)
+		}
+	}
 
 	// A write: a product becomes the best for x; the local sidecar serves
 	// it well within the staleness bound.
