@@ -20,7 +20,7 @@ func joinerFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "reward-wait", Value: joiner.DefaultRewardWait, EnvVars: []string{"REDBANDIT_REWARD_WAIT"},
 			Usage: "how long a decision waits for rewards before its other shown products count with reward 0"},
 		&cli.StringFlag{Name: "impressions", Value: joiner.ImpressionsAll, EnvVars: []string{"REDBANDIT_IMPRESSIONS"},
-			Usage: "shown products that count with reward 0 when the wait ends: all, or above (only those above the click)"},
+			Usage: "shown products that count with reward 0 when the wait ends: all, or above (only those above the click; all without a click)"},
 		&cli.StringFlag{Name: "joiner-group", Value: joiner.DefaultGroup, EnvVars: []string{"REDBANDIT_JOINER_GROUP"},
 			Usage: "the joiner's consumer group"},
 		&cli.StringFlag{Name: "transactional-id", EnvVars: []string{"REDBANDIT_TRANSACTIONAL_ID"}, DefaultText: "<joiner-group>-<host name>-<pid>",

@@ -66,7 +66,7 @@ import (
 // ends.
 const (
 	ImpressionsAll   = "all"   // every product of the slate not rewarded
-	ImpressionsAbove = "above" // only those above the deepest positive reward (none without one)
+	ImpressionsAbove = "above" // only those above the deepest positive reward (all without one)
 )
 
 // Defaults of Config.

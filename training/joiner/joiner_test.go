@@ -161,15 +161,15 @@ func startJoiner(t *testing.T, cfg joiner.Config) {
 }
 
 // TestImpressions: when a decision's wait ends, every other shown product
-// counts with reward 0 (all), or only those above the click (above; none
-// for a decision without a click).
+// counts with reward 0 (all), or only those above the click (above; all of
+// them for a decision without a click, as the simulator counts them).
 func TestImpressions(t *testing.T) {
 	for _, tc := range []struct {
 		mode string
 		want []string
 	}{
 		{joiner.ImpressionsAll, []string{"d1/a=0", "d1/b=0", "d1/c=1", "d1/d=0", "d2/e=0", "d2/f=0"}},
-		{joiner.ImpressionsAbove, []string{"d1/a=0", "d1/b=0", "d1/c=1"}},
+		{joiner.ImpressionsAbove, []string{"d1/a=0", "d1/b=0", "d1/c=1", "d2/e=0", "d2/f=0"}},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			brokers := newCluster(t)

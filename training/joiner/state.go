@@ -269,13 +269,15 @@ func (p *partState) reward(e *entry, rw *decision.Reward, r *kgo.Record, outs []
 
 // zeros emits reward 0 for the counted products of a decision whose wait
 // ended that were not rewarded: all of them, or (ImpressionsAbove) those
-// above its deepest positive reward.
+// above its deepest positive reward — all of them when none was rewarded
+// positively: a user who examines the slate top down and clicks nothing has
+// passed over every product.
 func (p *partState) zeros(e *entry, outs []output) []output {
 	for _, it := range e.d.Items {
 		if e.rewarded[it.ProductID] {
 			continue
 		}
-		if p.cfg.Impressions == ImpressionsAbove && it.Position >= e.deepest {
+		if p.cfg.Impressions == ImpressionsAbove && e.deepest > 0 && it.Position >= e.deepest {
 			continue
 		}
 		outs = append(outs, output{ev: &event.Event{EventID: EventID(e.d.EventID, it.ProductID), ProductID: it.ProductID,
