@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -26,7 +27,10 @@ func demoCommand() *cli.Command {
 			&cli.StringFlag{Name: "via", Value: "http", Usage: "recommend through http (the sidecar, whose dashboard then shows the serving) or redis (EVALSHA)"},
 			&cli.Float64Flag{Name: "rate", Value: demo.DefaultRate, Usage: "visits per second (-1: as fast as possible; see README on batch size)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the data and the visits"},
-			feedbackFlag(), impressionsFlag(),
+			&cli.StringFlag{Name: "feedback", DefaultText: "reward (impressions with --via redis)",
+				Usage: "what a visit teaches and how it travels: reward (rank, then only the click's reward by event id to the sidecar; the joiner adds the impressions from the decision log), impressions (the simulator sends one event per shown product that counts, with the context) or one (one event with the context: the click, or the first product shown with reward 0)"},
+			impressionsFlag(),
+			&cli.DurationFlag{Name: "reward-wait", Value: demo.DefaultRewardWait, Usage: "with --feedback reward, the joiner's reward wait (short: the simulated user answers at once)"},
 			&cli.DurationFlag{Name: "flush-interval", Value: demo.DefaultFlushInterval, Usage: "the trainer's flush interval"},
 			&cli.StringSliceFlag{Name: "brokers", DefaultText: "an in-process broker", Usage: "a real Kafka"},
 			&cli.StringFlag{Name: "redis-conf", Usage: "redis.conf to start Redis with (make demo passes the project's)"},
@@ -42,7 +46,7 @@ func demoCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			w := c.App.Writer
 			cfg := demo.Config{Visits: c.Int("visits"), Cold: c.Bool("cold"), Alpha: c.Float64("alpha"), Via: c.String("via"),
-				Rate: c.Float64("rate"), Seed: c.Uint64("seed"), Feedback: c.String("feedback"), Impressions: c.String("impressions"), FlushInterval: c.Duration("flush-interval"), Brokers: c.StringSlice("brokers"),
+				Rate: c.Float64("rate"), Seed: c.Uint64("seed"), Feedback: c.String("feedback"), Impressions: c.String("impressions"), RewardWait: c.Duration("reward-wait"), FlushInterval: c.Duration("flush-interval"), Brokers: c.StringSlice("brokers"),
 				RedisConf: c.String("redis-conf"), Listen: c.String("listen"), Dir: c.String("dir"), Out: w, Quiet: c.Bool("quiet"), Hold: c.Bool("hold"), EnvFile: c.String("env")}
 			if c.Bool("open") {
 				cfg.OnReady = func(url string) { openBrowser(w, url+"/") }
@@ -84,6 +88,10 @@ func report(c *cli.Context, sum demo.Summary) error {
 	}
 	fmt.Fprintf(tw, "linucb / oracle, last quarter\t%.1f%%\t\n", 100*sum.OracleShare)
 	fmt.Fprintf(tw, "events sent / trained\t%d / %d\t(%d flushes; feedback %s)\n", sum.Sent, sum.EventsTrained, sum.Flushes, feedbackText(sum.Summary))
+	if sum.Feedback == simulate.FeedbackReward {
+		fmt.Fprintf(tw, "decisions / rewards logged\t%d / %d\t(joiner: %d events emitted, %d dead letters; reward wait %v)\n",
+			sum.Decisions, sum.Rewards, sum.EventsEmitted, sum.DeadLetters, time.Duration(sum.RewardWaitMS)*time.Millisecond)
+	}
 	fmt.Fprintf(tw, "serving p50 / p99\t%.3f / %.3f ms\t\n", sum.ServingP50MS, sum.ServingP99MS)
 	tw.Flush()
 	if path := c.String("svg"); path != "" {
@@ -120,7 +128,7 @@ func feedbackFlag() cli.Flag {
 
 func impressionsFlag() cli.Flag {
 	return &cli.StringFlag{Name: "impressions", Value: simulate.ImpressionsAbove,
-		Usage: "with --feedback impressions, the shown products that count: above (the click and those above it; all when nothing is clicked) or all"}
+		Usage: "with --feedback impressions or reward, the shown products that count: above (the click and those above it; all when nothing is clicked) or all"}
 }
 
 // feedbackText names a run's feedback setting: "one", "impressions all", …

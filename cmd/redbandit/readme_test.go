@@ -11,7 +11,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,8 +23,6 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
-	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/urfave/cli/v2"
 
 	"github.com/redbandit/redbandit/internal/redistest"
@@ -35,7 +32,6 @@ import (
 	"github.com/redbandit/redbandit/model/store"
 	"github.com/redbandit/redbandit/sidecar"
 	"github.com/redbandit/redbandit/tools/demo"
-	"github.com/redbandit/redbandit/training/decision"
 )
 
 // readReadme returns the text of the module's README.md.
@@ -589,6 +585,9 @@ func TestReadmeDemo(t *testing.T) {
 
 	// Feedback: 202 {"accepted":1}, then the demo's trainer folds it into
 	// p042's arm: n + 1 and b + r·x with r = 1 and x the attributes' encoding.
+	// The demo's sidecar logged the examples' recommendations as
+	// decisions: their zeros come when the reward wait ends.
+	settled(t, serve, meta, ids)
 	before, err := store.ReadArms(rctx, serve, "demo", meta.Dim, meta.Lambda, []string{"p042"})
 	if err != nil {
 		t.Fatal(err)
@@ -615,63 +614,117 @@ func TestReadmeDemo(t *testing.T) {
 		}
 	}
 
-	readmeRankAndReward(t, readme, serve, shell)
+	readmeRankAndReward(t, readme, serve, meta, ids, curl)
 }
 
-// readmeRankAndReward runs the README's rank-and-reward lines against a
-// sidecar of the test's own on the demo's Redis, with a decision log to an
-// in-process Kafka (the demo's sidecar logs no decisions): the reward is
-// accepted, and the log holds the decision and a reward for its first
-// product, keyed by the same event id.
-func readmeRankAndReward(t *testing.T, readme string, serve rueidis.Client, shell func(what, sh string) []byte) {
+// readmeRankAndReward runs the README's rank-and-reward lines against the
+// demo's sidecar, which logs its decisions, and its joiner (impressions
+// above, the demo's default): the reward is accepted, and the demo's
+// trainer folds exactly what the context form of the same reward would —
+// the clicked (first) product's arm gets n + 1 and b + x for the README's
+// context — and nothing else: with the click at the top, no product above
+// it gets a zero when the reward wait ends.
+func readmeRankAndReward(t *testing.T, readme string, serve rueidis.Client, meta store.Meta, ids []string,
+	curl func(block string, calls int) []byte) {
 	t.Helper()
-	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, decision.DefaultTopic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kc.Close()
-	prod, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...), kgo.ConsumeTopics(decision.DefaultTopic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
-	hs := httptest.NewServer(sidecar.New(sidecar.Config{Redis: serve, Model: "demo", Producer: prod, DecisionLog: prod,
-		DecisionsTopic: decision.DefaultTopic}).Handler())
-	defer hs.Close()
+	ctx := context.Background()
+	before := settled(t, serve, meta, ids)
 	block := readmeBlock(t, readme, "\n### Rank and reward\n", "sh")
-	if n := strings.Count(block, "localhost:8080/"); n != 2 || strings.Count(block, "curl -s ") != 2 {
-		t.Fatalf("README rank-and-reward example: %d curl calls to localhost:8080, want 2:\n%s", n, block)
+	out := strings.Fields(string(curl(block+"\necho \" $CLICKED\"\n", 2)))
+	if len(out) != 2 || out[0] != `{"accepted":1}` {
+		t.Fatalf("the README's reward by event id answered %q, want {\"accepted\":1} and the clicked product", out)
 	}
-	out := shell("rank-and-reward lines", strings.ReplaceAll(block, "localhost:8080", strings.TrimPrefix(hs.URL, "http://")))
-	if strings.TrimSpace(string(out)) != `{"accepted":1}` {
-		t.Fatalf("the README's reward by event id answered %q", out)
+	clicked := out[1]
+	x := readmeRankContext(t, block)
+	arms := func() map[string]store.StoredArm {
+		t.Helper()
+		got, err := store.ReadArms(ctx, serve, "demo", meta.Dim, meta.Lambda, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]store.StoredArm{}
+		for _, a := range got {
+			m[a.ID] = a
+		}
+		return m
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var recs []*kgo.Record
-	for len(recs) < 2 && ctx.Err() == nil {
-		prod.PollFetches(ctx).EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+	old := map[string]store.StoredArm{}
+	for _, a := range before {
+		old[a.ID] = a
 	}
-	codec, err := decision.NewCodec()
-	if err != nil {
-		t.Fatal(err)
+	if _, ok := old[clicked]; !ok {
+		t.Fatalf("the README's rank answered product %q, not in model demo", clicked)
 	}
-	if len(recs) != 2 {
-		t.Fatalf("%d records on the decision log, want the decision and its reward", len(recs))
+	var after map[string]store.StoredArm
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if after = arms(); after[clicked].Arm.N() != old[clicked].Arm.N() {
+			break
+		}
 	}
-	d, err := codec.DecodeDecision(recs[0].Value)
-	if err != nil {
-		t.Fatal(err)
+	// The demo's reward wait ends within a second; its zeros (none here)
+	// would be folded by then.
+	time.Sleep(demo.DefaultRewardWait + 2*time.Second)
+	after = arms()
+	for _, id := range ids {
+		a, b := old[id].Arm, after[id].Arm
+		if id != clicked {
+			if b.N() != a.N() {
+				t.Errorf("product %s: %d events after the README's reward, want %d (no zero above a top click)", id, b.N(), a.N())
+			}
+			continue
+		}
+		if b.N() != a.N()+1 {
+			t.Fatalf("%s has %d events after the README's reward, want %d", id, b.N(), a.N()+1)
+		}
+		for i, v := range x {
+			if math.Abs(b.B()[i]-a.B()[i]-v) > 1e-12 {
+				t.Fatalf("%s's b[%d] went from %v to %v, want + %v", id, i, a.B()[i], b.B()[i], v)
+			}
+		}
 	}
-	r, err := codec.DecodeReward(recs[1].Value)
-	if err != nil {
-		t.Fatal(err)
+}
+
+// settled returns the demo model's arms once they stay the same over more
+// than the demo's reward wait and a flush: the zeros of decisions without
+// a reward are folded by then.
+func settled(t *testing.T, serve rueidis.Client, meta store.Meta, ids []string) []store.StoredArm {
+	t.Helper()
+	read := func() []store.StoredArm {
+		t.Helper()
+		arms, err := store.ReadArms(context.Background(), serve, "demo", meta.Dim, meta.Lambda, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return arms
 	}
-	if len(d.Items) != 3 || r.EventID != d.EventID || r.ProductID != d.Items[0].ProductID || r.Reward != 1 ||
-		string(recs[0].Key) != d.EventID || string(recs[1].Key) != d.EventID {
-		t.Fatalf("the decision log after the README's lines: decision %+v, reward %+v", d, r)
+	prev := read()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(demo.DefaultRewardWait + time.Second)
+		cur := read()
+		same := true
+		for i := range cur {
+			same = same && cur[i].Arm.N() == prev[i].Arm.N()
+		}
+		if same {
+			return cur
+		}
+		prev = cur
 	}
+	t.Fatal("the demo's model kept changing for 30s after the visits")
+	return nil
+}
+
+// readmeRankContext returns the context of the rank-and-reward block's
+// POST /v1/recommend.
+func readmeRankContext(t *testing.T, block string) []float64 {
+	t.Helper()
+	_, rest, ok := strings.Cut(block, `{"context": `)
+	end := strings.Index(rest, "]")
+	var x []float64
+	if !ok || end < 0 || json.Unmarshal([]byte(rest[:end+1]), &x) != nil || len(x) == 0 {
+		t.Fatalf("no context in the README's rank-and-reward block:\n%s", block)
+	}
+	return x
 }
 
 // TestReadmeFlagTables checks the flag tables of README.md (global flags)

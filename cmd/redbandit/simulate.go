@@ -35,6 +35,11 @@ func simulateCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "end with the summary as one JSON object on the last line"},
 		},
 		Action: func(c *cli.Context) error {
+			if c.String("feedback") == simulate.FeedbackReward {
+				// Its Kafka sink sends self-contained events; rewards by
+				// event id need the sidecar's decision log and a joiner.
+				return fmt.Errorf("--feedback reward: only the demo runs that route; simulate sends one or impressions")
+			}
 			kc, err := kgo.NewClient(kgo.SeedBrokers(c.StringSlice("brokers")...))
 			if err != nil {
 				return fmt.Errorf("kafka: %w", err)

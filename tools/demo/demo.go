@@ -7,8 +7,16 @@
 // least-privilege ACL users and fresh random passwords), an in-process Kafka
 // broker unless Brokers names a real one, generates the reference shop's
 // data, warm-starts the model from its 10,000-event history (or starts cold),
-// runs the trainer and the sidecar in-process, plays the visits, and stops
-// everything it started before it returns.
+// runs the trainer, the joiner and the sidecar in-process, plays the
+// visits, and stops everything it started before it returns.
+//
+// By default (Feedback simulate.FeedbackReward, through the sidecar) the
+// visits travel as a shop's would: the sidecar logs each decision, the
+// simulated user's click goes back as a reward by event id, and the joiner
+// turns decisions and rewards into the feedback events the trainer folds.
+// With FeedbackImpressions or FeedbackOne (and always with Via "redis",
+// which has no event ids) the simulator sends self-contained feedback
+// events to the feedback topic itself.
 package demo
 
 import (
@@ -45,7 +53,9 @@ import (
 	"github.com/redbandit/redbandit/tools/simulate"
 	"github.com/redbandit/redbandit/trainer"
 	"github.com/redbandit/redbandit/training/bootstrap"
+	"github.com/redbandit/redbandit/training/decision"
 	"github.com/redbandit/redbandit/training/event"
+	"github.com/redbandit/redbandit/training/joiner"
 	kafkatopic "github.com/redbandit/redbandit/training/topic"
 )
 
@@ -57,8 +67,9 @@ type Config struct {
 	Via           string        // "http" (default: through the sidecar, so its dashboard shows the serving) or "redis" (EVALSHA)
 	Rate          float64       // visits per second; default DefaultRate; < 0: as fast as possible
 	Seed          uint64        // seed of the data and the visits; default 1
-	Feedback      string        // simulate.FeedbackImpressions (default) or simulate.FeedbackOne
-	Impressions   string        // with impressions: simulate.ImpressionsAbove (default) or simulate.ImpressionsAll
+	Feedback      string        // simulate.FeedbackReward (default through the sidecar), simulate.FeedbackImpressions (default with Via redis) or simulate.FeedbackOne
+	Impressions   string        // with reward or impressions: simulate.ImpressionsAbove (default) or simulate.ImpressionsAll
+	RewardWait    time.Duration // with reward: the joiner's reward wait; default DefaultRewardWait
 	FlushInterval time.Duration // the trainer's; default DefaultFlushInterval (200 ms)
 	Brokers       []string      // a real Kafka; default: an in-process broker
 	RedisConf     string        // redis.conf to start Redis with; default: equivalent flags
@@ -71,6 +82,9 @@ type Config struct {
 	// shell line a client needs to reach this run (EnvLine); it removes
 	// the file when it returns. Default: no file.
 	EnvFile string
+	// OnFeedback, if set, is called with each visit's feedback once its
+	// sink took it (tests compare it with what was trained).
+	OnFeedback func(simulate.Feedback)
 	// OnReady, if set, is called once every component runs, with the
 	// sidecar's base URL (its dashboard is at the root).
 	OnReady func(sidecarURL string)
@@ -92,7 +106,15 @@ type Summary struct {
 	ServingP99MS  float64 `json:"serving_p99_ms"`
 	OracleShare   float64 `json:"linucb_share_of_oracle_last"` // CTRLast linucb / oracle
 	Interrupted   bool    `json:"interrupted,omitempty"`       // stopped by the context before all visits
-	SidecarURL    string  `json:"-"`
+	// With FeedbackReward, what travelled: the decisions and rewards on
+	// the decision log, the feedback events the joiner emitted (committed)
+	// and its dead letters.
+	RewardWaitMS  int64  `json:"reward_wait_ms,omitempty"`
+	Decisions     int64  `json:"decisions,omitempty"`
+	Rewards       int64  `json:"rewards,omitempty"`
+	EventsEmitted int64  `json:"events_emitted,omitempty"`
+	DeadLetters   int64  `json:"dead_letters,omitempty"`
+	SidecarURL    string `json:"-"`
 }
 
 func (c *Config) defaults() {
@@ -107,6 +129,19 @@ func (c *Config) defaults() {
 	}
 	if c.Via == "" {
 		c.Via = "http"
+	}
+	if c.Feedback == "" {
+		c.Feedback = simulate.FeedbackReward
+		if c.Via == "redis" {
+			c.Feedback = simulate.FeedbackImpressions
+		}
+	}
+	if c.Impressions == "" {
+		// The simulator's default; the joiner's alone would be all.
+		c.Impressions = simulate.ImpressionsAbove
+	}
+	if c.RewardWait == 0 {
+		c.RewardWait = DefaultRewardWait
 	}
 	if c.Seed == 0 {
 		c.Seed = 1
@@ -145,6 +180,15 @@ const (
 	DefaultRate          = 500.0 // visits per second
 )
 
+// DefaultRewardWait is the joiner's reward wait in the demo. The joiner's
+// clock is each partition's record time, and the simulated user answers at
+// once: its reward is on the log a few milliseconds after the decision, so
+// a short wait loses none, while every millisecond of it delays the zeros
+// of the products passed over — at DefaultRate, 300 ms is 150 visits whose
+// slates do not yet know them. A shop's users answer in minutes: there,
+// the 10-minute default of redbandit trainer.
+const DefaultRewardWait = 300 * time.Millisecond
+
 // DefaultListen is the sidecar's (and its dashboard's) address when it is
 // free.
 const DefaultListen = "127.0.0.1:8080"
@@ -157,6 +201,10 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 	}
 	if err := simulate.CheckFeedback(cfg.Feedback, cfg.Impressions); err != nil {
 		return sum, fmt.Errorf("demo: %w", err)
+	}
+	byEventID := cfg.Feedback == simulate.FeedbackReward
+	if byEventID && cfg.Via == "redis" {
+		return sum, fmt.Errorf("demo: %w: feedback reward needs --via http: EVALSHA answers no event id", simulate.ErrSetting)
 	}
 	dir := cfg.Dir
 	if dir == "" {
@@ -207,8 +255,9 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 	// Kafka.
 	brokers := cfg.Brokers
 	topic, group := trainer.DefaultTopic, trainer.DefaultGroup
+	decisions, joinGroup := decision.DefaultTopic, joiner.DefaultGroup
 	if len(brokers) == 0 {
-		cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(6, trainer.DefaultTopic))
+		cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(6, trainer.DefaultTopic, decisions, trainer.DefaultTopic+kafkatopic.DLQSuffix))
 		if err != nil {
 			return sum, fmt.Errorf("demo: in-process kafka: %w", err)
 		}
@@ -220,8 +269,9 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 		// earlier run on the same broker are not folded into this model.
 		suffix := secret()[:8]
 		topic, group = "redbandit-demo-"+suffix, "redbandit-demo-"+suffix
+		decisions, joinGroup = topic+"-decisions", group+"-joiner"
 		say("Kafka brokers %v, topic %s", brokers, topic)
-		if err := kafkatopic.Ensure(ctx, brokers, 6, topic); err != nil {
+		if err := kafkatopic.Ensure(ctx, brokers, 6, topic, decisions, topic+kafkatopic.DLQSuffix); err != nil {
 			return sum, fmt.Errorf("demo: %w", err)
 		}
 	}
@@ -259,7 +309,7 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 		wg.Wait()
 	}()
 	var flushes, trained atomic.Int64
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -269,11 +319,41 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 			errs <- fmt.Errorf("demo: trainer: %w", err)
 		}
 	}()
-	prod, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	// No linger: the sidecar answers a reward once Kafka has it, and the
+	// simulated user waits for that answer before the next visit.
+	prod, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ProducerLinger(0))
 	if err != nil {
 		return sum, fmt.Errorf("demo: kafka producer: %w", err)
 	}
 	defer prod.Close()
+	var decisionLog *kgo.Client // the sidecar's, as redbandit sidecar makes it: a bounded buffer of its own
+	var travelled *counts
+	if byEventID {
+		if decisionLog, err = kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.MaxBufferedRecords(sidecar.DefaultDecisionBuffer),
+			kgo.ProducerLinger(5*time.Millisecond)); err != nil {
+			return sum, fmt.Errorf("demo: kafka decision log: %w", err)
+		}
+		defer decisionLog.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := joiner.Run(run, joiner.Config{Brokers: brokers, DecisionsTopic: decisions, FeedbackTopic: topic, Group: joinGroup,
+				TransactionalID: joinGroup + "-" + secret()[:8], Partitions: 6, RewardWait: cfg.RewardWait, Impressions: cfg.Impressions,
+				Model: model, TickInterval: joinerTick, Logger: cfg.Logger})
+			if err != nil && run.Err() == nil {
+				errs <- fmt.Errorf("demo: joiner: %w", err)
+			}
+		}()
+		if travelled, err = newCounts(brokers, decisions, topic, topic+kafkatopic.DLQSuffix); err != nil {
+			return sum, err
+		}
+		defer travelled.close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			travelled.run(run)
+		}()
+	}
 	var ln net.Listener
 	if cfg.Listen != "" {
 		ln, err = net.Listen("tcp", cfg.Listen)
@@ -284,11 +364,15 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 		return sum, fmt.Errorf("demo: sidecar: %w", err)
 	}
 	var live simulate.Live
-	sc := sidecar.New(sidecar.Config{Redis: serve, Model: model, Producer: prod, Admin: kadm.NewClient(prod), Topic: topic, Logger: cfg.Logger,
+	scfg := sidecar.Config{Redis: serve, Model: model, Producer: prod, Admin: kadm.NewClient(prod), Topic: topic, Logger: cfg.Logger,
 		Simulation: func() sidecar.SimulationStats {
 			visits, ctr := live.Snapshot()
 			return sidecar.SimulationStats{Visits: visits, CTR: ctr}
-		}})
+		}}
+	if byEventID {
+		scfg.DecisionsTopic, scfg.DecisionLog = decisions, decisionLog
+	}
+	sc := sidecar.New(scfg)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -318,7 +402,15 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 	if err != nil {
 		return sum, err
 	}
-	sink := &simulate.Kafka{Client: prod, Topic: topic, Codec: codec}
+	kafkaSink := &simulate.Kafka{Client: prod, Topic: topic, Codec: codec}
+	var sink simulate.Sink = kafkaSink
+	if byEventID {
+		sink = &simulate.Rewards{URL: url, Model: model}
+		say("feedback: rewards by event id to the sidecar; the joiner adds the impressions (%s) when the reward wait (%v) ends", cfg.Impressions, cfg.RewardWait)
+	}
+	if cfg.OnFeedback != nil {
+		sink = observed{sink, cfg.OnFeedback}
+	}
 	var rec simulate.Recommender = &simulate.Redis{Client: serve, Model: model, Alpha: cfg.Alpha}
 	if cfg.Via == "http" {
 		rec = &simulate.HTTP{URL: url, Model: model, Alpha: cfg.Alpha}
@@ -344,14 +436,30 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 	case simErr != nil:
 		return sum, simErr
 	default:
-		if err := sink.Flush(ctx); err != nil {
+		if err := kafkaSink.Flush(ctx); err != nil {
 			return sum, err
 		}
-		// Let the trainer fold the last events.
+		// Let the joiner end the last reward waits (a tick moves an idle
+		// partition's clock) and the trainer fold the last events.
 		deadline := time.Now().Add(cfg.FlushInterval*3 + 5*time.Second)
+		if byEventID {
+			deadline = deadline.Add(cfg.RewardWait + 2*joinerTick)
+		}
 		for trained.Load() < int64(sum.Sent) && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)
 		}
+		if byEventID {
+			// The counts read the same committed records the trainer did.
+			for (travelled.emitted.Load() < trained.Load() || travelled.decisions.Load() < int64(sum.Visits) ||
+				travelled.rewards.Load() < int64(sum.Clicks[simulate.LinUCB])) && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}
+	if byEventID {
+		sum.RewardWaitMS = cfg.RewardWait.Milliseconds()
+		sum.Decisions, sum.Rewards = travelled.decisions.Load(), travelled.rewards.Load()
+		sum.EventsEmitted, sum.DeadLetters = travelled.emitted.Load(), travelled.dead.Load()
 	}
 	sum.Alpha, sum.Cold = cfg.Alpha, cfg.Cold
 	sum.EventsTrained, sum.Flushes = trained.Load(), flushes.Load()

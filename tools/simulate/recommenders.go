@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 
@@ -34,7 +35,8 @@ func (r *Redis) Recommend(ctx context.Context, v *Visit, k int) ([]string, error
 }
 
 // HTTP recommends through the sidecar, sending the visit's raw attributes
-// so that the sidecar encodes them with the model's spec.
+// so that the sidecar encodes them with the model's spec; it sets
+// Visit.EventID to the sidecar's event id.
 type HTTP struct {
 	URL    string // the sidecar, e.g. http://127.0.0.1:8080
 	Model  string
@@ -66,7 +68,8 @@ func (h *HTTP) Recommend(ctx context.Context, v *Visit, k int) ([]string, error)
 		Items []struct {
 			ID string `json:"id"`
 		} `json:"items"`
-		Error string `json:"error"`
+		EventID string `json:"event_id"`
+		Error   string `json:"error"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&reply); err != nil {
 		return nil, fmt.Errorf("sidecar answered %d: %w", resp.StatusCode, err)
@@ -78,5 +81,58 @@ func (h *HTTP) Recommend(ctx context.Context, v *Visit, k int) ([]string, error)
 	for i, it := range reply.Items {
 		ids[i] = it.ID
 	}
+	v.EventID = reply.EventID
 	return ids, nil
 }
+
+// Rewards is the Sink of FeedbackReward: it sends only the clicked
+// product's reward, by event id, to the sidecar's POST /v1/feedback — the
+// way a shop reports a click — and nothing for a visit without a click.
+// The sidecar logs the reward on the decision log next to the decision;
+// the joiner emits the feedback events. Each Send waits for the sidecar's
+// answer (202: Kafka has the reward).
+type Rewards struct {
+	URL    string // the sidecar, e.g. http://127.0.0.1:8080
+	Model  string
+	Client *http.Client // default http.DefaultClient
+
+	sent int
+}
+
+// Send implements Sink.
+func (r *Rewards) Send(ctx context.Context, fb Feedback) error {
+	if fb.Clicked < 0 {
+		return nil
+	}
+	if fb.EventID == "" {
+		return ErrNoEventID
+	}
+	body, err := json.Marshal(map[string]any{"model": r.Model, "event_id": fb.EventID, "product_id": fb.Slate[fb.Clicked], "reward": 1})
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(r.URL, "/")+"/v1/feedback", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	c := r.Client
+	if c == nil {
+		c = http.DefaultClient
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("reward %s: sidecar answered %d: %s", fb.EventID, resp.StatusCode, bytes.TrimSpace(msg))
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	r.sent++
+	return nil
+}
+
+// Sent returns the rewards the sidecar accepted.
+func (r *Rewards) Sent() int { return r.sent }

@@ -14,8 +14,9 @@
 //
 // What the served policy learns from a visit is the simulator's choice
 // (Config.Feedback): one event (the click, or the first product shown with
-// reward 0) or one per shown product (impressions). How the feedback
-// travels is the Sink's.
+// reward 0) or one per shown product (impressions, or reward: the same
+// events, made by the joiner from the decision log and the click's reward
+// by event id). How the feedback travels is the Sink's.
 package simulate
 
 import (
@@ -33,6 +34,7 @@ import (
 	"github.com/redbandit/redbandit/model/spec"
 	"github.com/redbandit/redbandit/tools/scenario"
 	"github.com/redbandit/redbandit/training/event"
+	"github.com/redbandit/redbandit/training/joiner"
 )
 
 // Policies.
@@ -55,6 +57,14 @@ const (
 	// product shown and passed over is evidence too: with one event per
 	// visit, most of what a slate shows is never learned from.
 	FeedbackImpressions = "impressions"
+	// FeedbackReward: rank, then reward by event id, as a shop does through
+	// the sidecar: the Sink sends only the clicked product's reward with
+	// the event id the recommender answered (Visit.EventID), and the joiner
+	// emits, from the sidecar's decision log, the same events as
+	// FeedbackImpressions — the click with reward 1 and the other counted
+	// products with 0 when the reward wait ends. Feedback.Impressions are
+	// those expected events.
+	FeedbackReward = "reward"
 )
 
 // Impressions settings (Config.Impressions): which shown products count
@@ -95,7 +105,7 @@ type Feedback struct {
 
 // Impression is one shown product that counts, with its reward.
 type Impression struct {
-	EventID   string // unique: the visit's with FeedbackOne, the visit's and "-<position>" with FeedbackImpressions
+	EventID   string // unique: the visit's with FeedbackOne, the visit's and "-<position>" with FeedbackImpressions, the joiner's with FeedbackReward
 	Position  int    // in the slate, 0 at the top
 	ProductID string
 	Reward    float64
@@ -119,7 +129,10 @@ type Visit struct {
 	At         time.Time
 	Attributes map[string]any // raw attributes, as the sidecar takes them
 	X          []float64      // the context encoded by the spec
-	draws      [Slate]float64 // the user's click draws, one per slate position
+	// EventID is the event id the Recommender answered with (the
+	// sidecar's), or empty.
+	EventID string
+	draws   [Slate]float64 // the user's click draws, one per slate position
 }
 
 // Config configures Run. Zero values take the defaults.
@@ -131,8 +144,8 @@ type Config struct {
 	DataSeed    uint64    // seed of the catalogue and users (datagen's --seed); default 1
 	Now         time.Time // visits fall in the 7 days before; default time.Now()
 	Window      int       // visits in the rolling CTR; default 1,000
-	Feedback    string    // FeedbackOne or FeedbackImpressions (default)
-	Impressions string    // with FeedbackImpressions: ImpressionsAbove (default) or ImpressionsAll
+	Feedback    string    // FeedbackOne, FeedbackImpressions (default) or FeedbackReward
+	Impressions string    // with FeedbackImpressions or FeedbackReward: ImpressionsAbove (default) or ImpressionsAll
 
 	Recommender Recommender // required for the linucb policy
 	Sink        Sink        // required: where feedback goes
@@ -150,7 +163,7 @@ type Summary struct {
 	CTR     map[string]float64 `json:"ctr"`      // over all visits, by policy
 	CTRLast map[string]float64 `json:"ctr_last"` // over the last quarter of the visits made
 	Clicks  map[string]int     `json:"clicks"`
-	Sent    int                `json:"events_sent"` // feedback events (impressions) sent
+	Sent    int                `json:"events_sent"` // feedback events (impressions) sent; with FeedbackReward, those the joiner is to emit
 	// Feedback and Impressions are the settings of the run.
 	Feedback    string `json:"feedback"`
 	Impressions string `json:"impressions,omitempty"`
@@ -169,6 +182,10 @@ type Point struct {
 // ErrNoRecommender reports a linucb run without a Recommender.
 var ErrNoRecommender = errors.New("simulate: the linucb policy needs a recommender")
 
+// ErrNoEventID reports a FeedbackReward run whose Recommender answers
+// without an event id (only the sidecar's does).
+var ErrNoEventID = errors.New("the recommender answered no event id: a reward by event id needs the sidecar")
+
 // ErrSetting reports an unknown feedback or impressions setting.
 var ErrSetting = errors.New("simulate: unknown setting")
 
@@ -176,8 +193,8 @@ var ErrSetting = errors.New("simulate: unknown setting")
 // impressions are known settings (or empty: the defaults).
 func CheckFeedback(feedback, impressions string) error {
 	switch {
-	case feedback != "" && feedback != FeedbackOne && feedback != FeedbackImpressions:
-		return fmt.Errorf("%w: feedback %q (one or impressions)", ErrSetting, feedback)
+	case feedback != "" && feedback != FeedbackOne && feedback != FeedbackImpressions && feedback != FeedbackReward:
+		return fmt.Errorf("%w: feedback %q (reward, impressions or one)", ErrSetting, feedback)
 	case impressions != "" && impressions != ImpressionsAll && impressions != ImpressionsAbove:
 		return fmt.Errorf("%w: impressions %q (above or all)", ErrSetting, impressions)
 	}
@@ -222,6 +239,8 @@ func (c *Config) defaults() error {
 		return ErrNoRecommender
 	case CheckFeedback(c.Feedback, c.Impressions) != nil:
 		return CheckFeedback(c.Feedback, c.Impressions)
+	case c.Feedback == FeedbackReward && c.Policy != LinUCB:
+		return fmt.Errorf("%w: feedback reward needs the linucb policy: only its slates are decisions with event ids", ErrSetting)
 	case c.Sink == nil:
 		return errors.New("simulate: no sink for the feedback")
 	case c.Visits < 1 || c.Rate < 0:
@@ -252,7 +271,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		policies = []string{Random, Oracle}
 	}
 	sum := Summary{Policy: cfg.Policy, Feedback: cfg.Feedback, CTR: map[string]float64{}, CTRLast: map[string]float64{}, Clicks: map[string]int{}}
-	if cfg.Feedback == FeedbackImpressions {
+	if cfg.Feedback != FeedbackOne {
 		sum.Impressions = cfg.Impressions
 	}
 	hits := map[string][]bool{}
@@ -297,6 +316,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			}
 			sum.Latency = append(sum.Latency, time.Since(start))
 			shown[LinUCB] = ids
+			if cfg.Feedback == FeedbackReward && v.EventID == "" {
+				return sum, fmt.Errorf("simulate: visit %d: %w", n, ErrNoEventID)
+			}
 		}
 		clicked := map[string]int{}
 		for _, pol := range policies {
@@ -356,9 +378,13 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 }
 
 // feedback decides which of the served slate's products count, and with
-// which reward, by cfg.Feedback and cfg.Impressions.
+// which reward, by cfg.Feedback and cfg.Impressions. With FeedbackReward
+// they are the joiner's events, with its ids (decision id/product id).
 func feedback(cfg *Config, v *Visit, slate []string, clicked int) Feedback {
 	fb := Feedback{EventID: fmt.Sprintf("sim-%d-%d", cfg.Seed, v.N), Visit: v, Slate: slate, Clicked: clicked}
+	if cfg.Feedback == FeedbackReward {
+		fb.EventID = v.EventID
+	}
 	if cfg.Feedback == FeedbackOne {
 		im := Impression{EventID: fb.EventID, Position: 0, ProductID: slate[0]}
 		if clicked >= 0 {
@@ -373,6 +399,9 @@ func feedback(cfg *Config, v *Visit, slate []string, clicked int) Feedback {
 	}
 	for i, id := range slate[:shown] {
 		im := Impression{EventID: fmt.Sprintf("%s-%d", fb.EventID, i), Position: i, ProductID: id}
+		if cfg.Feedback == FeedbackReward {
+			im.EventID = joiner.EventID(fb.EventID, id)
+		}
 		if i == clicked {
 			im.Reward = 1
 		}
