@@ -368,7 +368,13 @@ type Ranked struct {
 // equal scores keep the order of params (lower index first). It is the
 // reference the Redis scoring script is tested against. It costs O(n·d²).
 func Rank(x []float64, params []Params, alpha float64, k int) []Ranked {
-	top := NewTopK(k)
+	return RankSeeded(x, params, alpha, k, 0)
+}
+
+// RankSeeded is Rank with equal scores ordered by the tie keys of seed
+// (Ties): seed 0 gives Rank's order. It panics if seed is out of range.
+func RankSeeded(x []float64, params []Params, alpha float64, k int, seed int64) []Ranked {
+	top := NewTopKSeeded(k, seed)
 	for i, p := range params {
 		top.Offer(i, Score(x, p, alpha))
 	}
@@ -382,30 +388,101 @@ func Before(a, b Ranked) bool {
 	return a.Score > b.Score || (a.Score == b.Score && a.Index < b.Index)
 }
 
+// MaxSeed is the largest tie seed (2³¹−2); seeds are 0..MaxSeed.
+const MaxSeed = tieP - 1
+
+// tieP is the prime 2³¹−1 the tie keys are computed modulo.
+const tieP = 1<<31 - 1
+
+// Ties orders items of equal score for one seed, the same way as the
+// scoring script's SEED option (docs/FORMAT.md): by the tie key
+// ((a·i + c) mod p)² mod p of each item's index i, lower first, then by
+// index, where p = 2³¹−1, u = 48271·seed, a = u² and c = u³ (mod p). The
+// affine map alone is a permutation of the indexes but gives few distinct
+// orders of a small set of them; the square scrambles it (two indexes below
+// p share a key only if a·(i+j) + 2c is a multiple of p). Each of a set of
+// tied items comes first for about as many seeds as any other. Every
+// intermediate value stays below 2⁵³ in the script's doubles. Seed 0 (the
+// zero value) keeps index order.
+type Ties struct {
+	a, c uint64 // a = 0: index order
+}
+
+// NewTies returns the tie order of seed, which must be in 0..MaxSeed (it
+// panics otherwise).
+func NewTies(seed int64) Ties {
+	if seed < 0 || seed > MaxSeed {
+		panic(fmt.Sprintf("linucb: tie seed %d outside 0..%d", seed, MaxSeed))
+	}
+	if seed == 0 {
+		return Ties{}
+	}
+	u := uint64(seed) * 48271 % tieP
+	a := u * u % tieP
+	return Ties{a: a, c: a * u % tieP}
+}
+
+// Seeded reports whether t orders ties otherwise than by index.
+func (t Ties) Seeded() bool { return t.a != 0 }
+
+// Key returns the tie key of index i (i itself when unseeded); i is taken
+// modulo 2³¹−1.
+func (t Ties) Key(i int) int64 {
+	if t.a == 0 {
+		return int64(i)
+	}
+	h := (t.a*(uint64(i)%tieP) + t.c) % tieP
+	return int64(h * h % tieP)
+}
+
+// Before reports whether a ranks before b: a higher score, or an equal
+// score and a lower tie key, or an equal key and a lower index. Unseeded,
+// it is the package's Before.
+func (t Ties) Before(a, b Ranked) bool {
+	if a.Score != b.Score || t.a == 0 {
+		return Before(a, b)
+	}
+	if ka, kb := t.Key(a.Index), t.Key(b.Index); ka != kb {
+		return ka < kb
+	}
+	return a.Index < b.Index
+}
+
 // TopK keeps the best k of items offered one by one in increasing Index
-// order, ranked as Rank ranks them (Before). Rank is built on it, and so is
-// any scorer that must give Rank's order: offering the same scores gives
-// the same ranking, ties included. It costs O(log k) per item that enters
-// and O(1) per item that does not. The zero value is not usable; create it
-// with NewTopK.
+// order, ranked as Rank ranks them (Before), or with a seed as RankSeeded
+// (Ties.Before). Rank is built on it, and so is any scorer that must give
+// Rank's order: offering the same scores gives the same ranking, ties
+// included. It costs O(log k) per item that enters and O(1) per item that
+// does not. The zero value is not usable; create it with NewTopK.
 type TopK struct {
 	k    int
+	ties Ties
 	heap []Ranked // a binary heap whose root is the entry ranked last
 }
 
 // NewTopK returns an empty TopK keeping the best k (none if k < 1).
 func NewTopK(k int) *TopK {
-	return &TopK{k: k, heap: make([]Ranked, 0, min(max(k, 0), 64))}
+	return NewTopKSeeded(k, 0)
 }
 
-// Admits reports whether an item scoring s, offered now, would enter:
-// always while fewer than k are kept, else only with a strictly higher
-// score than the last kept (a later item with an equal score ranks after
-// it). A scorer may skip computing an item's score when an upper bound of
-// it is not admitted.
+// NewTopKSeeded returns an empty TopK keeping the best k, ties ordered by
+// NewTies(seed) (it panics if seed is out of range).
+func NewTopKSeeded(k int, seed int64) *TopK {
+	return &TopK{k: k, ties: NewTies(seed), heap: make([]Ranked, 0, min(max(k, 0), 64))}
+}
+
+// Admits reports whether an item scoring s, offered now, might enter:
+// always while fewer than k are kept, else unseeded only with a strictly
+// higher score than the last kept (a later item with an equal score ranks
+// after it), seeded with a score at least as high (an equal one enters if
+// its tie key is lower). A scorer may skip computing an item's score when
+// an upper bound of it is not admitted.
 func (t *TopK) Admits(s float64) bool {
 	if len(t.heap) < t.k {
 		return true
+	}
+	if t.ties.Seeded() {
+		return t.k > 0 && s >= t.heap[0].Score
 	}
 	return t.k > 0 && s > t.heap[0].Score
 }
@@ -419,7 +496,7 @@ func (t *TopK) Offer(index int, s float64) {
 		h = append(h, r)
 		for i := len(h) - 1; i > 0; { // sift up
 			p := (i - 1) / 2
-			if !Before(h[p], h[i]) {
+			if !t.ties.Before(h[p], h[i]) {
 				break
 			}
 			h[i], h[p] = h[p], h[i]
@@ -428,16 +505,16 @@ func (t *TopK) Offer(index int, s float64) {
 		t.heap = h
 		return
 	}
-	if t.k < 1 || !Before(r, h[0]) {
+	if t.k < 1 || !t.ties.Before(r, h[0]) {
 		return
 	}
 	h[0] = r
 	for i := 0; ; { // sift down
 		l, low := 2*i+1, i
-		if l < len(h) && Before(h[low], h[l]) {
+		if l < len(h) && t.ties.Before(h[low], h[l]) {
 			low = l
 		}
-		if l+1 < len(h) && Before(h[low], h[l+1]) {
+		if l+1 < len(h) && t.ties.Before(h[low], h[l+1]) {
 			low = l + 1
 		}
 		if low == i {
@@ -454,7 +531,7 @@ func (t *TopK) Len() int { return len(t.heap) }
 // Ranked returns the items kept, best first. It reorders the TopK's own
 // storage: offer nothing after it.
 func (t *TopK) Ranked() []Ranked {
-	sort.Slice(t.heap, func(i, j int) bool { return Before(t.heap[i], t.heap[j]) })
+	sort.Slice(t.heap, func(i, j int) bool { return t.ties.Before(t.heap[i], t.heap[j]) })
 	return t.heap
 }
 

@@ -3,6 +3,7 @@ package linucb
 import (
 	"errors"
 	"math"
+	"math/big"
 	"math/rand/v2"
 	"sort"
 	"testing"
@@ -367,4 +368,99 @@ func minKept(t *TopK) float64 {
 		m = math.Min(m, r.Score)
 	}
 	return m
+}
+
+// TestTopKSeededMatchesSort offers random scores with many exact ties to a
+// seeded TopK and checks its ranking against the definition: a sort by
+// descending score, then ascending tie key, then index, cut at k; Admits
+// must accept an equal score while the seeded order may place it first.
+func TestTopKSeededMatchesSort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 5))
+	for trial := 0; trial < 500; trial++ {
+		n := rng.IntN(60)
+		k := rng.IntN(70) - 2
+		seed := 1 + rng.Int64N(MaxSeed)
+		ties := NewTies(seed)
+		scores := make([]float64, n)
+		for i := range scores {
+			scores[i] = float64(rng.IntN(6)) / 4
+		}
+		top := NewTopKSeeded(k, seed)
+		for i, s := range scores {
+			if top.Admits(s) != (top.Len() < k || (top.Len() > 0 && s >= minKept(top))) {
+				t.Fatalf("trial %d: Admits(%v) wrong", trial, s)
+			}
+			top.Offer(i, s)
+		}
+		got := top.Ranked()
+		want := make([]int, n)
+		for i := range want {
+			want[i] = i
+		}
+		sort.Slice(want, func(a, b int) bool {
+			ia, ib := want[a], want[b]
+			if scores[ia] != scores[ib] {
+				return scores[ia] > scores[ib]
+			}
+			if ka, kb := ties.Key(ia), ties.Key(ib); ka != kb {
+				return ka < kb
+			}
+			return ia < ib
+		})
+		want = want[:min(max(k, 0), n)]
+		if len(got) != len(want) {
+			t.Fatalf("trial %d (n=%d k=%d): %d items, want %d", trial, n, k, len(got), len(want))
+		}
+		for i := range want {
+			if got[i].Index != want[i] {
+				t.Fatalf("trial %d (n=%d k=%d seed %d): item %d is %v, want index %d", trial, n, k, seed, i, got[i], want[i])
+			}
+		}
+	}
+}
+
+// TestTieKeys pins the tie keys (the scoring script computes the same in
+// doubles, and the store tests compare the two): hand-computed values of
+// ((a i + c) mod p)² mod p, and seed 0 as index order. RankSeeded with seed
+// 0 is Rank; with a seed it orders tied arms by key.
+func TestTieKeys(t *testing.T) {
+	const p = 1<<31 - 1
+	for _, seed := range []int64{1, 2, 12345, MaxSeed} {
+		u := new(big.Int).Mod(new(big.Int).Mul(big.NewInt(seed), big.NewInt(48271)), big.NewInt(p))
+		a := new(big.Int).Exp(u, big.NewInt(2), big.NewInt(p))
+		c := new(big.Int).Exp(u, big.NewInt(3), big.NewInt(p))
+		ties := NewTies(seed)
+		for _, i := range []int{0, 1, 2, 1000, p - 2} {
+			h := new(big.Int).Add(new(big.Int).Mul(a, big.NewInt(int64(i))), c)
+			want := new(big.Int).Exp(h, big.NewInt(2), big.NewInt(p)).Int64()
+			if got := ties.Key(i); got != want {
+				t.Fatalf("seed %d: Key(%d) = %d, want %d", seed, i, got, want)
+			}
+		}
+	}
+	if k := NewTies(0).Key(7); k != 7 {
+		t.Fatalf("unseeded Key(7) = %d, want 7", k)
+	}
+	prior := Params{Theta: []float64{0}, AInv: []float64{1}}
+	params := []Params{prior, prior, prior, prior, prior}
+	ties := NewTies(99)
+	got := RankSeeded([]float64{1}, params, 1, 5, 99)
+	for i := 1; i < len(got); i++ {
+		if ties.Key(got[i-1].Index) > ties.Key(got[i].Index) {
+			t.Fatalf("RankSeeded = %v: not in tie-key order", got)
+		}
+	}
+	if r := RankSeeded([]float64{1}, params, 1, 5, 0); r[0].Index != 0 || r[4].Index != 4 {
+		t.Fatalf("RankSeeded with seed 0 = %v, want index order", r)
+	}
+	for _, bad := range []int64{-1, MaxSeed + 1} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("NewTies(%d) did not panic", bad)
+				}
+			}()
+			NewTies(bad)
+		}()
+	}
 }
