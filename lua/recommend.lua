@@ -2,7 +2,7 @@
 --[[
 redbandit recommend: the top-k products of a LinUCB model for one context.
 
-  EVALSHA <sha> 1 rb:{M} <k> <alpha> <x_1> ... <x_d> [CANDIDATES <n> <id>...] [EXCLUDE <n> <id>...]
+  EVALSHA <sha> 1 rb:{M} <k> <alpha> <x_1> ... <x_d> [CANDIDATES <n> <id>...] [EXCLUDE <n> <id>...] [SEED <s>]
   FCALL_RO rb_recommend 1 rb:{M} <k> <alpha> <x_1> ... <x_d> [options]
 
 KEYS[1]   the model root hash rb:{M}; the only key read.
@@ -16,11 +16,17 @@ ARGV[3..] the d context values x_1..x_d (d is the model's dimension), then
           as a fresh arm (theta = 0, A^-1 = I/lambda). Duplicates count once.
   EXCLUDE <n> <id_1>..<id_n>     never return these products; unknown ids
           are ignored.
+  SEED <s>  an integer 0..2147483646: order equal scores at random, the
+          same way for the same seed (0, the default: in arm order).
 
 Reply: a flat array id_1, score_1, ..., id_k, score_k, best first. Scores are
 decimal strings with 17 significant digits (Lua numbers returned to Redis
 would be truncated to integers). Equal scores keep the model's arm order
-(or the candidate order).
+(or the candidate order) or with a seed s, the order of their tie keys
+((a * i + c) mod p)^2 mod p, p = 2^31 - 1, of their index i (the arm's, or
+the position among the candidates scored, duplicates and excluded ones
+removed), then of i, where u = 48271 s, a = u^2 and c = u^3 mod p: a
+different order per seed (docs/FORMAT.md; model/linucb's Ties is the same).
 
 score = x.theta + alpha * sqrt(x' A^-1 x), computed over the non-zero
 entries of x only, from the columnar layout described in docs/FORMAT.md; if
@@ -142,9 +148,10 @@ local function arguments(d, lambda)
   -- others' from above, since every arm's A = lambda I + sum x x' is at least
   -- lambda I. So score <= mean + bound with bound = alpha |x| / sqrt(lambda)
   -- (widened by 1e-6 against rounding). Once the top-k is full, an arm with
-  -- mean + bound <= the k-th score could not enter it (entry needs a strictly
-  -- better score): the scan and the candidate path decode only its mean.
-  -- The result is the same as scoring every arm, ties included.
+  -- mean + bound <= the bar could not enter it (unseeded, entry needs a
+  -- strictly better score than the k-th; seeded, the bar is below the k-th,
+  -- see topk): the scan and the candidate path decode only its mean. The
+  -- result is the same as scoring every arm, ties included.
   local xx = 0
   for p = 1, #S do xx = xx + x[S[p]] * x[S[p]] end
   local xxl = xx / lambda
@@ -159,33 +166,42 @@ local function arguments(d, lambda)
 end
 
 -- options returns where the options' lists are in ARGV: cfrom..cto the
--- candidates', efrom..eto the exclusions' (nil if not given).
+-- candidates', efrom..eto the exclusions' (nil if not given), and the
+-- seed (0 if not given).
 local function options(d)
   local nargs = #ARGV
-  local cfrom, cto, efrom, eto
+  local cfrom, cto, efrom, eto, seed
   local pos = 3 + d
   while pos <= nargs do
     local opt = string.upper(ARGV[pos])
-    if opt ~= 'CANDIDATES' and opt ~= 'EXCLUDE' then
+    if opt == 'SEED' then
+      if seed then return err('BADARG', 'SEED given twice') end
+      seed = integer(ARGV[pos + 1])
+      if not seed or seed < 0 or seed > 2147483646 then
+        return err('BADARG', 'SEED must be followed by an integer 0..2147483646, got %s', tostring(ARGV[pos + 1]))
+      end
+      pos = pos + 2
+    elseif opt ~= 'CANDIDATES' and opt ~= 'EXCLUDE' then
       if tonumber(ARGV[pos]) then
         return err('BADARG', 'too many context values: the model has dimension %d', d)
       end
-      return err('BADARG', 'unknown option %s (expected CANDIDATES or EXCLUDE)', ARGV[pos])
-    end
-    local cnt = integer(ARGV[pos + 1])
-    if not cnt or cnt < 0 or pos + 1 + cnt > nargs then
-      return err('BADARG', '%s must be followed by a count and that many ids', opt)
-    end
-    if opt == 'CANDIDATES' then
-      if cfrom then return err('BADARG', 'CANDIDATES given twice') end
-      cfrom, cto = pos + 2, pos + 1 + cnt
+      return err('BADARG', 'unknown option %s (expected CANDIDATES, EXCLUDE or SEED)', ARGV[pos])
     else
-      if efrom then return err('BADARG', 'EXCLUDE given twice') end
-      efrom, eto = pos + 2, pos + 1 + cnt
+      local cnt = integer(ARGV[pos + 1])
+      if not cnt or cnt < 0 or pos + 1 + cnt > nargs then
+        return err('BADARG', '%s must be followed by a count and that many ids', opt)
+      end
+      if opt == 'CANDIDATES' then
+        if cfrom then return err('BADARG', 'CANDIDATES given twice') end
+        cfrom, cto = pos + 2, pos + 1 + cnt
+      else
+        if efrom then return err('BADARG', 'EXCLUDE given twice') end
+        efrom, eto = pos + 2, pos + 1 + cnt
+      end
+      pos = pos + 2 + cnt
     end
-    pos = pos + 2 + cnt
   end
-  return nil, cfrom, cto, efrom, eto
+  return nil, cfrom, cto, efrom, eto, seed or 0
 end
 
 -- pattern returns x's one-hot pattern in the model's groups (docs/FORMAT.md),
@@ -279,22 +295,67 @@ local function pattern(d, x, ns, format, groupsjson, gmap)
 end
 
 -- The top-k so far: items (arm indexes or candidate positions, offered in
--- increasing order) and their scores. topk(k) returns offer(item, s),
+-- increasing order) and their scores. topk(k, seed) returns offer(item, s),
 -- which returns the score to beat (bar: -inf until the top-k is full), and
--- ranked(), which returns the items and their scores best first (ties in
--- order of arrival). A new score enters only if strictly better than the
--- k-th, so ties keep the order of arrival; callers offer only scores above
--- the bar (and start from bar = -inf). Up to HEAPK it is a list kept
--- sorted, best first (an insertion costs O(k): cheapest for the few items a
--- page shows); beyond, a binary min-heap whose root is the entry a better
--- score evicts (O(log k) per entry), sorted once by ranked(). A sorted list
--- at k in the thousands over a large catalogue would hold Redis, which
--- serves nothing else meanwhile, for seconds (docs/BENCHMARKS.md, large k).
+-- ranked(), which returns the items and their scores best first. Unseeded
+-- (seed 0), equal scores keep the order of arrival: a new score enters
+-- only if strictly better than the k-th, and callers offer only scores
+-- above the bar. Seeded, equal scores are ordered by the items' tie keys
+-- (the header), computed only when two scores are equal: an item whose
+-- score equals the k-th may still enter, so the bar offer returns is
+-- below the k-th by a few units in the last place (lowered), and offer
+-- itself rejects the scores that do not enter; the callers' tests
+-- (s > bar, and the pruning bound's m + bound > bar) stay as they are.
+-- Up to HEAPK it is a list kept sorted, best first (an insertion costs
+-- O(k): cheapest for the few items a page shows); beyond, a binary min-heap
+-- whose root is the entry a better score evicts (O(log k) per entry),
+-- sorted once by ranked(). A sorted list at k in the thousands over a
+-- large catalogue would hold Redis, which serves nothing else meanwhile,
+-- for seconds (docs/BENCHMARKS.md, large k).
 local HEAPK = 32
-local function topk(k)
+local P31 = 2147483647 -- the prime 2^31 - 1 tie keys are computed modulo
+
+-- mulmod returns u * v mod P31 for integers 0 <= u, v < P31, exactly: v is
+-- split in 16-bit halves so that every intermediate stays below 2^49 (and
+-- each quotient of % below 2^18, far from rounding to the next integer).
+local function mulmod(u, v)
+  local vl = v % 65536
+  return ((u * ((v - vl) / 65536)) % P31 * 65536 + u * vl) % P31
+end
+
+-- tiekeys returns the tie key function of seed: key(item) = ((a * i + c) mod
+-- P31)^2 mod P31 of the item's 0-based index i = item - 1 (i < P31), with
+-- mulmod's arithmetic in line. The affine map alone would give few orders
+-- of a small set of indexes (rotations of a few sortings of a * i); the
+-- square scrambles them. Two items share a key only if a (i + j) + 2c is a
+-- multiple of P31 (rare); their order is then their arrival's.
+local function tiekeys(seed)
+  local u = mulmod(seed, 48271)
+  local a = mulmod(u, u)
+  local c = mulmod(a, u)
+  local al = a % 65536
+  local ah = (a - al) / 65536
+  return function(item)
+    local i = item - 1
+    local h = ((ah * i) % P31 * 65536 + al * i + c) % P31
+    local hl = h % 65536
+    return ((h * ((h - hl) / 65536)) % P31 * 65536 + h * hl) % P31
+  end
+end
+
+-- lowered returns a number below b by at least one unit in the last place
+-- (and below 0 for 0): s > lowered(b) holds for every s >= b.
+local EPS, TINY = 2 ^ -50, 2 ^ -1000
+local function lowered(b)
+  if b < 0 then return b + b * EPS - TINY end
+  return b - b * EPS - TINY
+end
+
+local function topk(k, seed)
   local best, bests = {}, {}
   local bar = -huge
-  if k <= HEAPK then
+  local key = seed ~= 0 and tiekeys(seed)
+  if k <= HEAPK and not key then
     local function offer(item, s)
       local m = #best
       if m == k then
@@ -312,11 +373,51 @@ local function topk(k)
     end
     return offer, function() return best, bests end
   end
-  -- below(i, j): entry i ranks below entry j (a lower score, or the same
-  -- score and a later arrival).
+  if k <= HEAPK then
+    local function offer(item, s)
+      local m = #best
+      local ks -- item's tie key, once needed
+      if m == k then
+        local w = bests[m]
+        if s < w then return bar end
+        if s == w then
+          ks = key(item)
+          if ks >= key(best[m]) then return bar end -- an equal key: a later arrival
+        end
+      else
+        m = m + 1
+      end
+      while m > 1 do
+        local w = bests[m - 1]
+        if w > s then break end
+        if w == s then
+          ks = ks or key(item)
+          if key(best[m - 1]) <= ks then break end -- an equal key: arrival order
+        end
+        best[m], bests[m] = best[m - 1], bests[m - 1]
+        m = m - 1
+      end
+      best[m], bests[m] = item, s
+      if #best == k then bar = lowered(bests[k]) end
+      return bar
+    end
+    return offer, function() return best, bests end
+  end
+  -- after(i, j): on an equal score, item i ranks after item j (a later
+  -- arrival, or with a seed a higher tie key).
+  local after
+  if key then
+    after = function(i, j)
+      local ki, kj = key(i), key(j)
+      return ki > kj or (ki == kj and i > j)
+    end
+  else
+    after = function(i, j) return i > j end
+  end
+  -- below(i, j): entry i ranks below entry j.
   local function below(i, j)
     local si, sj = bests[i], bests[j]
-    return si < sj or (si == sj and best[i] > best[j])
+    return si < sj or (si == sj and after(best[i], best[j]))
   end
   local function swap(i, j)
     best[i], best[j] = best[j], best[i]
@@ -333,10 +434,11 @@ local function topk(k)
         swap(m, p)
         m = p
       end
-      if #best == k then bar = bests[1] end
+      if #best == k then bar = key and lowered(bests[1]) or bests[1] end
       return bar
     end
-    if not (s > bests[1]) then return bar end
+    local w = bests[1]
+    if s < w or (s == w and after(item, best[1])) then return bar end
     best[1], bests[1] = item, s
     local i = 1
     while true do -- sift down
@@ -347,16 +449,13 @@ local function topk(k)
       swap(i, low)
       i = low
     end
-    bar = bests[1]
+    bar = key and lowered(bests[1]) or bests[1]
     return bar
   end
   local function ranked()
     local order = {}
     for i = 1, #best do order[i] = i end
-    table.sort(order, function(a, b)
-      local sa, sb = bests[a], bests[b]
-      return sa > sb or (sa == sb and best[a] < best[b])
-    end)
+    table.sort(order, function(a, b) return below(b, a) end)
     local b, s = {}, {}
     for i, j in ipairs(order) do b[i], s[i] = best[j], bests[j] end
     return b, s
@@ -742,13 +841,13 @@ if e then return e end
 local k, alpha, x, S, xxl, bound
 e, k, alpha, x, S, xxl, bound = arguments(d, lambda)
 if e then return e end
-local cfrom, cto, efrom, eto
-e, cfrom, cto, efrom, eto = options(d)
+local cfrom, cto, efrom, eto, seed
+e, cfrom, cto, efrom, eto, seed = options(d)
 if e then return e end
 local pat
 e, pat = pattern(d, x, #S, format, groups, gmap)
 if e then return e end
-local offer, ranked = topk(k)
+local offer, ranked = topk(k, seed)
 
 if cfrom then
   local prefix, rowlen, po, ao, wo

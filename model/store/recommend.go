@@ -22,6 +22,10 @@ type Query struct {
 	Context    []float64 // x, of the model's dimension
 	Candidates []string  // if not nil, score only these products
 	Exclude    []string  // never return these products
+	// Seed, if not 0, orders products of equal scores by their tie keys
+	// for this seed (SEED, docs/FORMAT.md), as linucb.RankSeeded does:
+	// 0..linucb.MaxSeed.
+	Seed int64
 }
 
 // Item is one recommended product.
@@ -31,10 +35,10 @@ type Item struct {
 }
 
 // Args returns the script arguments for q: k, alpha, the context values,
-// then the CANDIDATES and EXCLUDE options when set. The same arguments serve
+// then the CANDIDATES, EXCLUDE and SEED options when set. The same arguments serve
 // EVALSHA and FCALL_RO.
 func (q Query) Args() []string {
-	args := make([]string, 0, 2+len(q.Context)+4+len(q.Candidates)+len(q.Exclude))
+	args := make([]string, 0, 2+len(q.Context)+6+len(q.Candidates)+len(q.Exclude))
 	args = append(args, strconv.Itoa(q.K), FormatFloat(q.Alpha))
 	for _, v := range q.Context {
 		args = append(args, FormatFloat(v))
@@ -46,6 +50,9 @@ func (q Query) Args() []string {
 	if len(q.Exclude) > 0 {
 		args = append(args, "EXCLUDE", strconv.Itoa(len(q.Exclude)))
 		args = append(args, q.Exclude...)
+	}
+	if q.Seed != 0 {
+		args = append(args, "SEED", strconv.FormatInt(q.Seed, 10))
 	}
 	return args
 }

@@ -97,7 +97,8 @@ func writeRandomModel(t testing.TB, c rueidis.Client, name string, d, n int, see
 
 // reference ranks like the script: the whole model in arm order, or the
 // de-duplicated candidate list (unknown products as fresh arms), less the
-// excluded products.
+// excluded products. Ties take the order of q.Seed over the arms' indexes,
+// or the positions in the candidate list left.
 func (m *testModel) reference(q store.Query) []store.Item {
 	excluded := map[string]bool{}
 	for _, id := range q.Exclude {
@@ -113,11 +114,17 @@ func (m *testModel) reference(q store.Query) []store.Item {
 			}
 		}
 	} else {
-		for _, id := range m.ids {
+		top := linucb.NewTopKSeeded(q.K, q.Seed)
+		for i, id := range m.ids {
 			if !excluded[id] {
-				ids = append(ids, id)
+				top.Offer(i, linucb.Score(q.Context, m.params[i], q.Alpha))
 			}
 		}
+		var out []store.Item
+		for _, r := range top.Ranked() {
+			out = append(out, store.Item{ID: m.ids[r.Index], Score: r.Score})
+		}
+		return out
 	}
 	params := make([]linucb.Params, len(ids))
 	for i, id := range ids {
@@ -131,7 +138,7 @@ func (m *testModel) reference(q store.Query) []store.Item {
 		params[i] = p
 	}
 	var out []store.Item
-	for _, r := range linucb.Rank(q.Context, params, q.Alpha, q.K) {
+	for _, r := range linucb.RankSeeded(q.Context, params, q.Alpha, q.K, q.Seed) {
 		out = append(out, store.Item{ID: ids[r.Index], Score: r.Score})
 	}
 	return out
