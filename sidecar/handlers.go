@@ -176,11 +176,12 @@ type RecommendResponse struct {
 func (s *Server) recommend(w http.ResponseWriter, r *http.Request) (int, any, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
 	defer cancel()
-	model, q, items, err := s.score(ctx, w, r)
+	eventID := newEventID()
+	model, q, items, err := s.score(ctx, w, r, tieSeed(eventID))
 	if err != nil {
 		return 0, nil, err
 	}
-	resp := RecommendResponse{Model: model, Items: make([]Item, len(items)), EventID: newEventID()}
+	resp := RecommendResponse{Model: model, Items: make([]Item, len(items)), EventID: eventID}
 	for i, it := range items {
 		resp.Items[i] = Item{ID: it.ID, Score: it.Score}
 	}
@@ -190,8 +191,9 @@ func (s *Server) recommend(w http.ResponseWriter, r *http.Request) (int, any, er
 	return http.StatusOK, resp, nil
 }
 
-// score decodes a recommendation request and runs the scoring script once.
-func (s *Server) score(ctx context.Context, w http.ResponseWriter, r *http.Request) (string, store.Query, []store.Item, error) {
+// score decodes a recommendation request and runs the scoring script once,
+// equal scores ordered by seed (store.Query.Seed).
+func (s *Server) score(ctx context.Context, w http.ResponseWriter, r *http.Request, seed int64) (string, store.Query, []store.Item, error) {
 	var req recommendRequest
 	if err := s.decodeRecommend(w, r, &req); err != nil {
 		return "", store.Query{}, nil, err
@@ -200,7 +202,7 @@ func (s *Server) score(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	if model == "" {
 		model = s.cfg.Model
 	}
-	q := store.Query{K: s.cfg.K, Alpha: s.cfg.Alpha, Candidates: req.Candidates, Exclude: req.Exclude}
+	q := store.Query{K: s.cfg.K, Alpha: s.cfg.Alpha, Candidates: req.Candidates, Exclude: req.Exclude, Seed: seed}
 	if req.K != nil {
 		q.K = *req.K
 	}
@@ -273,7 +275,7 @@ func (s *Server) explain(w http.ResponseWriter, r *http.Request) (int, any, erro
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
 	defer cancel()
-	model, q, items, err := s.score(ctx, w, r)
+	model, q, items, err := s.score(ctx, w, r, 0)
 	if err != nil {
 		return 0, nil, err
 	}

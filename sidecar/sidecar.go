@@ -30,6 +30,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net"
 	"net/http"
@@ -427,4 +428,13 @@ func newEventID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// tieSeed returns the seed that orders the equal scores of the decision
+// eventID (1..linucb.MaxSeed, from its FNV-1a hash): random across
+// decisions, the same for a call repeated with the same event id.
+func tieSeed(eventID string) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(eventID))
+	return 1 + int64(h.Sum64()%linucb.MaxSeed)
 }
