@@ -39,8 +39,9 @@ Errors (returned as Redis errors, never raised):
   BADMODEL the model's data is missing, malformed or of another format version
            (this script reads formats 2 and 3)
   BADARG   a malformed call: wrong number of context values, a value that is
-           not a finite number, k < 1, alpha < 0, an unknown option, a
-           context or alpha so large that the scores would overflow.
+           not a finite number, k < 1, alpha < 0, an unknown option, a SEED
+           out of range, a context or alpha so large that the scores
+           would overflow.
 
 The script runs in phases, local functions called in order by main at the
 bottom: metadata, arguments, options, pattern (is x one-hot in the model's

@@ -257,6 +257,11 @@ func TestRecommendErrors(t *testing.T) {
 		{"twice", store.RootKey(m.name), append(slices.Clone(ok), "EXCLUDE", "0", "exclude", "0"), store.ErrBadArg},
 		{"option without a count", store.RootKey(m.name), append(slices.Clone(ok), "EXCLUDE"), store.ErrBadArg},
 		{"no arguments", store.RootKey(m.name), nil, store.ErrBadArg},
+		{"negative seed", store.RootKey(m.name), append(slices.Clone(ok), "SEED", "-1"), store.ErrBadArg},
+		{"seed 2^31-1", store.RootKey(m.name), append(slices.Clone(ok), "seed", "2147483647"), store.ErrBadArg},
+		{"fractional seed", store.RootKey(m.name), append(slices.Clone(ok), "SEED", "1.5"), store.ErrBadArg},
+		{"seed without a value", store.RootKey(m.name), append(slices.Clone(ok), "SEED"), store.ErrBadArg},
+		{"seed twice", store.RootKey(m.name), append(slices.Clone(ok), "SEED", "1", "SEED", "2"), store.ErrBadArg},
 	}
 	for _, tc := range cases {
 		for _, via := range []string{"EVALSHA", "FCALL_RO"} {
