@@ -456,7 +456,10 @@ local function topk(k, seed)
   local function ranked()
     local order = {}
     for i = 1, #best do order[i] = i end
-    table.sort(order, function(a, b) return below(b, a) end)
+    table.sort(order, function(a, b)
+      local sa, sb = bests[a], bests[b]
+      return sa > sb or (sa == sb and after(best[b], best[a]))
+    end)
     local b, s = {}, {}
     for i, j in ipairs(order) do b[i], s[i] = best[j], bests[j] end
     return b, s
