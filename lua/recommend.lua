@@ -324,7 +324,8 @@ local function mulmod(u, v)
   return ((u * ((v - vl) / 65536)) % P31 * 65536 + u * vl) % P31
 end
 
--- tiekeys returns the tie key function of seed: key(item) = ((a * i + c) mod
+-- tiekeys returns the tie key functions of seed, key and kept (below):
+-- key(item) = ((a * i + c) mod
 -- P31)^2 mod P31 of the item's 0-based index i = item - 1 (i < P31), with
 -- mulmod's arithmetic in line. The affine map alone would give few orders
 -- of a small set of indexes (rotations of a few sortings of a * i); the
@@ -336,12 +337,25 @@ local function tiekeys(seed)
   local c = mulmod(a, u)
   local al = a % 65536
   local ah = (a - al) / 65536
-  return function(item)
+  local function key(item)
     local i = item - 1
     local h = ((ah * i) % P31 * 65536 + al * i + c) % P31
     local hl = h % 65536
     return ((h * ((h - hl) / 65536)) % P31 * 65536 + h * hl) % P31
   end
+  -- kept(item): key(item), remembered, for the items of the top-k, which
+  -- are compared again and again (a tied item that does not enter is
+  -- keyed once, without the table write).
+  local memo = {}
+  local function kept(item)
+    local v = memo[item]
+    if not v then
+      v = key(item)
+      memo[item] = v
+    end
+    return v
+  end
+  return key, kept
 end
 
 -- lowered returns a number below b by at least one unit in the last place
@@ -355,7 +369,8 @@ end
 local function topk(k, seed)
   local best, bests = {}, {}
   local bar = -huge
-  local key = seed ~= 0 and tiekeys(seed)
+  local key, kept
+  if seed ~= 0 then key, kept = tiekeys(seed) end
   if k <= HEAPK and not key then
     local function offer(item, s)
       local m = #best
@@ -383,7 +398,7 @@ local function topk(k, seed)
         if s < w then return bar end
         if s == w then
           ks = key(item)
-          if ks >= key(best[m]) then return bar end -- an equal key: a later arrival
+          if ks >= kept(best[m]) then return bar end -- an equal key: a later arrival
         end
       else
         m = m + 1
@@ -393,7 +408,7 @@ local function topk(k, seed)
         if w > s then break end
         if w == s then
           ks = ks or key(item)
-          if key(best[m - 1]) <= ks then break end -- an equal key: arrival order
+          if kept(best[m - 1]) <= ks then break end -- an equal key: arrival order
         end
         best[m], bests[m] = best[m - 1], bests[m - 1]
         m = m - 1
@@ -409,7 +424,7 @@ local function topk(k, seed)
   local after
   if key then
     after = function(i, j)
-      local ki, kj = key(i), key(j)
+      local ki, kj = kept(i), kept(j)
       return ki > kj or (ki == kj and i > j)
     end
   else

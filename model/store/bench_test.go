@@ -11,6 +11,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/redbandit/redbandit/internal/redistest"
+	"github.com/redbandit/redbandit/lua"
 	"github.com/redbandit/redbandit/model/store"
 )
 
@@ -83,4 +84,81 @@ func scriptTime(b *testing.B, c rueidis.Client) (usec float64, calls int64) {
 		}
 	}
 	return usec, calls
+}
+
+// BenchmarkRecommendTies measures what a seed costs where it matters: a
+// cold start, 200 products of the reference shop's layout of which 180 are
+// fresh (all tied) and 20 trained, scanned for k = 5 and 50, unseeded
+// (ties in arm order) and with a new seed per call (tie keys computed for
+// every fresh arm that meets another in the top-k). The two alternate per
+// call so that they share the machine's conditions; redis-µs/op is the
+// script's time inside Redis of each (INFO commandstats: one is sent as
+// EVALSHA_RO, the other as EVALSHA).
+func BenchmarkRecommendTies(b *testing.B) {
+	srv := redistest.Start(b)
+	c := srv.Client()
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(8, 8))
+	a := 0
+	w := shopWrite(b, rng, "cold", "dish-%03d", 200, func() int {
+		a++
+		if a%10 == 0 {
+			return 20
+		}
+		return 0
+	})
+	if _, err := w.Apply(ctx, c); err != nil {
+		b.Fatal(err)
+	}
+	if err := store.Load(ctx, c); err != nil {
+		b.Fatal(err)
+	}
+	for _, k := range []int{5, 50} {
+		b.Run(fmt.Sprintf("k=%d", k), func(b *testing.B) {
+			x := newShopContext(rng)
+			stat := func(name string) (float64, int64) {
+				info, err := c.Do(ctx, c.B().Info().Section("commandstats").Build()).ToString()
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, line := range strings.Split(info, "\n") {
+					if strings.HasPrefix(line, "cmdstat_"+name+":") {
+						var calls int64
+						var usec float64
+						for _, kv := range strings.Split(strings.TrimSpace(line[strings.Index(line, ":")+1:]), ",") {
+							k, v, _ := strings.Cut(kv, "=")
+							f, _ := strconv.ParseFloat(v, 64)
+							switch k {
+							case "calls":
+								calls = int64(f)
+							case "usec":
+								usec = f
+							}
+						}
+						return usec, calls
+					}
+				}
+				return 0, 0
+			}
+			_, _ = c.Do(ctx, c.B().ConfigResetstat().Build()).ToString()
+			for i := 0; b.Loop(); i++ {
+				q := store.Query{K: k, Alpha: 1, Context: x}
+				args := q.Args()
+				seeded := append(q.Args(), "SEED", strconv.Itoa(1+i%1000000))
+				// unseeded as EVALSHA_RO, seeded as EVALSHA (the script is loaded)
+				if err := c.Do(ctx, c.B().EvalshaRo().Sha1(lua.RecommendSHA()).Numkeys(1).Key(store.RootKey("cold")).Arg(args...).Build()).Error(); err != nil {
+					b.Fatal(err)
+				}
+				if err := c.Do(ctx, c.B().Evalsha().Sha1(lua.RecommendSHA()).Numkeys(1).Key(store.RootKey("cold")).Arg(seeded...).Build()).Error(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			u0, n0 := stat("evalsha_ro")
+			u1, n1 := stat("evalsha")
+			if n0 > 0 && n1 > 0 {
+				b.ReportMetric(u0/float64(n0), "unseeded-µs/op")
+				b.ReportMetric(u1/float64(n1), "seeded-µs/op")
+			}
+		})
+	}
 }
