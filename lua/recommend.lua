@@ -370,7 +370,18 @@ local function topk(k, seed)
   local best, bests = {}, {}
   local bar = -huge
   local key, kept
-  if seed ~= 0 then key, kept = tiekeys(seed) end
+  if seed ~= 0 then
+    -- made on the first tie, so that a call without ties does not pay for
+    -- them: the first call of either replaces both.
+    key = function(item)
+      key, kept = tiekeys(seed)
+      return key(item)
+    end
+    kept = function(item)
+      key, kept = tiekeys(seed)
+      return kept(item)
+    end
+  end
   if k <= HEAPK and not key then
     local function offer(item, s)
       local m = #best
