@@ -3,6 +3,7 @@ package sidecar_test
 import (
 	"context"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
@@ -103,14 +104,21 @@ func TestDecisionLog(t *testing.T) {
 	if len(recs) != 3 {
 		t.Fatalf("%d records on the decisions topic, want 3 (recommend, explain?log=true, reward)", len(recs))
 	}
-	check := func(r *kgo.Record, typ, key string) {
-		t.Helper()
-		if header(r, decision.TypeHeader) != typ || string(r.Key) != key {
-			t.Fatalf("record type %q key %q, want %s keyed %s", header(r, decision.TypeHeader), r.Key, typ, key)
-		}
+	// Records of one millisecond may come in any order: find each by its
+	// type and key.
+	byTypeKey := map[string]*kgo.Record{}
+	for _, r := range recs {
+		byTypeKey[header(r, decision.TypeHeader)+" "+string(r.Key)] = r
 	}
-	check(recs[0], decision.TypeDecision, eventID)
-	d, err := codec.DecodeDecision(recs[0].Value)
+	find := func(typ, key string) *kgo.Record {
+		t.Helper()
+		r := byTypeKey[typ+" "+key]
+		if r == nil {
+			t.Fatalf("no %s keyed %s among the records %v", typ, key, slices.Collect(maps.Keys(byTypeKey)))
+		}
+		return r
+	}
+	d, err := codec.DecodeDecision(find(decision.TypeDecision, eventID).Value)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,8 +132,7 @@ func TestDecisionLog(t *testing.T) {
 		}
 	}
 
-	check(recs[1], decision.TypeDecision, exp["event_id"].(string))
-	d, err = codec.DecodeDecision(recs[1].Value)
+	d, err = codec.DecodeDecision(find(decision.TypeDecision, exp["event_id"].(string)).Value)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,8 +148,7 @@ func TestDecisionLog(t *testing.T) {
 		}
 	}
 
-	check(recs[2], decision.TypeReward, eventID)
-	rw, err := codec.DecodeReward(recs[2].Value)
+	rw, err := codec.DecodeReward(find(decision.TypeReward, eventID).Value)
 	if err != nil {
 		t.Fatal(err)
 	}

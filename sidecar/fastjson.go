@@ -58,8 +58,8 @@ func denseContext(raw []byte) (x []float64, ok bool) {
 }
 
 // fastRecommend parses the common recommendation body — an object with
-// "context", a dense array of finite numbers, and optionally "model" (a
-// string without escapes), "k" (an integer) and "alpha" (a number), each
+// "context", a dense array of finite numbers, and optionally "model" and
+// "event_id" (strings without escapes), "k" (an integer) and "alpha" (a number), each
 // at most once, in any order — into req without reflection, the context
 // already parsed into req.dense. It returns false for anything else, valid
 // or not: the caller then decodes the body with encoding/json, which gives
@@ -96,7 +96,7 @@ func fastRecommend(b []byte, req *recommendRequest) bool {
 		}
 		return b[start:i], jsonNumber(b[start:i])
 	}
-	var seen struct{ context, model, k, alpha bool }
+	var seen struct{ context, model, eventID, k, alpha bool }
 	ws()
 	if i >= n || b[i] != '{' {
 		return false
@@ -132,6 +132,12 @@ func fastRecommend(b []byte, req *recommendRequest) bool {
 				return false
 			}
 			req.Model, seen.model = string(v), true
+		case "event_id":
+			v, ok := str()
+			if seen.eventID || !ok {
+				return false
+			}
+			req.EventID, seen.eventID = string(v), true
 		case "k":
 			v, ok := number()
 			if seen.k || !ok || bytes.ContainsAny(v, ".eE") {

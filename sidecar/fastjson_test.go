@@ -109,6 +109,7 @@ func TestFastRecommend(t *testing.T) {
 		` { "model" : "shop" , "context":[1,2,3], "k": 5, "alpha": 0.25 } `,
 		`{"alpha":1e-3,"k":-2,"context":[],"model":""}`,
 		"{\n\t\"context\": [1e3, -0.5],\r\n\t\"k\": 0\n}",
+		`{"event_id": "e-1", "context": [1], "model": "m"}`,
 	}
 	refused := []string{
 		``, `{}`, `[]`, `{"context": [1, 2]`, `{"context": [1, 2]} x`, `{"context": [1, 2]}{}`,
@@ -118,6 +119,7 @@ func TestFastRecommend(t *testing.T) {
 		`{"context": [1], "k": 5.0}`, `{"context": [1], "k": 5e0}`, `{"context": [1], "k": 99999999999999999999}`,
 		`{"context": [1], "alpha": 1e999}`, `{"context": [1], "alpha": .5}`, `{"context": [1], "candidates": ["a"]}`,
 		`{"context": [1], "exclude": []}`, `{"attributes": {"age": 3}}`, `{"context": [1], "other": 1}`,
+		`{"context": [1], "event_id": "a", "event_id": "b"}`, `{"context": [1], "event_id": "\u00e9"}`, `{"context": [1], "event_id": 7}`,
 		`{"context": [1],}`, `{"context" [1]}`, `{context: [1]}`, `{"context": [1e999]}`,
 	}
 	for _, b := range accepted {

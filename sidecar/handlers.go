@@ -156,6 +156,7 @@ type recommendRequest struct {
 	Alpha      *float64        `json:"alpha"`
 	Candidates []string        `json:"candidates"`
 	Exclude    []string        `json:"exclude"`
+	EventID    string          `json:"event_id"` // the decision's id (default: a new one); a retry with the same id answers the same
 
 	dense []float64 // Context parsed by fastRecommend; nil otherwise
 }
@@ -176,8 +177,7 @@ type RecommendResponse struct {
 func (s *Server) recommend(w http.ResponseWriter, r *http.Request) (int, any, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
 	defer cancel()
-	eventID := newEventID()
-	model, q, items, err := s.score(ctx, w, r, tieSeed(eventID))
+	model, eventID, q, items, err := s.score(ctx, w, r, true)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -191,42 +191,54 @@ func (s *Server) recommend(w http.ResponseWriter, r *http.Request) (int, any, er
 	return http.StatusOK, resp, nil
 }
 
-// score decodes a recommendation request and runs the scoring script once,
-// equal scores ordered by seed (store.Query.Seed).
-func (s *Server) score(ctx context.Context, w http.ResponseWriter, r *http.Request, seed int64) (string, store.Query, []store.Item, error) {
+// score decodes a recommendation request and runs the scoring script once.
+// It returns the request's event id, or a new one if it has none; if
+// seeded, equal scores are ordered by a seed drawn from that id
+// (store.Query.Seed), so a call retried with the same event id answers the
+// same.
+func (s *Server) score(ctx context.Context, w http.ResponseWriter, r *http.Request, seeded bool) (model, eventID string, q store.Query, items []store.Item, err error) {
 	var req recommendRequest
 	if err := s.decodeRecommend(w, r, &req); err != nil {
-		return "", store.Query{}, nil, err
+		return "", "", store.Query{}, nil, err
 	}
-	model := req.Model
+	eventID = req.EventID
+	if eventID == "" {
+		eventID = newEventID()
+	} else if err := checkEventID(eventID); err != nil {
+		return "", "", store.Query{}, nil, err
+	}
+	var seed int64
+	if seeded {
+		seed = tieSeed(eventID)
+	}
+	model = req.Model
 	if model == "" {
 		model = s.cfg.Model
 	}
-	q := store.Query{K: s.cfg.K, Alpha: s.cfg.Alpha, Candidates: req.Candidates, Exclude: req.Exclude, Seed: seed}
+	q = store.Query{K: s.cfg.K, Alpha: s.cfg.Alpha, Candidates: req.Candidates, Exclude: req.Exclude, Seed: seed}
 	if req.K != nil {
 		q.K = *req.K
 	}
 	if q.K < 1 || q.K > s.cfg.MaxK {
-		return "", q, nil, badRequest("k must be in 1..%d, got %d", s.cfg.MaxK, q.K)
+		return "", "", q, nil, badRequest("k must be in 1..%d, got %d", s.cfg.MaxK, q.K)
 	}
 	if req.Alpha != nil {
 		q.Alpha = *req.Alpha
 	}
 	if !(q.Alpha >= 0) || math.IsInf(q.Alpha, 0) {
-		return "", q, nil, badRequest("alpha must be a finite number >= 0")
+		return "", "", q, nil, badRequest("alpha must be a finite number >= 0")
 	}
 	x, err := s.context(ctx, model, req)
 	if err != nil {
-		return "", q, nil, err
+		return "", "", q, nil, err
 	}
 	q.Context = x
 	if s.local != nil { // local scoring (local.go): the copy answers when it can
 		if items, ok, err := s.local.recommend(model, q); ok {
-			return model, q, items, err
+			return model, eventID, q, items, err
 		}
 	}
 	start := time.Now()
-	var items []store.Item
 	if s.cfg.FCall {
 		items, err = store.RecommendFCall(ctx, s.cfg.Redis, model, q)
 	} else {
@@ -237,7 +249,7 @@ func (s *Server) score(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	if s.local != nil && err == nil {
 		s.local.want(model) // it exists: copy it
 	}
-	return model, q, items, err
+	return model, eventID, q, items, err
 }
 
 // ExplainedItem is a recommended product with the two parts of its score.
@@ -275,7 +287,7 @@ func (s *Server) explain(w http.ResponseWriter, r *http.Request) (int, any, erro
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
 	defer cancel()
-	model, q, items, err := s.score(ctx, w, r, 0)
+	model, eventID, q, items, err := s.score(ctx, w, r, false)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -297,7 +309,7 @@ func (s *Server) explain(w http.ResponseWriter, r *http.Request) (int, any, erro
 		resp.Items[i] = ExplainedItem{ID: items[i].ID, Score: items[i].Score, Mean: mean, Bonus: q.Alpha * math.Sqrt(quad), Events: a.Events}
 	}
 	if logIt {
-		resp.EventID = newEventID()
+		resp.EventID = eventID
 		s.logExplain(resp.EventID, model, q, resp.Items)
 	}
 	return http.StatusOK, resp, nil

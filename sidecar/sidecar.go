@@ -37,6 +37,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/rueidis"
@@ -428,6 +430,24 @@ func newEventID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// MaxEventID bounds the length in bytes of an event id a recommendation
+// request gives.
+const MaxEventID = 128
+
+// checkEventID refuses an event id a client gives that is too long or
+// holds control characters (it becomes a Kafka key and a log field).
+func checkEventID(id string) error {
+	if len(id) > MaxEventID {
+		return badRequest("event_id is %d bytes, at most %d", len(id), MaxEventID)
+	}
+	for _, r := range id {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return badRequest("event_id holds a control character or invalid UTF-8")
+		}
+	}
+	return nil
 }
 
 // tieSeed returns the seed that orders the equal scores of the decision

@@ -37,6 +37,9 @@ func exactItems(t *testing.T, what string, got, want []store.Item) {
 // ones among them) and exclusions.
 func copyQuery(rng *rand.Rand, ids []string, ctxf func() []float64) store.Query {
 	q := store.Query{K: 1 + rng.IntN(12), Alpha: rng.Float64() * 2, Context: ctxf()}
+	if rng.IntN(2) == 0 { // ties in the script's seeded order
+		q.Seed = 1 + rng.Int64N(linucb.MaxSeed)
+	}
 	switch rng.IntN(6) {
 	case 0:
 		q.K = len(ids) + rng.IntN(5)
@@ -185,6 +188,8 @@ func TestCopyErrors(t *testing.T) {
 		"context -Inf":  {K: 3, Alpha: 1, Context: []float64{1, 0, math.Inf(-1), 2}},
 		"overflow":      {K: 3, Alpha: 1, Context: []float64{1e200, 1e200, 0, 0}},
 		"alpha too big": {K: 3, Alpha: 1e306, Context: []float64{1e3, 0, 0, 0}},
+		"seed -1":       {K: 3, Alpha: 1, Context: x, Seed: -1},
+		"seed too big":  {K: 3, Alpha: 1, Context: x, Seed: linucb.MaxSeed + 1},
 	} {
 		_, want := store.Recommend(ctx, c, "m", q)
 		_, got := cp.Recommend(q)

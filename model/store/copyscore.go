@@ -128,7 +128,10 @@ func (cp *Copy) Recommend(q Query) ([]Item, error) {
 		sc.theta, sc.ainv = st.theta, st.ainv
 	}
 
-	top := linucb.NewTopK(q.K)
+	if q.Seed < 0 || q.Seed > linucb.MaxSeed {
+		return nil, badArg("SEED must be followed by an integer 0..%d, got %d", linucb.MaxSeed, q.Seed)
+	}
+	top := linucb.NewTopKSeeded(q.K, q.Seed) // the script's order, ties included
 	if q.Candidates != nil {
 		// The candidates in order, each once, none excluded.
 		seen := make(map[string]struct{}, len(q.Exclude)+len(q.Candidates))
