@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/redbandit/redbandit/internal/redistest"
+	"github.com/redbandit/redbandit/lua"
 	"github.com/redbandit/redbandit/model/store"
 	"github.com/redbandit/redbandit/ops/acl"
 	"github.com/redbandit/redbandit/ops/doctor"
@@ -283,6 +284,16 @@ func TestDeployedRedisKilled(t *testing.T) {
 	}
 	e.check(s.rebuild(map[int32]int64{0: 1 << 62, 1: 1 << 62, 2: 1 << 62, 3: 1 << 62, 4: 1 << 62, 5: 1 << 62}))
 	checkDeployment(t, e, srv.OperatorClient(), rules)
+	// The restarts emptied the script cache; the trainer's flushes since
+	// the last one put the scoring script back for callers by SHA that may
+	// not send it.
+	serve := srv.ClientAs(acl.ServeUser, redistest.TestPasswords.Serve)
+	args := append([]string{"5", "0.1"}, slices.Repeat([]string{"0.5"}, d)...)
+	err := serve.Do(context.Background(), serve.B().EvalshaRo().Sha1(lua.RecommendSHA()).Numkeys(1).
+		Key(store.RootKey(testModel)).Arg(args...).Build()).Error()
+	if err != nil {
+		t.Errorf("EVALSHA_RO as %s after the restarts: %v", acl.ServeUser, err)
+	}
 }
 
 // proxy forwards TCP connections to a backend that a test can switch, as a

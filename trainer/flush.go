@@ -338,11 +338,17 @@ func (m *member) report(st FlushStats) {
 }
 
 // recordFlush stores a flush's statistics in the model root for dashboards
-// (docs/FORMAT.md, flush:* fields). They are informational, so they are
-// written after the atomic write and a failure is only logged.
+// (docs/FORMAT.md, flush:* fields) and puts the scoring script back into a
+// script cache that lost it. Both are outside the atomic write, so a
+// failure is only logged.
 func (m *member) recordFlush(ctx context.Context, took time.Duration, arms int, events int64) {
 	rec := store.FlushRecord{AtMS: time.Now().UnixMilli(), MS: float64(took.Microseconds()) / 1000, Arms: arms, Events: events}
 	if err := store.WriteFlushRecord(ctx, m.cfg.Redis, m.cfg.Model, rec); err != nil {
 		m.log.Warn("trainer: record flush statistics", "err", err)
+	}
+	// A restarted Redis has lost its script cache; clients that call the
+	// scoring script by SHA and may not send it need it back.
+	if err := store.ReloadScoringScript(ctx, m.cfg.Redis); err != nil {
+		m.log.Warn("trainer: reload the scoring script", "err", err)
 	}
 }

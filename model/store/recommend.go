@@ -141,6 +141,31 @@ func Load(ctx context.Context, c rueidis.Client) error {
 	return nil
 }
 
+// ReloadScoringScript loads recommend.lua into the script cache of every
+// node c reaches that lacks it (SCRIPT EXISTS, then SCRIPT LOAD). A server's
+// script cache is empty after a restart or a failover, and clients that
+// call the script by its SHA and may not send its source (EVALSHA_RO as
+// rb-serve) get NOSCRIPT until someone loads it; the trainer calls this
+// after each flush, so they are served again within a flush interval. It
+// costs one round trip per node, two where the script was missing, and
+// needs SCRIPT EXISTS and SCRIPT LOAD (rb-trainer, rb-admin).
+func ReloadScoringScript(ctx context.Context, c rueidis.Client) error {
+	sha := lua.RecommendSHA()
+	for addr, n := range c.Nodes() {
+		have, err := n.Do(ctx, n.B().ScriptExists().Sha1(sha).Build()).AsIntSlice()
+		if err != nil {
+			return fmt.Errorf("script exists on %s: %w", addr, err)
+		}
+		if len(have) == 1 && have[0] == 1 {
+			continue
+		}
+		if err := n.Do(ctx, n.B().ScriptLoad().Script(lua.RecommendSource()).Build()).Error(); err != nil {
+			return fmt.Errorf("script load on %s: %w", addr, err)
+		}
+	}
+	return nil
+}
+
 // ErrNoPrimary reports that every node Load reached is a read-only replica.
 var ErrNoPrimary = errors.New("every node is a read-only replica")
 
