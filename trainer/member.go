@@ -12,6 +12,7 @@ import (
 	"github.com/redbandit/redbandit/model/linucb"
 	"github.com/redbandit/redbandit/model/store"
 	"github.com/redbandit/redbandit/training/event"
+	"github.com/redbandit/redbandit/training/topic"
 )
 
 // partition is the state of one owned partition.
@@ -95,7 +96,7 @@ func newMember(ctx context.Context, cfg Config, meta store.Meta, log *slog.Logge
 		kgo.AdjustFetchOffsetsFn(m.assigned),
 		kgo.OnPartitionsRevoked(m.revoked),
 		kgo.OnPartitionsLost(m.lost),
-		kgo.WithLogger(kgoLogger{log}),
+		kgo.WithLogger(topic.Logger(log)),
 	}
 	if m.cl, err = kgo.NewClient(append(opts, cfg.KafkaOpts...)...); err != nil {
 		return nil, fmt.Errorf("kafka consumer: %w", err)

@@ -241,7 +241,7 @@ func run(ctx context.Context, cfg Config) error {
 		kgo.AdjustFetchOffsetsFn(j.assigned),
 		kgo.OnPartitionsRevoked(j.dropped),
 		kgo.OnPartitionsLost(j.dropped),
-		kgo.WithLogger(kgoLogger{j.log}),
+		kgo.WithLogger(topic.Logger(j.log)),
 	}
 	if cfg.instanceID != "" {
 		opts = append(opts, kgo.InstanceID(cfg.instanceID))
@@ -488,30 +488,4 @@ func (j *joiner) tick(ctx context.Context) {
 			}
 		})
 	}
-}
-
-// kgoLogger passes franz-go's log lines to slog, its chatty info level at
-// debug.
-type kgoLogger struct{ log *slog.Logger }
-
-func (l kgoLogger) Level() kgo.LogLevel {
-	switch ctx := context.Background(); {
-	case l.log.Enabled(ctx, slog.LevelDebug):
-		return kgo.LogLevelDebug
-	case l.log.Enabled(ctx, slog.LevelWarn):
-		return kgo.LogLevelWarn
-	default:
-		return kgo.LogLevelError
-	}
-}
-
-func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
-	lv := slog.LevelDebug
-	switch level {
-	case kgo.LogLevelError:
-		lv = slog.LevelError
-	case kgo.LogLevelWarn:
-		lv = slog.LevelWarn
-	}
-	l.log.Log(context.Background(), lv, "kafka: "+msg, keyvals...)
 }

@@ -1,11 +1,13 @@
 // Package topic names and creates the Kafka topics redbandit uses: the
-// feedback topic the trainer consumes and its dead-letter topic.
+// feedback topic the trainer consumes and its dead-letter topic, and passes
+// the Kafka clients' log lines to slog.
 package topic
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -42,4 +44,34 @@ func Ensure(ctx context.Context, brokers []string, partitions int32, topics ...s
 		}
 	}
 	return nil
+}
+
+// Logger passes a franz-go client's log lines to log, prefixed "kafka: ";
+// franz-go's info level is chatty, so it is logged only when log is at
+// debug.
+func Logger(log *slog.Logger) kgo.Logger { return kgoLogger{log} }
+
+type kgoLogger struct{ log *slog.Logger }
+
+func (l kgoLogger) Level() kgo.LogLevel {
+	ctx := context.Background()
+	switch {
+	case l.log.Enabled(ctx, slog.LevelDebug):
+		return kgo.LogLevelInfo
+	case l.log.Enabled(ctx, slog.LevelWarn):
+		return kgo.LogLevelWarn
+	default:
+		return kgo.LogLevelError
+	}
+}
+
+func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	lv := slog.LevelDebug
+	switch level {
+	case kgo.LogLevelError:
+		lv = slog.LevelError
+	case kgo.LogLevelWarn:
+		lv = slog.LevelWarn
+	}
+	l.log.Log(context.Background(), lv, "kafka: "+msg, keyvals...)
 }
