@@ -131,6 +131,11 @@ type Config struct {
 	// something, with the member's lock held: it must not block. Default
 	// nil.
 	OnFlush func(FlushStats)
+	// OnStarted, if set, is called once the model has been read and the
+	// topics exist, before the trainer joins its group: what runs next to
+	// the trainer (the joiner) starts then, so a trainer that cannot start
+	// reports its own error. Default nil.
+	OnStarted func()
 	// KafkaOpts are extra franz-go client options appended to the
 	// trainer's own (e.g. session timeouts). Default none.
 	KafkaOpts []kgo.Opt
@@ -219,6 +224,9 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	if err := topic.Ensure(ctx, cfg.Brokers, cfg.Partitions, cfg.Topic, cfg.DLQTopic); err != nil {
 		return fmt.Errorf("trainer: %w", err)
+	}
+	if cfg.OnStarted != nil {
+		cfg.OnStarted()
 	}
 	m, err := newMember(ctx, cfg, meta, log)
 	if err != nil {

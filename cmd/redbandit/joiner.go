@@ -60,30 +60,38 @@ func joinerCommand() *cli.Command {
 }
 
 // runWithJoiner runs train and, if cfg is not nil, the joiner next to it
-// until both end; the first error stops the other.
-func runWithJoiner(ctx context.Context, cfg *joiner.Config, train func(context.Context) error) error {
+// from the moment started is closed (the trainer has read its model and
+// made its topics), until both end. A joiner that fails on its own stops
+// the trainer and its error is returned; what it says while being stopped
+// is not an error of the run.
+func runWithJoiner(ctx context.Context, cfg *joiner.Config, started <-chan struct{}, train func(context.Context) error) error {
 	if cfg == nil {
 		return train(ctx)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
-		wg      sync.WaitGroup
-		joinErr error
+		wg         sync.WaitGroup
+		joinFailed error // set before wg.Done, read after wg.Wait
 	)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		joinErr = joiner.Run(ctx, *cfg)
-		if joinErr != nil {
+		select {
+		case <-started:
+		case <-ctx.Done():
+			return
+		}
+		if err := joiner.Run(ctx, *cfg); err != nil && ctx.Err() == nil {
+			joinFailed = err
 			cancel()
 		}
 	}()
 	err := train(ctx)
 	cancel()
 	wg.Wait()
-	if joinErr != nil {
-		return joinErr
+	if joinFailed != nil {
+		return joinFailed
 	}
 	return err
 }

@@ -89,7 +89,9 @@ func trainerCommand() *cli.Command {
 						return err
 					}
 				}
-				return runWithJoiner(c.Context, jcfg, func(ctx context.Context) error { return trainer.Run(ctx, cfg) })
+				started := make(chan struct{})
+				cfg.OnStarted = func() { close(started) }
+				return runWithJoiner(c.Context, jcfg, started, func(ctx context.Context) error { return trainer.Run(ctx, cfg) })
 			})
 		},
 	}
