@@ -380,4 +380,16 @@ func TestLocalScoringFallsBack(t *testing.T) {
 	if got := metric(t, stale, `redbandit_sidecar_scored_total{path="redis"}`); got != 11 {
 		t.Fatalf("the script scored %v requests, want 11", got)
 	}
+	// The dashboard says the script answers though a copy exists: not
+	// current (Copied false) but with its age and products.
+	resp, err := http.Get(stale + "/v1/dashboard?model=shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d sidecar.DashboardResponse
+	err = json.NewDecoder(resp.Body).Decode(&d)
+	resp.Body.Close()
+	if got := d.Scoring; err != nil || got.Mode != "local" || got.Copied || got.AgeS == nil || *got.AgeS <= 0 || got.Products != 30 {
+		t.Errorf("dashboard scoring panel of the stale sidecar %+v, %v", got, err)
+	}
 }

@@ -271,6 +271,7 @@
     renderCtr(d);
     renderTrainer(d.trainer || {}, d.now_ms);
     renderServing(d.serving || {});
+    renderScoring(d.scoring || {});
   }
 
   function renderCtr(d) {
@@ -339,6 +340,22 @@
   }
 
   // ------------------------------------------------------ context builder
+  // Where this sidecar scores (its --scoring): with local, whether the copy
+  // of the model serves or the script answers because it has no current one.
+  function renderScoring(sc) {
+    const age = (s) => `${fmt(s, s < 10 ? 2 : 0)} s`;
+    let text = '—', fallback = false;
+    if (sc.mode === 'redis') text = 'Redis (script)';
+    else if (sc.mode === 'local' && sc.copied) text = `local copy (age ${age(sc.age_s)}, ${sc.products} products)`;
+    else if (sc.mode === 'local') {
+      fallback = true;
+      text = 'local, falling back to Redis: ' +
+        (isNum(sc.age_s) ? `copy ${age(sc.age_s)} old (${sc.products} products)` : 'no current copy');
+    } else if (sc.mode) text = String(sc.mode);
+    show('serving-scoring', text, sc.mode ?? '');
+    $('serving-scoring').classList.toggle('warn', fallback);
+  }
+
   async function loadModel() {
     S.modelLoading = true;
     try {

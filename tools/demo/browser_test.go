@@ -49,6 +49,7 @@ type pageState struct {
 	RPS       string   `json:"rps"`
 	P50       string   `json:"p50"`
 	LinUCBCTR string   `json:"linucb"`
+	Scoring   string   `json:"scoring"`
 }
 
 const readPage = `(() => {
@@ -66,6 +67,7 @@ const readPage = `(() => {
 		rps: text("#serving-rps"),
 		p50: text("#serving-p50"),
 		linucb: text("#ctr-linucb"),
+		scoring: text("#serving-scoring"),
 	};
 })()`
 
@@ -73,8 +75,8 @@ const readPage = `(() => {
 // Chromium, waits until the charts show data, saves a screenshot as a test
 // artifact ($REDBANDIT_ARTIFACTS, default ../artifacts) and requires a
 // non-empty CTR chart with the simulator's policies, a live top-5, the
-// products table, serving and trainer figures, and no console errors or
-// uncaught exceptions.
+// products table, serving and trainer figures, the scoring path, and no
+// console errors or uncaught exceptions.
 func TestDashboardBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the demo and a browser")
@@ -201,6 +203,9 @@ func TestDashboardBrowser(t *testing.T) {
 	}
 	if st.Products < 20 || len(st.Top5) != 5 || !strings.ContainsAny(st.Events, "123456789") || !strings.ContainsAny(st.RPS, "123456789") {
 		t.Errorf("tables and figures: %s", b)
+	}
+	if st.Scoring != "Redis (script)" { // the demo's sidecar runs --scoring redis
+		t.Errorf("scoring line %q, want %q", st.Scoring, "Redis (script)")
 	}
 	if len(shot) < 10_000 || string(shot[1:4]) != "PNG" {
 		t.Errorf("the screenshot is not a PNG of a page (%d bytes)", len(shot))
