@@ -50,10 +50,7 @@ func TestClusterFailover(t *testing.T) {
 	killed := make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	exited := make(chan error, 1)
-	runs := 0
-	supervise := func() {
-		runs++
+	sv := supervise(ctx, t, func() Config {
 		cfg := e.config()
 		cfg.FlushInterval = 30 * time.Millisecond
 		cfg.beforeApply = func(int) {
@@ -72,24 +69,9 @@ func TestClusterFailover(t *testing.T) {
 				killed <- struct{}{}
 			}()
 		}
-		go func() { exited <- Run(ctx, cfg) }()
-	}
-	supervise()
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for !cond() {
-			select {
-			case err := <-exited:
-				t.Logf("the trainer stopped (%v); restarting it", err)
-				supervise()
-			case <-time.After(20 * time.Millisecond):
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 60s", what)
-			}
-		}
-	}
+		return cfg
+	})
+	waitFor := sv.waitFor
 	events := func(c rueidis.Client) int64 {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
@@ -167,6 +149,6 @@ func TestClusterFailover(t *testing.T) {
 	}
 	waitFor("caught up on the new primary", caughtUp)
 	cancel()
-	t.Logf("%d trainer runs", runs)
+	t.Logf("%d trainer runs", sv.runs)
 	e.check(s.rebuild(map[int32]int64{0: 1 << 62, 1: 1 << 62, 2: 1 << 62, 3: 1 << 62, 4: 1 << 62, 5: 1 << 62}))
 }

@@ -173,6 +173,52 @@ func sortedACL(t *testing.T, c rueidis.Client) []string {
 	return l
 }
 
+// supervisor keeps a trainer running for a test that kills what it runs
+// against: it starts Run with a fresh config from cfg, and starts it again
+// whenever it stops while the test waits.
+type supervisor struct {
+	t      *testing.T
+	ctx    context.Context
+	cfg    func() Config
+	exited chan error
+	runs   int
+}
+
+func supervise(ctx context.Context, t *testing.T, cfg func() Config) *supervisor {
+	sv := &supervisor{t: t, ctx: ctx, cfg: cfg, exited: make(chan error, 1)}
+	sv.start()
+	return sv
+}
+
+func (sv *supervisor) start() {
+	sv.runs++
+	cfg := sv.cfg()
+	go func() { sv.exited <- Run(sv.ctx, cfg) }()
+}
+
+// restartIfStopped starts the trainer again if it has stopped.
+func (sv *supervisor) restartIfStopped(wait time.Duration) {
+	select {
+	case err := <-sv.exited:
+		sv.t.Logf("the trainer stopped (%v); restarting it", err)
+		sv.start()
+	case <-time.After(wait):
+	}
+}
+
+// waitFor keeps the trainer running until cond holds, and fails the test
+// if it does not within 60 s.
+func (sv *supervisor) waitFor(what string, cond func() bool) {
+	sv.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		sv.restartIfStopped(20 * time.Millisecond)
+		if time.Now().After(deadline) {
+			sv.t.Fatalf("%s: not within 60s", what)
+		}
+	}
+}
+
 // checkDeployment checks what a restart must keep besides the model: every
 // user has exactly its rules, and doctor's durability checks pass as
 // rb-trainer.
@@ -216,8 +262,7 @@ func TestDeployedRedisKilled(t *testing.T) {
 	killed := make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	exited := make(chan error, 1)
-	supervise := func() {
+	sv := supervise(ctx, t, func() Config {
 		cfg := e.config()
 		cfg.FlushInterval = 30 * time.Millisecond
 		cfg.MaxDirty = 10
@@ -237,9 +282,8 @@ func TestDeployedRedisKilled(t *testing.T) {
 				killed <- struct{}{}
 			}()
 		}
-		go func() { exited <- Run(ctx, cfg) }()
-	}
-	supervise()
+		return cfg
+	})
 	restarts, batch := 0, 0
 	deadline := time.Now().Add(120 * time.Second)
 	for {
@@ -252,9 +296,9 @@ func TestDeployedRedisKilled(t *testing.T) {
 			e.checkSnapshot(op, s, partitions)
 			checkDeployment(t, e, op, rules)
 			hold.Unlock()
-		case err := <-exited:
+		case err := <-sv.exited:
 			t.Logf("the trainer stopped (%v); restarting it", err)
-			supervise()
+			sv.start()
 		case <-time.After(50 * time.Millisecond):
 			mu.Lock()
 			more := left > 0 || batch < 30
@@ -391,30 +435,12 @@ func TestDeployedFailover(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	exited := make(chan error, 1)
-	runs := 0
-	supervise := func() {
-		runs++
+	sv := supervise(ctx, t, func() Config {
 		cfg := e.config()
 		cfg.FlushInterval = 30 * time.Millisecond
-		go func() { exited <- Run(ctx, cfg) }()
-	}
-	supervise()
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for !cond() {
-			select {
-			case err := <-exited:
-				t.Logf("the trainer stopped (%v); restarting it", err)
-				supervise()
-			case <-time.After(20 * time.Millisecond):
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 60s", what)
-			}
-		}
-	}
+		return cfg
+	})
+	waitFor := sv.waitFor
 	events := func(c rueidis.Client) int64 {
 		m, err := store.ReadMeta(ctx, c, testModel)
 		if err != nil {
@@ -466,7 +492,7 @@ func TestDeployedFailover(t *testing.T) {
 	}
 	waitFor("caught up on the new primary", caughtUp)
 	cancel()
-	t.Logf("%d trainer runs", runs)
+	t.Logf("%d trainer runs", sv.runs)
 	e.check(s.rebuild(map[int32]int64{0: 1 << 62, 1: 1 << 62, 2: 1 << 62, 3: 1 << 62, 4: 1 << 62, 5: 1 << 62}))
 	checkDeployment(t, e, rop, rules)
 }
