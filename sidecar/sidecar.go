@@ -280,14 +280,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return fmt.Errorf("sidecar: kafka: %w", err)
 		}
-		defer func() {
-			fctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-			defer cancel()
-			if err := cl.Flush(fctx); err != nil {
-				cfg.Logger.Warn("sidecar: flush the producer", "err", err)
-			}
-			cl.Close()
-		}()
+		defer flushClose(cl, cfg.Logger, "the producer")
 		cfg.Producer = cl
 		if cfg.Admin == nil {
 			cfg.Admin = kadm.NewClient(cl)
@@ -298,16 +291,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return err
 		}
-		defer func() {
-			// Logged decisions still buffered get a short grace; a Kafka
-			// that is down costs them, not the shutdown.
-			fctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-			defer cancel()
-			if err := cl.Flush(fctx); err != nil {
-				cfg.Logger.Warn("sidecar: flush the decision log", "err", err)
-			}
-			cl.Close()
-		}()
+		defer flushClose(cl, cfg.Logger, "the decision log")
 		cfg.DecisionLog = cl
 	}
 	s := New(cfg)
@@ -457,4 +441,16 @@ func tieSeed(eventID string) int64 {
 	h := fnv.New64a()
 	_, _ = h.Write([]byte(eventID))
 	return 1 + int64(h.Sum64()%linucb.MaxSeed)
+}
+
+// flushClose closes a Kafka client Run made, after waiting up to
+// shutdownTimeout for the records it still buffers: a Kafka that is down
+// costs those records (logged), not the shutdown.
+func flushClose(cl *kgo.Client, log *slog.Logger, what string) {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := cl.Flush(ctx); err != nil {
+		log.Warn("sidecar: flush "+what, "err", err)
+	}
+	cl.Close()
 }

@@ -72,16 +72,7 @@ func TestClusterFailover(t *testing.T) {
 		return cfg
 	})
 	waitFor := sv.waitFor
-	events := func(c rueidis.Client) int64 {
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		m, err := store.ReadMeta(ctx, c, testModel)
-		if err != nil {
-			t.Logf("read the model: %v", err)
-			return -1
-		}
-		return m.Events
-	}
+	events := func(c rueidis.Client) int64 { return modelEvents(ctx, t, c) }
 	caughtUp := func() bool { ok, _, _ := e.caughtUp(ctx); return ok }
 
 	for b := range 10 {

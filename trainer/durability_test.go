@@ -219,6 +219,20 @@ func (sv *supervisor) waitFor(what string, cond func() bool) {
 	}
 }
 
+// modelEvents returns the events folded into the test model as c reads
+// it, or -1 (logged) when it cannot be read within 2 s: during a failover
+// the node may be gone or not yet serving.
+func modelEvents(ctx context.Context, t *testing.T, c rueidis.Client) int64 {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	m, err := store.ReadMeta(ctx, c, testModel)
+	if err != nil {
+		t.Logf("read the model: %v", err)
+		return -1
+	}
+	return m.Events
+}
+
 // checkDeployment checks what a restart must keep besides the model: every
 // user has exactly its rules, and doctor's durability checks pass as
 // rb-trainer.
@@ -441,13 +455,7 @@ func TestDeployedFailover(t *testing.T) {
 		return cfg
 	})
 	waitFor := sv.waitFor
-	events := func(c rueidis.Client) int64 {
-		m, err := store.ReadMeta(ctx, c, testModel)
-		if err != nil {
-			return -1
-		}
-		return m.Events
-	}
+	events := func(c rueidis.Client) int64 { return modelEvents(ctx, t, c) }
 	caughtUp := func() bool { ok, _, _ := e.caughtUp(ctx); return ok }
 
 	for b := range 10 {
