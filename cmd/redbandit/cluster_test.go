@@ -239,4 +239,45 @@ func TestClusterCommands(t *testing.T) {
 			t.Errorf("doctor does not list both models:\n%s", out)
 		}
 	})
+
+	// Last, as it fails a primary over: with m1's primary stopped, the
+	// one-shot readers give up after --timeout instead of waiting for the
+	// failover (rueidis retries a read through it, for a minute and more).
+	t.Run("timeout", func(t *testing.T) {
+		primary, _ := cl.Primary(store.RootKey(m1))
+		primary.Pause()
+		defer func() {
+			primary.Resume()
+			cl.WaitHealthy()
+		}()
+		// All at once, each with half a second: the replica cannot take
+		// over before the node timeout (1 s) and its election delay.
+		calls := [][]string{
+			{"recommend", "--context", "1,0", "--timeout", "500ms"},
+			{"recommend", "--context", "1,0", "--fcall", "--timeout", "500ms"},
+			{"model", "--timeout", "500ms"},
+		}
+		start := time.Now()
+		type result struct {
+			args []string
+			err  error
+		}
+		done := make(chan result, len(calls))
+		for _, args := range calls {
+			go func() {
+				_, err := run(t, append([]string{"--redis", serve, "--model", m1}, args...)...)
+				done <- result{args, err}
+			}()
+		}
+		for range calls {
+			select {
+			case r := <-done:
+				if took := time.Since(start); !errors.Is(r.err, context.DeadlineExceeded) || took > 4*time.Second {
+					t.Errorf("%v: %v after %v, want a deadline error within 4s", r.args, r.err, took.Round(time.Millisecond))
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("no answer after 20s")
+			}
+		}
+	})
 }

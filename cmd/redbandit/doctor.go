@@ -14,9 +14,12 @@ func doctorCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "doctor",
 		Usage: "check a live deployment (run as rb-admin): one PASS/WARN/FAIL line per check, exit status 1 on FAIL",
+		Flags: []cli.Flag{timeoutFlag()},
 		Action: func(c *cli.Context) error {
 			return withRedis(c, func(client rueidis.Client) error {
-				r := doctor.Run(c.Context, client)
+				ctx, cancel := timeoutContext(c)
+				defer cancel()
+				r := doctor.Run(ctx, client)
 				if err := r.Print(c.App.Writer); err != nil {
 					return err
 				}

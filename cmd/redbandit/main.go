@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/redis/rueidis"
 	"github.com/urfave/cli/v2"
@@ -97,6 +98,34 @@ func withReplicas(c *cli.Context, f func(rueidis.Client) error) error {
 	return f(client)
 }
 
+// DefaultTimeout bounds the one-shot commands that read (recommend, model,
+// script load, doctor): a primary that stops answering would otherwise
+// hold them until the cluster fails it over, or for ever.
+const DefaultTimeout = 10 * time.Second
+
+func timeoutFlag() cli.Flag {
+	return &cli.DurationFlag{Name: "timeout", Value: DefaultTimeout, Usage: "give up on Redis after this long (0: no limit)"}
+}
+
+// timeoutContext is c.Context ended after --timeout.
+func timeoutContext(c *cli.Context) (context.Context, context.CancelFunc) {
+	if d := c.Duration("timeout"); d > 0 {
+		return context.WithTimeout(c.Context, d)
+	}
+	return context.WithCancel(c.Context)
+}
+
+// withTimeout runs f with timeoutContext and says which limit ended it.
+func withTimeout(c *cli.Context, f func(context.Context) error) error {
+	ctx, cancel := timeoutContext(c)
+	defer cancel()
+	err := f(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("no answer from Redis within --timeout %s: %w", c.Duration("timeout"), err)
+	}
+	return err
+}
+
 func recommendCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "recommend",
@@ -108,6 +137,7 @@ func recommendCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "candidates", Usage: "score only these product ids (comma-separated)"},
 			&cli.StringSliceFlag{Name: "exclude", Usage: "never return these product ids (comma-separated)"},
 			&cli.BoolFlag{Name: "fcall", Usage: "call the rb_recommend function with FCALL_RO instead of EVALSHA"},
+			timeoutFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			x, err := parseFloats(c.String("context"))
@@ -121,7 +151,11 @@ func recommendCommand() *cli.Command {
 				if c.Bool("fcall") {
 					recommend = store.RecommendFCall
 				}
-				items, err := recommend(c.Context, client, c.String("model"), q)
+				var items []store.Item
+				err := withTimeout(c, func(ctx context.Context) (err error) {
+					items, err = recommend(ctx, client, c.String("model"), q)
+					return err
+				})
 				if err != nil {
 					return err
 				}
@@ -175,9 +209,10 @@ func scriptCommand() *cli.Command {
 			{
 				Name:  "load",
 				Usage: "load the scripts (SCRIPT LOAD) and the rb_recommend function library (FUNCTION LOAD REPLACE)",
+				Flags: []cli.Flag{timeoutFlag()},
 				Action: func(c *cli.Context) error {
 					return withReplicas(c, func(client rueidis.Client) error {
-						if err := store.Load(c.Context, client); err != nil {
+						if err := withTimeout(c, func(ctx context.Context) error { return store.Load(ctx, client) }); err != nil {
 							return err
 						}
 						fmt.Fprintf(c.App.Writer, "loaded recommend.lua as %s and function library %s (%s)\n",
@@ -207,10 +242,14 @@ func modelCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "model",
 		Usage: "print the model's metadata",
-		Flags: []cli.Flag{&cli.BoolFlag{Name: "spec", Usage: "print the stored feature spec in full"}},
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "spec", Usage: "print the stored feature spec in full"}, timeoutFlag()},
 		Action: func(c *cli.Context) error {
 			return withReplicas(c, func(client rueidis.Client) error {
-				m, err := store.ReadMeta(c.Context, client, c.String("model"))
+				var m store.Meta
+				err := withTimeout(c, func(ctx context.Context) (err error) {
+					m, err = store.ReadMeta(ctx, client, c.String("model"))
+					return err
+				})
 				if err != nil {
 					return err
 				}
