@@ -208,7 +208,7 @@ func (cp *Copy) readArms(ctx context.Context, c rueidis.Client, d int, ids []str
 		for _, id := range part {
 			cmds = append(cmds, c.B().Hmget().Key(ArmKey(cp.model, id)).Field("theta", "ainv").Build())
 		}
-		for j, res := range c.DoMulti(ctx, cmds...) {
+		for j, res := range doReads(ctx, c, cmds) {
 			q := lo + j
 			vals, err := res.ToArray()
 			if err != nil {

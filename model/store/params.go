@@ -123,7 +123,7 @@ func ReadParams(ctx context.Context, c rueidis.Client, model string, d int, ids 
 		cmds[i] = c.B().Hmget().Key(ArmKey(model, id)).Field("theta", "ainv", "n").Build()
 	}
 	out := make([]ArmParams, len(ids))
-	for i, res := range c.DoMulti(ctx, cmds...) {
+	for i, res := range doReads(ctx, c, cmds) {
 		vals, err := res.ToArray()
 		if err != nil {
 			return nil, fmt.Errorf("read arm %s: %w", ids[i], err)
@@ -153,7 +153,7 @@ func ReadCounts(ctx context.Context, c rueidis.Client, model string, ids []strin
 		cmds[i] = c.B().Hmget().Key(ArmKey(model, id)).Field("n", "rewards").Build()
 	}
 	out := make([]ArmCounts, len(ids))
-	for i, res := range c.DoMulti(ctx, cmds...) {
+	for i, res := range doReads(ctx, c, cmds) {
 		vals, err := res.ToArray()
 		if err != nil {
 			return nil, fmt.Errorf("read arm %s: %w", ids[i], err)

@@ -116,6 +116,20 @@ func Dial(url string) (rueidis.Client, error) {
 	return c, nil
 }
 
+// doReads sends read-only commands in one pipelined round trip. They are
+// pinned, never returned to rueidis's command pool: when a connection dies
+// during a batch, rueidis (v1.0.79) retries a read-only batch on a new
+// connection and recycles its commands while the dead connection's writer
+// may still be reading them, so the next command built reuses memory that
+// writer reads (a data race, seen under -race with Redis killed mid-flush;
+// TestReadsRedisKilled).
+func doReads(ctx context.Context, c rueidis.Client, cmds rueidis.Commands) []rueidis.RedisResult {
+	for i := range cmds {
+		cmds[i] = cmds[i].Pin()
+	}
+	return c.DoMulti(ctx, cmds...)
+}
+
 // Meta is a model's metadata, from its root hash.
 type Meta struct {
 	Format    int           // format version

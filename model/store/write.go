@@ -187,7 +187,7 @@ func ReadArms(ctx context.Context, c rueidis.Client, model string, d int, lambda
 		cmds[i] = c.B().Hmget().Key(ArmKey(model, id)).Field("ver", "n", "a", "b", "rewards").Build()
 	}
 	out := make([]StoredArm, len(ids))
-	for i, res := range c.DoMulti(ctx, cmds...) {
+	for i, res := range doReads(ctx, c, cmds) {
 		vals, err := res.ToArray()
 		if err != nil {
 			return nil, fmt.Errorf("read arm %s: %w", ids[i], err)
