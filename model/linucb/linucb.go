@@ -137,12 +137,18 @@ func (arm *Arm) Update(x []float64, r float64) error {
 }
 
 // Add folds the events summed in e into the arm: A += Σxxᵀ, b += Σrx,
-// n += n_e and the reward sums add. It costs O(d²) and panics if the
+// n += n_e and the reward sums add. A forgetting delta (of m events) first
+// fades the arm's evidence, A ← λI + γ^m (A − λI), b ← γ^m b, then adds its
+// age-weighted sums (see Forgetting). It costs O(d²) and panics if the
 // dimensions differ.
 func (arm *Arm) Add(e *Delta) {
 	d := arm.d
 	if e.d != d {
 		panic(fmt.Sprintf("linucb: add a delta of dimension %d to an arm of dimension %d", e.d, d))
+	}
+	if e.forgets() {
+		arm.addFaded(e)
+		return
 	}
 	k := 0
 	for i := 0; i < d; i++ {
@@ -161,18 +167,48 @@ func (arm *Arm) Add(e *Delta) {
 	arm.r += e.r
 }
 
+// addFaded is Add for a forgetting delta.
+func (arm *Arm) addFaded(e *Delta) {
+	d, lambda := arm.d, e.lambda
+	g := math.Pow(e.gamma, float64(e.n)) // the fading of the arm's evidence
+	k := 0
+	for i := 0; i < d; i++ {
+		arm.a[i*d+i] = lambda + g*(arm.a[i*d+i]-lambda) + e.s[k]/e.w
+		k++
+		for j := i + 1; j < d; j++ {
+			v := g*arm.a[i*d+j] + e.s[k]/e.w
+			arm.a[i*d+j], arm.a[j*d+i] = v, v
+			k++
+		}
+	}
+	for i, v := range e.b {
+		arm.b[i] = g*arm.b[i] + v/e.w
+	}
+	arm.n += e.n
+	arm.r += e.r
+}
+
 // Delta is a sum of events of one arm without its prior — Σ x xᵀ, Σ r x,
 // their number and the sum of their rewards — as a trainer accumulates them
 // between two writes. Arm.Add folds it into an arm. It keeps the upper
 // triangle of Σ x xᵀ only (d(d+1)/2 numbers), so its Update costs about
 // half of Arm.Update; Arm.Add then gives exactly what Arm.Update would
 // have. The zero value is not usable; create deltas with NewDelta.
+//
+// A forgetting delta (NewForgettingDelta) weighs its events by their age
+// instead: see Forgetting.
 type Delta struct {
 	d int
-	s []float64 // upper triangle of Σ x xᵀ, row by row
-	b []float64 // Σ r x
+	s []float64 // upper triangle of Σ x xᵀ, row by row (times w when forgetting)
+	b []float64 // Σ r x (times w when forgetting)
 	n int64
 	r float64
+
+	// Forgetting only (gamma < 1): the sums are kept scaled by w, the
+	// weight given to the latest event, so that an event costs what it
+	// costs without forgetting instead of rescaling every sum.
+	gamma, lambda float64
+	w             float64
 }
 
 // NewDelta returns an empty delta of dimension d. It panics if d < 1.
@@ -180,8 +216,64 @@ func NewDelta(d int) *Delta {
 	if d < 1 {
 		panic(fmt.Sprintf("linucb: dimension %d < 1", d))
 	}
-	return &Delta{d: d, s: make([]float64, d*(d+1)/2), b: make([]float64, d)}
+	return &Delta{d: d, s: make([]float64, d*(d+1)/2), b: make([]float64, d), gamma: 1, w: 1}
 }
+
+// Forgetting. With a half-life of h events, every event an arm folds first
+// multiplies the evidence it holds by γ = 2^(−1/h), then adds its own:
+//
+//	A ← λI + γ(A − λI) + x xᵀ
+//	b ← γb + r x
+//
+// so that after n events A = λI + Σ_t γ^(n−t) x_t x_tᵀ and b = Σ_t γ^(n−t)
+// r_t x_t: an event's weight halves every h later events of the same arm.
+// The ridge λI is never forgotten, so A stays at least λI (the bound the
+// scoring script relies on). Evidence an arm started with (a prior's
+// pseudo-events, Prior) fades like events. n and the sum of rewards keep
+// counting every event with weight 1 (they report what was folded).
+//
+// A forgetting delta sums a run of events of one arm as
+// S = Σ_t γ^(m−t) x_t x_tᵀ and B = Σ_t γ^(m−t) r_t x_t over its m events,
+// and Arm.Add applies A ← λI + γ^m (A − λI) + S, b ← γ^m b + B: the
+// per-event rule above, applied once per event whatever the flushes, so a
+// trainer that replays events after a crash reaches the same state as one
+// that never crashed (up to rounding). Internally it keeps the sums scaled
+// by w = γ^(−(m−1)) and adds each event with weight w, O(nnz(x)²) like a
+// delta without forgetting, renormalising (O(d²)) when w passes 2⁶⁴.
+
+// DecayFactor returns γ = 2^(−1/h) for a half-life of h events, and 1 (no
+// forgetting) for h = 0. It panics if h is negative or not finite.
+func DecayFactor(halfLife float64) float64 {
+	if !(halfLife >= 0) || math.IsInf(halfLife, 0) {
+		panic(fmt.Sprintf("linucb: half-life %v is not a non-negative finite number", halfLife))
+	}
+	if halfLife == 0 {
+		return 1
+	}
+	return math.Exp2(-1 / halfLife)
+}
+
+// NewForgettingDelta returns an empty delta of dimension d whose events
+// fade with a half-life of halfLife events (see Forgetting), for arms of
+// regularisation λ = lambda; halfLife 0 is NewDelta(d). It panics if d < 1,
+// halfLife is negative or not finite, or λ is not positive and finite.
+func NewForgettingDelta(d int, lambda, halfLife float64) *Delta {
+	e := NewDelta(d)
+	if !(lambda > 0) || math.IsInf(lambda, 0) {
+		panic(fmt.Sprintf("linucb: lambda %v is not positive and finite", lambda))
+	}
+	e.gamma, e.lambda = DecayFactor(halfLife), lambda
+	return e
+}
+
+// renormAt is the weight w at which a forgetting delta divides its sums by
+// w, once every 64·h events: the scaled sums stay below 2⁶⁴·h/ln 2 times the
+// largest x_i x_j (1e200 for contexts within MaxAbsContext), far from
+// overflow.
+const renormAt = 0x1p64
+
+// forgets reports whether e weighs its events by age.
+func (e *Delta) forgets() bool { return e.gamma < 1 }
 
 // N returns the number of events in the delta.
 func (e *Delta) N() int64 { return e.n }
@@ -200,14 +292,25 @@ func (e *Delta) Update(x []float64, r float64) error {
 	if err != nil {
 		return err
 	}
+	w := 1.0 // exact: without forgetting the sums are the plain ones
+	if e.forgets() {
+		// The new event weighs w/γ, so relative to it every earlier event
+		// is γ lighter: scaling the weight, not the sums.
+		if e.w > renormAt {
+			e.renorm()
+		}
+		e.w /= e.gamma
+		w = e.w
+	}
 	for p, i := range nz {
 		xi := xs[p]
+		wxi := w * xi
 		row := e.s[i*d-i*(i-1)/2-i:] // row[j] is entry (i, j), j ≥ i
 		js, vs := nz[p:], xs[p:len(nz)]
 		for q, j := range js {
-			row[j] += xi * vs[q]
+			row[j] += wxi * vs[q]
 		}
-		e.b[i] += r * xi
+		e.b[i] += r * wxi
 	}
 	e.n++
 	e.r += r
@@ -215,19 +318,49 @@ func (e *Delta) Update(x []float64, r float64) error {
 }
 
 // Merge adds the events of o to e. It costs O(d²) and panics if the
-// dimensions differ.
+// dimensions differ, or if one delta forgets and the other does not (or
+// with another half-life or λ). For forgetting deltas the order matters:
+// o's events are taken to precede e's (a trainer gives a failed write's
+// sums back to the deltas that collected the events after them), so o's
+// sums fade by γ^(n_e).
 func (e *Delta) Merge(o *Delta) {
 	if o.d != e.d {
 		panic(fmt.Sprintf("linucb: merge a delta of dimension %d into one of dimension %d", o.d, e.d))
 	}
-	for i, v := range o.s {
-		e.s[i] += v
+	if o.gamma != e.gamma || o.lambda != e.lambda {
+		panic(fmt.Sprintf("linucb: merge a delta with decay %v and λ %v into one with %v and %v", o.gamma, o.lambda, e.gamma, e.lambda))
 	}
-	for i, v := range o.b {
-		e.b[i] += v
+	if e.forgets() {
+		// e's sums are scaled by e.w; o's, once faded by γ^(n_e), must
+		// carry the same scale.
+		f := e.w * math.Pow(e.gamma, float64(e.n)) / o.w
+		for i, v := range o.s {
+			e.s[i] += f * v
+		}
+		for i, v := range o.b {
+			e.b[i] += f * v
+		}
+	} else {
+		for i, v := range o.s {
+			e.s[i] += v
+		}
+		for i, v := range o.b {
+			e.b[i] += v
+		}
 	}
 	e.n += o.n
 	e.r += o.r
+}
+
+// renorm divides a forgetting delta's sums by their scale w.
+func (e *Delta) renorm() {
+	for i := range e.s {
+		e.s[i] /= e.w
+	}
+	for i := range e.b {
+		e.b[i] /= e.w
+	}
+	e.w = 1
 }
 
 // nonZero checks an event (x of length d, values finite and within
