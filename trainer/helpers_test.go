@@ -125,6 +125,9 @@ type refModel struct {
 	arms    map[string]*ref
 	events  int64
 	rewards float64
+	// halfLife > 0: before each event, the product's A − λI and b fade by
+	// 2^(−1/halfLife) (docs/FORMAT.md, forgetting).
+	halfLife float64
 }
 
 func newRefModel(d int) *refModel { return &refModel{d: d, arms: map[string]*ref{}} }
@@ -138,6 +141,16 @@ func (m *refModel) add(product string, x []float64, r float64) {
 			s.a[i*d+i] = 1 // λ = 1
 		}
 		m.arms[product] = s
+	}
+	if m.halfLife > 0 {
+		g := math.Pow(0.5, 1/m.halfLife)
+		for i := 0; i < d; i++ {
+			for j := 0; j < d; j++ {
+				s.a[i*d+j] *= g
+			}
+			s.a[i*d+i] += 1 - g // λ = 1 stays
+			s.b[i] *= g
+		}
 	}
 	for i := 0; i < d; i++ {
 		for j := 0; j < d; j++ {
@@ -191,7 +204,7 @@ func csvOf(events []event.Event, d int) []byte {
 // given history (which may be empty), and folds it into ref.
 func (e *env) createModel(d int, history []event.Event, ref *refModel) {
 	e.t.Helper()
-	_, err := bootstrap.RunReader(context.Background(), e.redis, bytes.NewReader(csvOf(history, d)), "history", bootstrap.Config{Model: testModel})
+	_, err := bootstrap.RunReader(context.Background(), e.redis, bytes.NewReader(csvOf(history, d)), "history", bootstrap.Config{Model: testModel, HalfLife: ref.halfLife})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -177,7 +177,9 @@ func (m *member) process(ctx context.Context, r *kgo.Record) {
 	} else {
 		delta := st.deltas[string(ev.ProductID)] // no copy for a lookup
 		if delta == nil {
-			delta = linucb.NewDelta(m.meta.Dim)
+			// The model's half-life (0: none) fades each arm's evidence
+			// once per event it folds (linucb, Forgetting).
+			delta = linucb.NewForgettingDelta(m.meta.Dim, m.meta.Lambda, m.meta.HalfLife)
 			st.deltas[string(ev.ProductID)] = delta
 			m.dirty++
 		}

@@ -249,12 +249,32 @@ func TestTrainerDeadLetters(t *testing.T) {
 // TestTrainerRestarts stops the trainer at random points while it consumes,
 // several times, some of them inside a flush, and restarts it.
 func TestTrainerRestarts(t *testing.T) {
+	testRestarts(t, 0, 20000, 50)
+}
+
+// TestTrainerForgetsOnce is TestTrainerRestarts on a model with a
+// half-life of 40 events (about 200 events per product): every event
+// fades its product's evidence exactly once, through the cancelled writes
+// and the restarts that fold events again, as the offline reference fades
+// it once per event in log order.
+func TestTrainerForgetsOnce(t *testing.T) {
+	testRestarts(t, 40, 6000, 30)
+}
+
+// testRestarts folds a history and a stream of events over products
+// products while the trainer is restarted and its writes cancelled, and
+// checks the model against the offline reference with the half-life.
+func testRestarts(t *testing.T, halfLife float64, events, products int) {
 	const d = 4
 	e := newEnv(t, 6)
 	want := newRefModel(d)
-	e.createModel(d, genEvents(5, 200, d, 50), want)
+	want.halfLife = halfLife
+	e.createModel(d, genEvents(5, 200, d, products), want)
+	if got := e.mustMeta().HalfLife; got != halfLife {
+		t.Fatalf("model half-life %v, want %v", got, halfLife)
+	}
 	codec, _ := event.NewCodec(d)
-	stream := genEvents(6, 20000, d, 50)
+	stream := genEvents(6, events, d, products)
 	var r runner
 	r.t = t
 	rng := rand.New(rand.NewPCG(6, 6))

@@ -291,6 +291,7 @@ func bootstrapCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.Float64Flag{Name: "lambda", Value: linucb.DefaultLambda, Usage: "ridge regularisation λ of new arms"},
 			&cli.BoolFlag{Name: "skip-bad", Usage: "skip and count malformed rows instead of stopping at the first"},
+			&cli.Float64Flag{Name: "half-life", Usage: "forgetting, for a new model: an event's weight halves every this many later events of its product (0: never; fixed when the model is created, docs/OPERATIONS.md)"},
 			&cli.StringFlag{Name: "spec", Usage: "the model's feature spec (JSON file, or \"reference\" for the reference shop's); stored with the model, it gives the one-hot groups"},
 			&cli.StringFlag{Name: "onehot", Usage: "one-hot groups of feature names: names comma-separated, groups semicolon-separated (e.g. 'gender_f,gender_m;src_search,src_email'); recorded when the model is created, they make scoring faster"},
 			allowUnsafeFlag(),
@@ -299,7 +300,7 @@ func bootstrapCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return errors.New("bootstrap takes exactly one FILE.csv")
 			}
-			cfg := bootstrap.Config{Model: c.String("model"), Lambda: c.Float64("lambda"),
+			cfg := bootstrap.Config{Model: c.String("model"), Lambda: c.Float64("lambda"), HalfLife: c.Float64("half-life"),
 				SkipBad: c.Bool("skip-bad"), Logger: slog.Default()}
 			if sp := c.String("spec"); sp != "" {
 				var err error

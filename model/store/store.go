@@ -38,6 +38,12 @@ const MaxDim = 64
 // package spec), if it has one.
 const SpecField = "spec"
 
+// HalfLifeField is the root-hash field holding the model's half-life in
+// events per product (forgetting, docs/FORMAT.md), a positive decimal;
+// absent: the arms never forget. Set when the model is created, never
+// changed.
+const HalfLifeField = "halflife"
+
 // Errors of the scoring and write scripts, for errors.Is. The error text
 // after the sentinel is the script's message.
 var (
@@ -144,13 +150,14 @@ type Meta struct {
 	Rewards   float64       // the sum of their rewards
 	Invalid   int64         // events the trainers dead-lettered
 	UpdatedMS int64         // time of the last write, Unix milliseconds
+	HalfLife  float64       // forgetting: half-life in events per product; 0: none
 }
 
 // ReadMeta reads model's metadata. It returns ErrNoModel if the model does
 // not exist and ErrBadModel if its metadata is malformed.
 func ReadMeta(ctx context.Context, c rueidis.Client, model string) (Meta, error) {
 	root := RootKey(model)
-	vals, err := c.Do(ctx, c.B().Hmget().Key(root).Field("format", "dim", "lambda", "features", "block", "arms", "events", "updated_ms", "groups", SpecField, "rewards", "invalid").Build()).ToArray()
+	vals, err := c.Do(ctx, c.B().Hmget().Key(root).Field("format", "dim", "lambda", "features", "block", "arms", "events", "updated_ms", "groups", SpecField, "rewards", "invalid", HalfLifeField).Build()).ToArray()
 	if err != nil {
 		return Meta{}, fmt.Errorf("read meta of %s: %w", root, err)
 	}
@@ -185,6 +192,13 @@ func ReadMeta(ctx context.Context, c rueidis.Client, model string) (Meta, error)
 		errs = append(errs, err)
 	}
 	m.Invalid = atoi(11)
+	if !vals[12].IsNil() {
+		m.HalfLife, err = strconv.ParseFloat(str(12), 64)
+		if err == nil && (!(m.HalfLife > 0) || math.IsInf(m.HalfLife, 0)) {
+			err = fmt.Errorf("half-life %q is not a positive number", str(12))
+		}
+		errs = append(errs, err)
+	}
 	if !vals[8].IsNil() {
 		errs = append(errs, json.Unmarshal([]byte(str(8)), &m.Groups))
 		if len(m.Groups) == 0 {

@@ -82,6 +82,12 @@ type Config struct {
 	// model must have the same groups. Nil means none for a new model, and
 	// the existing model's groups otherwise.
 	OneHot [][]string
+	// HalfLife is, for a new model, the half-life in events per product
+	// with which its arms forget (linucb, Forgetting; root field
+	// halflife); 0 means none. It is fixed when the model is created: a
+	// run on an existing model folds with the model's half-life, and a
+	// different non-zero HalfLife is an error.
+	HalfLife float64
 	// SkipBad skips malformed rows and duplicate event ids, counting them in
 	// Result.Skipped, instead of failing the run on the first one.
 	SkipBad bool
@@ -208,12 +214,12 @@ func RunReader(ctx context.Context, c rueidis.Client, r io.Reader, name string, 
 		}
 		groups = cfg.Spec.Groups()
 	}
-	if groups, err = checkModel(ctx, c, cfg, features, groups); err != nil {
+	if groups, err = checkModel(ctx, c, &cfg, features, groups); err != nil {
 		return res, wrap(err)
 	}
-	log.Info("bootstrap: reading", "features", len(features), "lambda", cfg.Lambda)
+	log.Info("bootstrap: reading", "features", len(features), "lambda", cfg.Lambda, "half_life", cfg.HalfLife)
 
-	f, err := fold(ctx, lr, cfg.SkipBad, log)
+	f, err := fold(ctx, lr, cfg, log)
 	if err != nil {
 		return res, wrap(err)
 	}
@@ -267,6 +273,9 @@ func (cfg *Config) validate() error {
 	}
 	if !(cfg.Lambda > 0) || math.IsInf(cfg.Lambda, 0) {
 		return fmt.Errorf("%w: lambda %v is not positive and finite", ErrBadConfig, cfg.Lambda)
+	}
+	if !(cfg.HalfLife >= 0) || math.IsInf(cfg.HalfLife, 0) {
+		return fmt.Errorf("%w: half-life %v is not a non-negative number", ErrBadConfig, cfg.HalfLife)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -324,7 +333,9 @@ func groupIndexes(features []string, names [][]string) ([]model.Group, error) {
 // one-hot groups with the file's and the config's, and returns the groups
 // to write: the config's (from Spec or OneHot), or, when it gives none, the
 // existing model's. A model that does not exist yet is fine.
-func checkModel(ctx context.Context, c rueidis.Client, cfg Config, features []string, groups []model.Group) ([]model.Group, error) {
+//
+// It sets cfg.HalfLife to the existing model's half-life when cfg has none.
+func checkModel(ctx context.Context, c rueidis.Client, cfg *Config, features []string, groups []model.Group) ([]model.Group, error) {
 	meta, err := store.ReadMeta(ctx, c, cfg.Model)
 	if errors.Is(err, store.ErrNoModel) {
 		return groups, nil
@@ -341,6 +352,12 @@ func checkModel(ctx context.Context, c rueidis.Client, cfg Config, features []st
 	}
 	if meta.Lambda != cfg.Lambda {
 		diffs = append(diffs, fmt.Sprintf("lambda %v, the config has %v", meta.Lambda, cfg.Lambda))
+	}
+	switch {
+	case cfg.HalfLife == 0:
+		cfg.HalfLife = meta.HalfLife // a further log forgets as the model does
+	case meta.HalfLife != cfg.HalfLife:
+		diffs = append(diffs, fmt.Sprintf("half-life %v, the config has %v (the half-life is fixed when the model is created)", meta.HalfLife, cfg.HalfLife))
 	}
 	if cfg.Spec != nil && meta.Spec != "" && meta.Spec != cfg.Spec.JSON() {
 		diffs = append(diffs, fmt.Sprintf("another feature spec (%s)", meta.Spec))
@@ -395,8 +412,10 @@ func (f *folded) rewards() float64 {
 	return r
 }
 
-// fold reads every row of lr and sums the events per product.
-func fold(ctx context.Context, lr *csvlog.Reader, skipBad bool, log *slog.Logger) (*folded, error) {
+// fold reads every row of lr and sums the events per product, in file
+// order (which matters with forgetting).
+func fold(ctx context.Context, lr *csvlog.Reader, cfg Config, log *slog.Logger) (*folded, error) {
+	skipBad := cfg.SkipBad
 	d := len(lr.Features())
 	f := &folded{}
 	index := map[string]int{}     // product id -> position in f.ids
@@ -435,7 +454,7 @@ func fold(ctx context.Context, lr *csvlog.Reader, skipBad bool, log *slog.Logger
 			i = len(f.ids)
 			index[ev.ProductID] = i
 			f.ids = append(f.ids, ev.ProductID)
-			f.deltas = append(f.deltas, linucb.NewDelta(d))
+			f.deltas = append(f.deltas, linucb.NewForgettingDelta(d, cfg.Lambda, cfg.HalfLife))
 		}
 		if err := f.deltas[i].Update(ev.Context, ev.Reward); err != nil { // csvlog guarantees finite values
 			return nil, fmt.Errorf("line %d: %w", ev.Line, err)
@@ -489,6 +508,22 @@ func write(ctx context.Context, c rueidis.Client, cfg Config, features []string,
 		Set:      []store.Field{{Name: field, Value: string(rec)}},
 		Arms:     arms,
 		Now:      now,
+	}
+	if cfg.HalfLife > 0 {
+		// checkModel took an existing model's half-life; a new model gets
+		// cfg's, guarded against a concurrent creation with another.
+		stored, err := c.Do(ctx, c.B().Hget().Key(store.RootKey(cfg.Model)).Field(store.HalfLifeField).Build()).ToString()
+		if err != nil && !rueidis.IsRedisNil(err) {
+			return fmt.Errorf("read half-life: %w", err)
+		}
+		want := store.FormatFloat(cfg.HalfLife)
+		if stored != "" && stored != want {
+			return fmt.Errorf("%w: model %s has half-life %s, the config has %s", store.ErrBadModel, store.RootKey(cfg.Model), stored, want)
+		}
+		w.Guards = append(w.Guards, store.Guard{Field: store.HalfLifeField, Want: stored})
+		if stored == "" {
+			w.Set = append(w.Set, store.Field{Name: store.HalfLifeField, Value: want})
+		}
 	}
 	if cfg.Spec != nil {
 		// Store the spec with the model, guarded on the value read now, so a

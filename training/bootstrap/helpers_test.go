@@ -109,6 +109,12 @@ type refModel struct {
 // other. The products a log adds get their arm indexes, which order equal
 // scores, in product-id order.
 func reference(d int, lambda float64, logs ...[]row) *refModel {
+	return referenceForgetting(d, lambda, 0, logs...)
+}
+
+// referenceForgetting is reference with a half-life of h events (0: none):
+// before each event its product's A − λI and b fade by 2^(−1/h).
+func referenceForgetting(d int, lambda, h float64, logs ...[]row) *refModel {
 	m := &refModel{d: d, lambda: lambda, arms: map[string]*refArm{}}
 	for _, rows := range logs {
 		added := len(m.order)
@@ -121,6 +127,16 @@ func reference(d int, lambda float64, logs ...[]row) *refModel {
 				}
 				m.arms[r.product] = arm
 				m.order = append(m.order, r.product)
+			}
+			if h > 0 {
+				g := math.Pow(0.5, 1/h)
+				for i := 0; i < d; i++ {
+					for j := 0; j < d; j++ {
+						arm.a[i*d+j] *= g
+					}
+					arm.a[i*d+i] += (1 - g) * lambda
+					arm.b[i] *= g
+				}
 			}
 			for i := 0; i < d; i++ {
 				for j := 0; j < d; j++ {
