@@ -17,6 +17,7 @@ func datagenCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "out", Value: "data", Usage: "directory to write"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of everything generated"},
+			&cli.StringFlag{Name: "scenario", Value: scenario.Steady, Usage: "steady, new-products (the log never shows the six coffees) or drift (the history is steady's)"},
 			&cli.TimestampFlag{Name: "now", Layout: time.RFC3339, DefaultText: scenario.DefaultNow.Format(time.RFC3339) + ", fixed so a seed always gives the same files", Usage: "events fall in the 7 days before this instant"},
 		},
 		Action: func(c *cli.Context) error {
@@ -25,7 +26,7 @@ func datagenCommand() *cli.Command {
 				now = *t
 			}
 			dir := c.String("out")
-			if err := scenario.Generate(dir, c.Uint64("seed"), now); err != nil {
+			if err := scenario.GenerateScenario(dir, c.Uint64("seed"), now, c.String("scenario")); err != nil {
 				return err
 			}
 			fmt.Fprintf(c.App.Writer, "wrote %s, %s and %s (%d events) to %s\nbootstrap with: redbandit bootstrap --spec reference %s\n",

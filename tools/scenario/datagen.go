@@ -33,6 +33,12 @@ var DefaultNow = time.Date(2026, time.January, 12, 0, 0, 0, 0, ShopZone)
 // log's context columns are the reference spec's features, in the layout
 // `redbandit bootstrap` reads.
 func Generate(dir string, seed uint64, now time.Time) error {
+	return generate(dir, seed, now, func(Product) bool { return true })
+}
+
+// generate is Generate with a log that shows only the products shown
+// reports true for.
+func generate(dir string, seed uint64, now time.Time, shown func(Product) bool) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("datagen: %w", err)
 	}
@@ -44,7 +50,13 @@ func Generate(dir string, seed uint64, now time.Time) error {
 	if err := writeCSV(filepath.Join(dir, UsersFile), userRows(users)); err != nil {
 		return err
 	}
-	rows, err := logRows(cat, users, seed, now)
+	var inLog []Product
+	for _, p := range cat {
+		if shown(p) {
+			inLog = append(inLog, p)
+		}
+	}
+	rows, err := logRows(cat, inLog, users, seed, now)
 	if err != nil {
 		return err
 	}
@@ -68,7 +80,9 @@ func userRows(users []User) [][]string {
 	return rows
 }
 
-func logRows(cat []Product, users []User, seed uint64, now time.Time) ([][]string, error) {
+// logRows draws the log's events over the products shown (the click model
+// scales prices over the whole catalogue cat).
+func logRows(cat, shown []Product, users []User, seed uint64, now time.Time) ([][]string, error) {
 	sp := spec.Reference()
 	truth := NewTruth(cat)
 	rng := rand.New(rand.NewPCG(seed, 0x106))
@@ -76,7 +90,7 @@ func logRows(cat []Product, users []User, seed uint64, now time.Time) ([][]strin
 	rows := [][]string{append(header, "product_id", "response")}
 	for i := 0; i < LogEvents; i++ {
 		u := users[rng.IntN(len(users))]
-		p := cat[rng.IntN(len(cat))]
+		p := shown[rng.IntN(len(shown))]
 		at := RandomTime(rng, now)
 		x, err := sp.Encode(u.Attributes(at))
 		if err != nil {

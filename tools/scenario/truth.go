@@ -17,8 +17,13 @@ import (
 //
 // Ages scale as the reference spec does, (age − 16)/54; prices min-max over
 // the catalogue.
+//
+// The drifted truth (Drifted, the drift scenario's after the change) moves
+// the coffee boost to the evening (18:00–24:00) and takes the weekend boost
+// away from pizzas (burgers and sandwiches keep it).
 type Truth struct {
 	minPrice, maxPrice float64
+	drifted            bool
 }
 
 // NewTruth returns the click model for a catalogue.
@@ -29,6 +34,15 @@ func NewTruth(catalogue []Product) *Truth {
 		t.maxPrice = math.Max(t.maxPrice, p.Price)
 	}
 	return t
+}
+
+// Drifted returns the click model after the drift scenario's change of
+// tastes: coffee in the evening instead of the morning, pizza without its
+// weekend boost; everything else as t.
+func (t *Truth) Drifted() *Truth {
+	d := *t
+	d.drifted = true
+	return &d
 }
 
 // ScaledPrice is p's price min-max scaled over the catalogue.
@@ -47,10 +61,14 @@ func ScaledAge(age int) float64 {
 func (t *Truth) Logit(u User, p Product, at time.Time) float64 {
 	local := at.In(ShopZone)
 	logit := -2.5
-	if h := local.Hour(); h >= 6 && h < 12 && p.IsCoffee {
+	coffeeFrom, coffeeTo := 6, 12
+	if t.drifted {
+		coffeeFrom, coffeeTo = 18, 24
+	}
+	if h := local.Hour(); h >= coffeeFrom && h < coffeeTo && p.IsCoffee {
 		logit += 2.5
 	}
-	if wd := local.Weekday(); (wd == time.Saturday || wd == time.Sunday) && (p.Category == Pizzas || p.Category == Burgers) {
+	if wd := local.Weekday(); (wd == time.Saturday || wd == time.Sunday) && (p.Category == Burgers || p.Category == Pizzas && !t.drifted) {
 		logit += 1.8
 	}
 	if ScaledAge(u.Age) < 0.25 && t.ScaledPrice(p) > 0.8 {
