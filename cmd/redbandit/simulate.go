@@ -11,6 +11,7 @@ import (
 	"github.com/redbandit/redbandit/model/linucb"
 	"github.com/redbandit/redbandit/model/spec"
 	"github.com/redbandit/redbandit/sidecar"
+	"github.com/redbandit/redbandit/tools/scenario"
 	"github.com/redbandit/redbandit/tools/simulate"
 	"github.com/redbandit/redbandit/training/event"
 )
@@ -28,6 +29,7 @@ func simulateCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the visits"},
 			&cli.Uint64Flag{Name: "data-seed", Value: 1, Usage: "seed of the catalogue and users (datagen's --seed)"},
 			feedbackFlag(), impressionsFlag(),
+			&cli.StringFlag{Name: "scenario", Value: scenario.Steady, Usage: "steady or drift (the tastes change after half the visits: coffee in the evening, no weekend pizza; the summary reports the recovery); new-products concerns the model's history (datagen --scenario)"},
 			&cli.Float64Flag{Name: "alpha", Value: linucb.DefaultAlpha, Usage: "exploration weight"},
 			&cli.StringSliceFlag{Name: "brokers", Value: cli.NewStringSlice("127.0.0.1:9092"), EnvVars: []string{"REDBANDIT_BROKERS"}, Usage: "Kafka brokers"},
 			&cli.StringFlag{Name: "topic", Value: sidecar.DefaultTopic, EnvVars: []string{"REDBANDIT_TOPIC"}, Usage: "feedback topic"},
@@ -45,6 +47,9 @@ func simulateCommand() *cli.Command {
 				return fmt.Errorf("kafka: %w", err)
 			}
 			defer kc.Close()
+			if err := scenario.CheckScenario(c.String("scenario")); err != nil {
+				return err
+			}
 			codec, err := event.NewCodec(spec.Reference().Dim())
 			if err != nil {
 				return err
@@ -53,6 +58,9 @@ func simulateCommand() *cli.Command {
 			return withRedis(c, func(client rueidis.Client) error {
 				cfg := simulate.Config{Visits: c.Int("visits"), Policy: c.String("policy"), Rate: c.Float64("rate"),
 					Seed: c.Uint64("seed"), DataSeed: c.Uint64("data-seed"), Feedback: c.String("feedback"), Impressions: c.String("impressions"), Sink: sink, Out: c.App.Writer, Verbose: !c.Bool("quiet")}
+				if c.String("scenario") == scenario.Drift {
+					cfg.DriftAt = int(float64(cfg.Visits) * scenario.DriftAt)
+				}
 				switch c.String("via") {
 				case "redis":
 					cfg.Recommender = &simulate.Redis{Client: client, Model: c.String("model"), Alpha: c.Float64("alpha")}
@@ -74,8 +82,16 @@ func simulateCommand() *cli.Command {
 					fmt.Fprintf(w, "  %-7s CTR %.4f  last quarter %.4f\n", pol, sum.CTR[pol], sum.CTRLast[pol])
 				}
 				fmt.Fprintf(w, "  recommend p50 %v  p99 %v\n", simulate.Percentile(sum.Latency, .5), simulate.Percentile(sum.Latency, .99))
+				if d := sum.Drift; d != nil {
+					fmt.Fprintf(w, "  drift after visit %d: linucb / oracle %.1f%% before, %.1f%% after; back to %.0f%% within %d visits (-1: not in this run)\n",
+						d.At, 100*d.OracleShareBefore, 100*d.OracleShareAfter, 100*simulate.RecoveryShare, d.RecoveredWithin)
+				}
 				if c.Bool("json") {
-					b, _ := json.Marshal(map[string]any{"visits": sum.Visits, "alpha": c.Float64("alpha"), "ctr": sum.CTR, "ctr_last": sum.CTRLast, "events_sent": sum.Sent, "feedback": sum.Feedback, "impressions": sum.Impressions})
+					out := map[string]any{"visits": sum.Visits, "alpha": c.Float64("alpha"), "ctr": sum.CTR, "ctr_last": sum.CTRLast, "events_sent": sum.Sent, "feedback": sum.Feedback, "impressions": sum.Impressions}
+					if d := sum.Drift; d != nil {
+						out["drift_at"], out["oracle_share_before"], out["oracle_share_after"], out["recovered_within"] = d.At, d.OracleShareBefore, d.OracleShareAfter, d.RecoveredWithin
+					}
+					b, _ := json.Marshal(out)
 					fmt.Fprintln(w, string(b))
 				}
 				return nil

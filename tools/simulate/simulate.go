@@ -154,6 +154,11 @@ type Config struct {
 	Verbose     bool        // print one line per visit
 	Live        *Live       // if set, updated after every visit
 	Logger      *slog.Logger
+
+	// DriftAt, if positive, changes the tastes after this many visits: the
+	// users click by the ground truth's Drifted model from the next visit
+	// on (scenario.Drift), and the summary reports the recovery (Drift).
+	DriftAt int
 }
 
 // Summary is the outcome of a run.
@@ -171,6 +176,9 @@ type Summary struct {
 	// over the last Window visits.
 	Curve   []Point         `json:"-"`
 	Latency []time.Duration `json:"-"` // of each Recommender call
+
+	// Drift reports the change of tastes of a run with Config.DriftAt.
+	*Drift `json:",omitempty"`
 }
 
 // Point is one sample of the learning curve.
@@ -243,6 +251,8 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("%w: feedback reward needs the linucb policy: only its slates are decisions with event ids", ErrSetting)
 	case c.Sink == nil:
 		return errors.New("simulate: no sink for the feedback")
+	case c.DriftAt < 0:
+		return fmt.Errorf("simulate: drift at visit %d", c.DriftAt)
 	case c.Visits < 1 || c.Rate < 0:
 		return fmt.Errorf("simulate: visits %d and rate %v must be positive", c.Visits, c.Rate)
 	}
@@ -259,6 +269,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	cat := scenario.Catalogue(cfg.DataSeed)
 	users := scenario.Users(cfg.DataSeed)
 	truth := scenario.NewTruth(cat)
+	before, after := truth, truth.Drifted()
 	byID := make(map[string]scenario.Product, len(cat))
 	for _, p := range cat {
 		byID[p.ID] = p
@@ -289,6 +300,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		}
 		if ctx.Err() != nil {
 			break
+		}
+		if truth = before; cfg.DriftAt > 0 && n > cfg.DriftAt {
+			truth = after
 		}
 		v := &Visit{N: n, User: users[rng.IntN(len(users))]}
 		v.At = scenario.RandomTime(rng, cfg.Now)
@@ -373,6 +387,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			sum.CTR[pol] = float64(sum.Clicks[pol]) / float64(sum.Visits)
 			sum.CTRLast[pol] = rolling(hits[pol], last)
 		}
+	}
+	if cfg.DriftAt > 0 && sum.Visits > 0 {
+		sum.Drift = drift(hits[cfg.Policy], hits[Oracle], cfg.DriftAt, cfg.Window)
 	}
 	return sum, ctx.Err()
 }
