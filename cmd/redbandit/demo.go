@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/redbandit/redbandit/tools/demo"
+	"github.com/redbandit/redbandit/tools/scenario"
 	"github.com/redbandit/redbandit/tools/simulate"
 )
 
@@ -40,6 +41,9 @@ func demoCommand() *cli.Command {
 			&cli.StringFlag{Name: "dir", DefaultText: "a temporary one, removed at the end", Usage: "working directory to keep (data, Redis AOF, ACL file)"},
 			&cli.StringFlag{Name: "svg", Value: "demo-learning-curve.svg", Usage: "where to write the learning curve (empty: nowhere)"},
 			&cli.StringFlag{Name: "env", Value: "demo.env", Usage: "where to write, while the demo runs, the export line of the serving user's Redis URL, the model and the sidecar for the README's examples (. demo.env; empty: nowhere)"},
+			&cli.StringFlag{Name: "scenario", Value: scenario.Steady, Usage: "steady; new-products (the six coffees are missing from the history and launched when the visits start); drift (the tastes change after half the visits — coffee in the evening, no weekend pizza — with forgetting on; a first quiet run without forgetting on the same visits gives the comparison)"},
+			&cli.Float64Flag{Name: "half-life", DefaultText: fmt.Sprintf("%d with --scenario drift, none otherwise", scenario.DriftHalfLife), Usage: "the model forgets: an event's weight halves every this many later events of its product (-1: never)"},
+			&cli.StringFlag{Name: "prior", Value: demo.PriorFresh, Usage: "starting state of the products a scenario launches: fresh (A = λI, b = 0), pooled (from the arms of their category) or none (not registered: never scored, the baseline)"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no line per visit"},
 			&cli.BoolFlag{Name: "json", Usage: "end with the summary as one JSON object on the last line"},
 		},
@@ -47,7 +51,8 @@ func demoCommand() *cli.Command {
 			w := c.App.Writer
 			cfg := demo.Config{Visits: c.Int("visits"), Cold: c.Bool("cold"), Alpha: c.Float64("alpha"), Via: c.String("via"),
 				Rate: c.Float64("rate"), Seed: c.Uint64("seed"), Feedback: c.String("feedback"), Impressions: c.String("impressions"), RewardWait: c.Duration("reward-wait"), FlushInterval: c.Duration("flush-interval"), Brokers: c.StringSlice("brokers"),
-				RedisConf: c.String("redis-conf"), Listen: c.String("listen"), Dir: c.String("dir"), Out: w, Quiet: c.Bool("quiet"), Hold: c.Bool("hold"), EnvFile: c.String("env")}
+				RedisConf: c.String("redis-conf"), Listen: c.String("listen"), Dir: c.String("dir"), Out: w, Quiet: c.Bool("quiet"), Hold: c.Bool("hold"), EnvFile: c.String("env"),
+				Scenario: c.String("scenario"), HalfLife: c.Float64("half-life"), Prior: c.String("prior")}
 			if c.Bool("open") {
 				cfg.OnReady = func(url string) { openBrowser(w, url+"/") }
 			}
@@ -93,6 +98,17 @@ func report(c *cli.Context, sum demo.Summary) error {
 			sum.Decisions, sum.Rewards, sum.EventsEmitted, sum.DeadLetters, time.Duration(sum.RewardWaitMS)*time.Millisecond)
 	}
 	fmt.Fprintf(tw, "serving p50 / p99\t%.3f / %.3f ms\t\n", sum.ServingP50MS, sum.ServingP99MS)
+	if sum.Launched > 0 {
+		fmt.Fprintf(tw, "scenario %s\t%d products launched\t(%s prior)\n", sum.Scenario, sum.Launched, sum.Prior)
+	}
+	if d := sum.Drift; d != nil {
+		fmt.Fprintf(tw, "scenario %s\ttastes change after visit %d\t(half-life %v events per product)\n", sum.Scenario, d.At, sum.HalfLife)
+		fmt.Fprintf(tw, "linucb / oracle before / after\t%.1f%% / %.1f%%\t\n", 100*d.OracleShareBefore, 100*d.OracleShareAfter)
+		fmt.Fprintf(tw, "back to %.0f%% of the oracle within\t%d visits\t(-1: not in this run)\n", 100*simulate.RecoveryShare, d.RecoveredWithin)
+		if r := sum.RecoveredWithinNoForgetting; r != nil {
+			fmt.Fprintf(tw, "... without forgetting\t%d visits\t(same visits)\n", *r)
+		}
+	}
 	tw.Flush()
 	if path := c.String("svg"); path != "" {
 		f, err := os.Create(path)

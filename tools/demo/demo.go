@@ -84,6 +84,23 @@ type Config struct {
 	// summary when the visits end (before holding).
 	Hold      bool
 	OnSummary func(Summary)
+
+	// Scenario is the shop's (package scenario): scenario.Steady (default),
+	// scenario.NewProducts (the coffees launched after a history without
+	// them) or scenario.Drift (the tastes change after half the visits;
+	// the demo first runs the same visits without forgetting, quietly, and
+	// reports both recoveries).
+	Scenario string
+	// HalfLife is the model's half-life in events per product
+	// (forgetting): 0 takes the scenario's (scenario.DriftHalfLife for
+	// drift, none otherwise), negative means none.
+	HalfLife float64
+	// Prior is the starting state of the products a scenario launches:
+	// PriorFresh (default) or PriorPooled.
+	Prior string
+
+	single   bool            // the drift scenario's runs: no second run
+	baseline *simulate.Drift // the drift scenario's run without forgetting
 }
 
 // Summary is the outcome of a demo run.
@@ -106,6 +123,14 @@ type Summary struct {
 	EventsEmitted int64  `json:"events_emitted,omitempty"`
 	DeadLetters   int64  `json:"dead_letters,omitempty"`
 	SidecarURL    string `json:"-"`
+
+	Scenario string  `json:"scenario"`
+	HalfLife float64 `json:"half_life,omitempty"` // the model's, in events per product
+	Launched int     `json:"launched,omitempty"`  // products the scenario launched after the history
+	Prior    string  `json:"prior,omitempty"`     // their starting state
+	// With the drift scenario: simulate.Drift's recovered_within, of the
+	// first run on the same visits with forgetting off.
+	RecoveredWithinNoForgetting *int `json:"recovered_within_no_forgetting,omitempty"`
 }
 
 func (c *Config) defaults() {
@@ -152,6 +177,12 @@ func (c *Config) defaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if c.Scenario == "" {
+		c.Scenario = scenario.Steady
+	}
+	if c.Prior == "" {
+		c.Prior = PriorFresh
+	}
 }
 
 const model = "demo"
@@ -192,6 +223,15 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 	}
 	if err := simulate.CheckFeedback(cfg.Feedback, cfg.Impressions); err != nil {
 		return sum, fmt.Errorf("demo: %w", err)
+	}
+	if err := scenario.CheckScenario(cfg.Scenario); err != nil {
+		return sum, fmt.Errorf("demo: %w", err)
+	}
+	if err := checkPrior(cfg.Prior); err != nil {
+		return sum, err
+	}
+	if cfg.Scenario == scenario.Drift && !cfg.single {
+		return runDrift(ctx, cfg)
 	}
 	byEventID := cfg.Feedback == simulate.FeedbackReward
 	if byEventID && cfg.Via == "redis" {
@@ -268,7 +308,7 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 	}
 
 	// Data and the model.
-	if err := scenario.Generate(dir, cfg.Seed, scenario.DefaultNow); err != nil {
+	if err := scenario.GenerateScenario(dir, cfg.Seed, scenario.DefaultNow, cfg.Scenario); err != nil {
 		return sum, err
 	}
 	history := filepath.Join(dir, scenario.LogFile)
@@ -279,7 +319,7 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 			return sum, err
 		}
 	}
-	boot, err := bootstrap.Run(ctx, trainerRedis, history, bootstrap.Config{Model: model, Spec: spec.Reference()})
+	boot, err := bootstrap.Run(ctx, trainerRedis, history, bootstrap.Config{Model: model, Spec: spec.Reference(), HalfLife: cfg.modelHalfLife()})
 	if err != nil {
 		return sum, fmt.Errorf("demo: bootstrap: %w", err)
 	}
@@ -291,6 +331,17 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 		}
 	}
 	say("model %s: %d historical events folded (%s start), alpha %v", model, boot.Events, map[bool]string{true: "cold", false: "warm"}[cfg.Cold], cfg.Alpha)
+	if sum.Launched, err = launch(ctx, trainerRedis, cfg); err != nil {
+		return sum, err
+	}
+	sum.Scenario, sum.HalfLife = cfg.Scenario, cfg.modelHalfLife()
+	if sum.Launched > 0 {
+		sum.Prior = cfg.Prior
+		say("scenario %s: %d products launched after the history, starting from a %s prior", cfg.Scenario, sum.Launched, cfg.Prior)
+	}
+	if at := cfg.driftAt(); at > 0 {
+		say("scenario %s: the tastes change after visit %d; half-life %v events per product", cfg.Scenario, at, sum.HalfLife)
+	}
 
 	// Trainer and sidecar, in-process, stopped by cancel.
 	run, cancel := context.WithCancel(ctx)
@@ -411,7 +462,8 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 	go func() {
 		defer close(simDone)
 		sum.Summary, simErr = simulate.Run(run, simulate.Config{Visits: cfg.Visits, Rate: cfg.Rate, Seed: cfg.Seed, DataSeed: cfg.Seed,
-			Now: scenario.DefaultNow, Feedback: cfg.Feedback, Impressions: cfg.Impressions, Recommender: rec, Sink: sink, Out: cfg.Out, Verbose: !cfg.Quiet, Live: &live})
+			Now: scenario.DefaultNow, Feedback: cfg.Feedback, Impressions: cfg.Impressions, Recommender: rec, Sink: sink, Out: cfg.Out, Verbose: !cfg.Quiet, Live: &live,
+			DriftAt: cfg.driftAt()})
 	}()
 	select {
 	case <-simDone:
@@ -458,6 +510,9 @@ func Run(ctx context.Context, cfg Config) (sum Summary, err error) {
 	sum.ServingP99MS = float64(simulate.Percentile(sum.Latency, .99)) / 1e6
 	if o := sum.CTRLast[simulate.Oracle]; o > 0 {
 		sum.OracleShare = sum.CTRLast[simulate.LinUCB] / o
+	}
+	if cfg.baseline != nil {
+		sum.RecoveredWithinNoForgetting = &cfg.baseline.RecoveredWithin
 	}
 	if cfg.OnSummary != nil {
 		cfg.OnSummary(sum)

@@ -47,6 +47,12 @@ func writeEnv(path, line string) error {
 // registerCatalogue writes a prior arm (A = λI, b = 0) for every product
 // the model does not have yet.
 func registerCatalogue(ctx context.Context, c rueidis.Client, cat []scenario.Product) error {
+	return registerProducts(ctx, c, cat, nil)
+}
+
+// registerProducts writes an arm for every product of cat the model does
+// not have yet: prior's state for it, or A = λI, b = 0 if prior is nil.
+func registerProducts(ctx context.Context, c rueidis.Client, cat []scenario.Product, prior func(scenario.Product) (*linucb.Arm, error)) error {
 	sp := spec.Reference()
 	ids := make([]string, len(cat))
 	for i, p := range cat {
@@ -57,9 +63,14 @@ func registerCatalogue(ctx context.Context, c rueidis.Client, cat []scenario.Pro
 		return fmt.Errorf("demo: %w", err)
 	}
 	w := store.Write{Model: model, Features: sp.Names(), Groups: sp.Groups(), Lambda: linucb.DefaultLambda}
-	for _, a := range stored {
+	for i, a := range stored {
 		if a.Version != 0 {
 			continue
+		}
+		if prior != nil {
+			if a.Arm, err = prior(cat[i]); err != nil {
+				return err
+			}
 		}
 		p, err := a.Arm.Solve()
 		if err != nil {
