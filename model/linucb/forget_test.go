@@ -143,3 +143,15 @@ func TestNoForgettingIsPlainDelta(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkForgettingDeltaUpdate is BenchmarkDeltaUpdate with a half-life
+// of 100 events (renormalising every 6,400).
+func BenchmarkForgettingDeltaUpdate(b *testing.B) {
+	delta := NewForgettingDelta(15, 1, 100)
+	xs := shopContexts(256)
+	i := 0
+	for b.Loop() {
+		_ = delta.Update(xs[i&255], 1)
+		i++
+	}
+}
